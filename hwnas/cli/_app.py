@@ -1,0 +1,163 @@
+"""The Typer application, shared output helpers and the one place that maps errors to exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+app = typer.Typer(
+    name="hwnas",
+    help="Hardware-aware latency profiling and neural-architecture search.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+stderr = Console(stderr=True)
+_state = {"debug": False, "json": False}
+
+JsonOption = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
+
+
+class UsageError(ValueError):
+    """Bad command-line usage detected by a command itself (exit 2)."""
+
+    exit_code = 2
+
+
+class WorkFailed(RuntimeError):
+    """The work ran but failed on its own terms (exit 1)."""
+
+    exit_code = 1
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _jsonable(obj.item())
+    if hasattr(obj, "tolist"):
+        return _jsonable(obj.tolist())
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    return obj
+
+
+def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Print a command's result: one JSON object with ``--json``, else a human view on stdout."""
+    if as_json:
+        sys.stdout.write(json.dumps(_jsonable(result), sort_keys=False) + "\n")
+        sys.stdout.flush()
+        return
+    if human is not None:
+        human(result)
+        return
+    out = Console()
+    for key, value in result.items():
+        if isinstance(value, (list, dict)):
+            value = json.dumps(_jsonable(value))
+            if len(value) > 200:
+                value = value[:197] + "..."
+        out.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr; yields ``advance(done=None, total=None, what=None)``.
+
+    Library code takes a plain ``on_progress(done, total, what)`` callback; this adapts it.
+    """
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[what]}"),
+        console=stderr,
+        transient=False,
+        disable=not stderr.is_terminal and False,
+    )
+    with bar:
+        task = bar.add_task(description, total=total, what="")
+
+        def update(done: int | None = None, total_: int | None = None, what: str | None = None) -> None:
+            kwargs: dict[str, Any] = {}
+            if done is not None:
+                kwargs["completed"] = done
+            if total_ is not None:
+                kwargs["total"] = total_
+            if what is not None:
+                kwargs["what"] = what[:60]
+            bar.update(task, **kwargs)
+
+        yield update
+
+
+def exit_code_for(exc: BaseException) -> int:
+    code = getattr(type(exc), "exit_code", None)
+    if isinstance(code, int):
+        return code
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return 2
+    return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().replace("\n", " | ") or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    known = getattr(type(exc), "exit_code", None) is not None or isinstance(exc, OSError)
+    if not known:
+        text = f"internal error ({type(exc).__name__}): {text} (rerun with --debug for the traceback)"
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``hwnas`` and ``python -m hwnas``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:
+        _state["debug"] = True
+        args = [a for a in args if a != "--debug"]
+    logging.basicConfig(
+        level=logging.DEBUG if _state["debug"] else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from hwnas.cli import _commands  # noqa: F401  (registers the commands)
+
+    try:
+        rv = app(args=args, prog_name="hwnas", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        stderr.print("aborted", style="red", highlight=False)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show(file=sys.stderr)
+        sys.exit(2 if exc.exit_code not in (0, 1) else exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except Exception as exc:  # the one place that maps errors to exit codes
+        if _state["debug"]:
+            traceback.print_exc()
+        sys.stderr.write(f"hwnas: error: {_one_line(exc)}\n")
+        sys.exit(exit_code_for(exc))
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,23 @@
+"""Exceptions of the supernet package (spaces, architectures, checkpoints, data)."""
+
+from __future__ import annotations
+
+
+class SupernetError(Exception):
+    exit_code = 2
+
+
+class SpaceError(SupernetError, ValueError):
+    """Unknown search space, or a space asked for something it does not hold."""
+
+
+class ArchError(SupernetError, ValueError):
+    """An architecture is invalid for its space (the message names the field)."""
+
+
+class CheckpointError(SupernetError, ValueError):
+    """A checkpoint is missing, corrupt or belongs to another space."""
+
+
+class DatasetError(SupernetError, ValueError):
+    """An unknown dataset spec, or a dataset path with the wrong layout."""
