@@ -1,0 +1,288 @@
+"""A device: a profile plus an open transport, and the runner protocol on top of it.
+
+``Device.measure(models, ...)`` pushes the runner (once per version, checked by
+checksum) and the model files, runs a job on the device with the profile's
+interpreter, threads and core pinning, and hands each result line to a callback as
+it arrives, so callers can append rows to a LUT while the device is still working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import DeviceError, LinkLost
+from .profiles import PYTHON_RUNTIMES, DeviceProfile
+from .transport import Transport, open_transport
+
+log = logging.getLogger(__name__)
+
+RUNNER_PATH = Path(__file__).with_name("runner.py")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model to measure: an id (echoed back in results) and a local file."""
+
+    id: str
+    path: Path
+
+
+ResultCallback = Callable[[dict[str, Any]], None]
+
+
+class Device:
+    """An open link to one profiled device."""
+
+    def __init__(self, profile: DeviceProfile, transport: Transport | None = None) -> None:
+        self.profile = profile
+        self.transport = transport or open_transport(
+            profile.transport, profile.transport_settings, device=profile.name, workdir=profile.workdir
+        )
+        self._pushed: dict[str, str] = {}
+        self.hello: dict[str, Any] | None = None
+
+    # -- files ---------------------------------------------------------------------------
+    @property
+    def workdir(self) -> str:
+        return self.profile.workdir
+
+    def remote(self, *parts: str) -> str:
+        return posixpath.join(self.workdir, *parts)
+
+    def ensure_dir(self, path: str) -> None:
+        self.transport.run(["mkdir", "-p", path], description="create the work folder", timeout=30)
+
+    def remote_sha256(self, paths: Sequence[str]) -> dict[str, str]:
+        """Checksums of files on the device (missing files are left out)."""
+        if not paths:
+            return {}
+        res = self.transport.run(
+            ["sh", "-c", 'for f in "$@"; do [ -f "$f" ] && sha256sum "$f"; done; true', "hwnas-sum", *paths],
+            description="checksum files on the device",
+            timeout=120,
+            check=False,
+        )
+        out: dict[str, str] = {}
+        for line in res.stdout.splitlines():
+            parts = line.split(None, 1)
+            if len(parts) == 2:
+                out[parts[1].lstrip("*").strip()] = parts[0]
+        return out
+
+    def push_files(self, files: Sequence[tuple[Path, str]]) -> int:
+        """Push (local, remote) pairs whose content the device does not have yet; returns the count pushed."""
+        if self.profile.transport == "local":
+            return 0
+        wanted = {remote: file_sha256(local) for local, remote in files}
+        todo = [(local, remote) for local, remote in files if self._pushed.get(remote) != wanted[remote]]
+        have = self.remote_sha256([r for _, r in todo])
+        pushed = 0
+        dirs = sorted({posixpath.dirname(r) for _, r in todo})
+        if dirs:
+            self.transport.run(["mkdir", "-p", *dirs], description="create folders", timeout=30)
+        for local, remote in todo:
+            if have.get(remote) != wanted[remote]:
+                self.transport.push(local, remote)
+                pushed += 1
+            self._pushed[remote] = wanted[remote]
+        return pushed
+
+    def runner_remote_path(self) -> str:
+        if self.profile.transport == "local":
+            return str(RUNNER_PATH)
+        return self.remote("runner", f"runner-{file_sha256(RUNNER_PATH)[:12]}.py")
+
+    # -- measuring -----------------------------------------------------------------------
+    def python_argv(self) -> list[str]:
+        python = self.profile.python
+        if self.profile.transport == "local" and python == "python3":
+            python = sys.executable  # the local device runs the runner with hwnas's own interpreter
+        argv = [python]
+        mask = self.core_mask()
+        if mask:
+            argv = ["taskset", mask, *argv]
+        return argv
+
+    def core_mask(self) -> str | None:
+        cores = self.profile.cores
+        if cores == "all":
+            return None
+        if cores == "big":
+            return self._big_core_mask()
+        return cores.lower().removeprefix("0x")
+
+    def _big_core_mask(self) -> str | None:
+        res = self.transport.run(
+            [
+                "sh",
+                "-c",
+                'for c in /sys/devices/system/cpu/cpu[0-9]*; do '
+                'echo "${c##*cpu} $(cat "$c/cpufreq/cpuinfo_max_freq" 2>/dev/null || echo 0)"; done',
+            ],
+            description="read CPU clusters",
+            timeout=30,
+            check=False,
+        )
+        freqs: dict[int, int] = {}
+        for line in res.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                freqs[int(parts[0])] = int(parts[1])
+        if not freqs or max(freqs.values()) == 0:
+            return None
+        top = max(freqs.values())
+        mask = sum(1 << cpu for cpu, f in freqs.items() if f == top)
+        return format(mask, "x")
+
+    def measure(
+        self,
+        models: Sequence[ModelFile],
+        *,
+        runtime: str | None = None,
+        threads: int | None = None,
+        runs: int | None = None,
+        warmup: int | None = None,
+        min_seconds: float | None = None,
+        rounds: int = 1,
+        profile_ops: bool = False,
+        keep_samples: bool = True,
+        temp_paths: Sequence[str] = (),
+        state_paths: Sequence[str] = (),
+        extra: dict[str, Any] | None = None,
+        on_result: ResultCallback | None = None,
+        timeout: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Measure ``models`` with the Python runner; each result dict also goes to ``on_result``.
+
+        Raises DeviceError when the runtime is unusable on the device or the runner
+        fails, DeviceTimeout when it hangs past ``timeout``, LinkLost on a lost link.
+        """
+        runtime = runtime or self.profile.runtime
+        if runtime not in PYTHON_RUNTIMES:
+            raise DeviceError(f"runtime {runtime!r} is not driven by the Python runner", device=self.profile.name)
+        m = self.profile.measure
+        job: dict[str, Any] = {
+            "runtime": runtime,
+            "threads": threads or self.profile.threads,
+            "warmup": m.warmup if warmup is None else warmup,
+            "runs": m.runs if runs is None else runs,
+            "min_seconds": m.min_seconds if min_seconds is None else min_seconds,
+            "rounds": rounds,
+            "cooldown_s": m.cooldown_s,
+            "max_temp_c": m.max_temp_c,
+            "temp_paths": list(temp_paths),
+            "state_paths": list(state_paths),
+            "keep_samples": keep_samples,
+            "profile_ops": profile_ops,
+        }
+        if extra:
+            job.update(extra)
+        local = self.profile.transport == "local"
+        files: list[tuple[Path, str]] = []
+        specs = []
+        for model in models:
+            if local:
+                specs.append({"id": model.id, "path": str(Path(model.path).resolve())})
+            else:
+                remote = self.remote("models", f"{file_sha256(model.path)[:16]}{Path(model.path).suffix}")
+                files.append((Path(model.path), remote))
+                specs.append({"id": model.id, "path": remote})
+        job["models"] = specs
+        runner = self.runner_remote_path()
+        if not local:
+            files.append((RUNNER_PATH, runner))
+            self.push_files(files)
+        with tempfile.TemporaryDirectory() as tmp:
+            job_local = Path(tmp) / "job.json"
+            job_local.write_text(json.dumps(job))
+            if local:
+                job_path = str(job_local)
+            else:
+                job_path = self.remote("jobs", f"job-{int(time.time() * 1000)}.json")
+                self.ensure_dir(posixpath.dirname(job_path))
+                self.transport.push(job_local, job_path)
+            results: list[dict[str, Any]] = []
+            errors: list[dict[str, Any]] = []
+            fatal: list[str] = []
+
+            def on_line(line: str) -> None:
+                line = line.strip()
+                if not line.startswith("{"):
+                    return
+                try:
+                    msg = json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("%s: runner printed a broken line: %.200s", self.profile.name, line)
+                    return
+                kind = msg.get("type")
+                if kind == "hello":
+                    self.hello = msg
+                elif kind == "result":
+                    results.append(msg)
+                    if on_result is not None:
+                        on_result(msg)
+                elif kind == "error":
+                    errors.append(msg)
+                    log.warning("%s: %s failed: %s", self.profile.name, msg.get("id"), msg.get("message"))
+                elif kind == "fatal":
+                    fatal.append(str(msg.get("message")))
+
+            if timeout is None:
+                per_model = (m.warmup + (runs or m.runs) * rounds) * 2.0 + m.min_seconds + 30
+                timeout = 120 + per_model * max(1, len(models)) + m.cooldown_s * len(models) * rounds
+            argv = [*self.python_argv(), runner, job_path]
+            res = self.transport.run(
+                argv, description=f"measure {len(models)} models with {runtime}", timeout=timeout, check=False,
+                on_line=on_line,
+            )
+        if fatal:
+            raise DeviceError(
+                fatal[0], device=self.profile.name, command=" ".join(argv),
+                hint=f"install {runtime} on the device or pick another runtime in the profile",
+            )
+        if res.returncode != 0:
+            raise DeviceError(
+                "the runner failed",
+                device=self.profile.name,
+                command=" ".join(argv),
+                returncode=res.returncode,
+                output=(res.stdout + "\n" + res.stderr)[-2000:],
+            )
+        if errors and not results:
+            raise DeviceError(
+                f"every model failed on the device; first: {errors[0].get('id')}: {errors[0].get('message')}",
+                device=self.profile.name,
+            )
+        for err in errors:
+            results.append({"type": "error", **err})
+        return results
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Device", "ModelFile", "LinkLost", "RUNNER_PATH"]

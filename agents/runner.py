@@ -1,0 +1,374 @@
+#!/usr/bin/env python3
+"""hwnas on-device runner: a job in, JSON lines out.
+
+This file is copied to the device and run there with the device's own Python and
+runtime. It imports only the standard library and the runtime it drives
+(``onnxruntime``, or ``ai_edge_litert`` / ``tflite_runtime`` for ``litert``), so it runs
+on a phone's Termux, a Raspberry Pi or a Jetson as well as on the host.
+
+Usage::
+
+    python3 runner.py JOB.json          # or: python3 runner.py - < JOB.json
+
+The job (JSON)::
+
+    {"runtime": "onnxruntime", "threads": 1, "warmup": 10, "runs": 50,
+     "min_seconds": 0.2, "rounds": 1, "cooldown_s": 0, "max_temp_c": 75,
+     "max_thermal_wait_s": 120, "temp_paths": ["/sys/class/thermal/thermal_zone0/temp"],
+     "state_paths": ["/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"],
+     "keep_samples": true, "profile_ops": false, "xnnpack": true,
+     "models": [{"id": "k1", "path": "models/k1.onnx"}]}
+
+With ``rounds`` > 1 the models are measured round-robin, ``runs`` inferences of each
+model per round, so that a machine whose speed drifts affects every model alike.
+
+Output, one JSON object per line, flushed as soon as it is known::
+
+    {"type": "hello", "protocol": 1, "runtime": ..., "runtime_version": ..., "pid": ...}
+    {"type": "result", "id": ..., "runs": n, "median_ms": ..., "p10_ms": ..., "p90_ms": ...,
+     "mean_ms": ..., "std_ms": ..., "min_ms": ..., "max_ms": ..., "samples_ms": [...],
+     "temp_c": ..., "state": {...}, "thermal_wait_s": ..., "ops": [...]}
+    {"type": "error", "id": ..., "message": ...}
+    {"type": "done", "seconds": ..., "measured": n, "failed": n}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+PROTOCOL = 1
+RUNNER_VERSION = "1"
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def quantile(sorted_values, q):
+    """Linear-interpolated quantile of an ascending list (numpy's default method)."""
+    n = len(sorted_values)
+    if n == 1:
+        return sorted_values[0]
+    pos = q * (n - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, n - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def summarize(samples_ms):
+    s = sorted(samples_ms)
+    n = len(s)
+    mean = sum(s) / n
+    var = sum((x - mean) ** 2 for x in s) / (n - 1) if n > 1 else 0.0
+    return {
+        "runs": n,
+        "median_ms": quantile(s, 0.5),
+        "p10_ms": quantile(s, 0.1),
+        "p90_ms": quantile(s, 0.9),
+        "mean_ms": mean,
+        "std_ms": math.sqrt(var),
+        "min_ms": s[0],
+        "max_ms": s[-1],
+    }
+
+
+def read_text(path):
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def read_temp_c(paths):
+    """Highest temperature over ``paths`` (sysfs millidegrees, or degrees if < 1000)."""
+    best = None
+    for path in paths:
+        raw = read_text(path)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            continue
+        if abs(value) >= 1000:
+            value /= 1000.0
+        best = value if best is None else max(best, value)
+    return best
+
+
+# --------------------------------------------------------------------------- runtimes
+
+
+class OnnxRuntimeModel:
+    def __init__(self, path, threads, profile_dir=None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads == 1:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if profile_dir is not None:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = os.path.join(profile_dir, "ortprof")
+        self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        self.feeds = {}
+        for inp in self.session.get_inputs():
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+            self.feeds[inp.name] = _random_array(shape, inp.type)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self):
+        self.session.run(self.output_names, self.feeds)
+
+    def end_profiling(self):
+        return self.session.end_profiling()
+
+
+def _random_array(shape, type_name):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if "int8" in type_name and "uint8" not in type_name:
+        return rng.integers(-128, 127, size=shape, dtype=np.int8)
+    if "uint8" in type_name:
+        return rng.integers(0, 255, size=shape, dtype=np.uint8)
+    if "int64" in type_name:
+        return np.zeros(shape, dtype=np.int64)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def ort_version():
+    import onnxruntime as ort
+
+    return ort.__version__
+
+
+def _litert_interpreter_module():
+    try:
+        from ai_edge_litert import interpreter as mod  # type: ignore
+
+        return mod, "ai_edge_litert"
+    except ImportError:
+        from tflite_runtime import interpreter as mod  # type: ignore
+
+        return mod, "tflite_runtime"
+
+
+class LiteRTModel:
+    def __init__(self, path, threads, xnnpack=True):
+        import numpy as np
+
+        mod, _ = _litert_interpreter_module()
+        kwargs = {"model_path": path, "num_threads": threads}
+        if not xnnpack:
+            kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.interpreter = mod.Interpreter(**kwargs)
+        self.interpreter.allocate_tensors()
+        rng = np.random.default_rng(0)
+        for detail in self.interpreter.get_input_details():
+            shape = [int(d) if d > 0 else 1 for d in detail["shape"]]
+            dtype = detail["dtype"]
+            if np.issubdtype(dtype, np.integer):
+                info = np.iinfo(dtype)
+                data = rng.integers(info.min, info.max, size=shape, dtype=dtype)
+            else:
+                data = rng.standard_normal(shape).astype(dtype)
+            self.interpreter.set_tensor(detail["index"], data)
+
+    def __call__(self):
+        self.interpreter.invoke()
+
+
+def litert_version():
+    mod, name = _litert_interpreter_module()
+    try:
+        if name == "ai_edge_litert":
+            from importlib.metadata import version
+
+            return "ai-edge-litert " + version("ai-edge-litert")
+        import tflite_runtime  # type: ignore
+
+        return "tflite_runtime " + getattr(tflite_runtime, "__version__", "?")
+    except Exception:  # version lookup is informative only
+        return name
+
+
+def load_model(job, path, profile_dir=None):
+    runtime = job["runtime"]
+    threads = int(job.get("threads", 1))
+    if runtime == "onnxruntime":
+        return OnnxRuntimeModel(path, threads, profile_dir=profile_dir)
+    if runtime == "litert":
+        return LiteRTModel(path, threads, xnnpack=bool(job.get("xnnpack", True)))
+    raise ValueError("runtime %r is not driven by the Python runner" % runtime)
+
+
+def runtime_version(runtime):
+    if runtime == "onnxruntime":
+        return ort_version()
+    if runtime == "litert":
+        return litert_version()
+    raise ValueError("unknown runtime %r" % runtime)
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def time_runs(fn, runs, min_seconds, max_runs):
+    """Run ``fn`` at least ``runs`` times and at least ``min_seconds``; samples in ms."""
+    samples = []
+    clock = time.perf_counter_ns
+    start = clock()
+    limit = int(min_seconds * 1e9)
+    while len(samples) < runs or (clock() - start < limit and len(samples) < max_runs):
+        t0 = clock()
+        fn()
+        samples.append((clock() - t0) / 1e6)
+    return samples
+
+
+def thermal_gate(job):
+    paths = job.get("temp_paths") or []
+    limit = job.get("max_temp_c")
+    if not paths or limit is None:
+        return read_temp_c(paths), 0.0
+    waited = 0.0
+    deadline = float(job.get("max_thermal_wait_s", 120))
+    temp = read_temp_c(paths)
+    while temp is not None and temp > float(limit) and waited < deadline:
+        time.sleep(1.0)
+        waited += 1.0
+        temp = read_temp_c(paths)
+    return temp, waited
+
+
+def op_profile(job, model_spec, path, profile_runs):
+    """Per-node latencies from ONNX Runtime's profiler: median of each node's kernel time (ms)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = load_model(job, path, profile_dir=tmp)
+        for _ in range(profile_runs):
+            model()
+        prof_path = model.end_profiling()
+        with open(prof_path) as fh:
+            events = json.load(fh)
+    per_node = {}
+    for ev in events:
+        if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
+            continue
+        name = ev["name"][: -len("_kernel_time")]
+        args = ev.get("args", {})
+        entry = per_node.setdefault(
+            name, {"node": name, "op_type": args.get("op_name", ""), "provider": args.get("provider", ""), "us": []}
+        )
+        entry["us"].append(float(ev.get("dur", 0)))
+    ops = []
+    for entry in per_node.values():
+        us = sorted(entry.pop("us"))
+        # the first call of each node is warm-up inside the profile: drop it when we can
+        if len(us) > 2:
+            us = sorted(us[1:])
+        entry["ms"] = quantile(us, 0.5) / 1000.0
+        ops.append(entry)
+    return ops
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.stderr.write("usage: runner.py JOB.json | -\n")
+        return 2
+    started = time.perf_counter()
+    job = json.load(sys.stdin if argv[1] == "-" else open(argv[1]))
+    base = os.path.dirname(os.path.abspath(argv[1])) if argv[1] != "-" else os.getcwd()
+    runtime = job["runtime"]
+    try:
+        version = runtime_version(runtime)
+    except Exception as exc:  # the runtime is missing on this device
+        emit({"type": "fatal", "message": "runtime %s is not usable here: %s: %s" % (runtime, type(exc).__name__, exc)})
+        return 3
+    emit(
+        {
+            "type": "hello",
+            "protocol": PROTOCOL,
+            "runner_version": RUNNER_VERSION,
+            "runtime": runtime,
+            "runtime_version": version,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "pid": os.getpid(),
+        }
+    )
+    warmup = int(job.get("warmup", 10))
+    runs = int(job.get("runs", 50))
+    min_seconds = float(job.get("min_seconds", 0.0))
+    max_runs = int(job.get("max_runs", max(runs, 100000)))
+    rounds = max(1, int(job.get("rounds", 1)))
+    cooldown = float(job.get("cooldown_s", 0.0))
+    keep = bool(job.get("keep_samples", True))
+    state_paths = job.get("state_paths") or []
+    temp_paths = job.get("temp_paths") or []
+    measured = failed = 0
+
+    models = {}
+    samples = {}
+    waits = {}
+    broken = set()
+    specs = job["models"]
+    for r in range(rounds):
+        for spec in specs:
+            mid = spec["id"]
+            if mid in broken:
+                continue
+            path = spec["path"] if os.path.isabs(spec["path"]) else os.path.join(base, spec["path"])
+            try:
+                if mid not in models:
+                    models[mid] = load_model(job, path)
+                    fn = models[mid]
+                    for _ in range(warmup):
+                        fn()
+                _, waited = thermal_gate(job)
+                waits[mid] = waits.get(mid, 0.0) + waited
+                fn = models[mid]
+                fn()  # one un-timed call re-warms caches after the other models ran
+                samples.setdefault(mid, []).extend(time_runs(fn, runs, min_seconds / rounds, max_runs))
+            except Exception as exc:
+                broken.add(mid)
+                models.pop(mid, None)
+                failed += 1
+                emit({"type": "error", "id": mid, "message": "%s: %s" % (type(exc).__name__, exc)})
+                continue
+            if r == rounds - 1:
+                result = {"type": "result", "id": mid}
+                result.update(summarize(samples[mid]))
+                if keep:
+                    result["samples_ms"] = [round(x, 6) for x in samples[mid]]
+                result["temp_c"] = read_temp_c(temp_paths)
+                result["thermal_wait_s"] = waits.get(mid, 0.0)
+                if state_paths:
+                    result["state"] = {p: read_text(p) for p in state_paths}
+                if job.get("profile_ops") and runtime == "onnxruntime":
+                    try:
+                        result["ops"] = op_profile(job, spec, path, int(job.get("profile_runs", 20)))
+                    except Exception as exc:  # per-op data is optional
+                        result["ops_error"] = "%s: %s" % (type(exc).__name__, exc)
+                emit(result)
+                measured += 1
+                models.pop(mid, None)
+                samples.pop(mid, None)
+            if cooldown > 0:
+                time.sleep(cooldown)
+    emit({"type": "done", "seconds": time.perf_counter() - started, "measured": measured, "failed": failed})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

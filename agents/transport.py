@@ -1,0 +1,256 @@
+"""The transport interface: run an argv on a device, move files, close.
+
+Every remote command goes through :meth:`Transport.run`, which takes an argv list.
+Transports that need a shell string (ssh, adb) build it with :func:`shell_join`, the one
+place where arguments are quoted, once each. Nothing from a profile, a file name or a
+device's output is ever formatted into a shell string any other way.
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import DeviceError, DeviceTimeout, ProfileError
+
+log = logging.getLogger(__name__)
+
+LineCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a finished command returned."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def shell_join(argv: Sequence[str]) -> str:
+    """Quote each argument once for a POSIX shell (the only quoting in hwnas)."""
+    if not argv:
+        raise ValueError("empty argv")
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "****")
+    return text
+
+
+class Transport(abc.ABC):
+    """A link to one device.
+
+    ``device`` is the profile name used in messages. Implementations must make
+    :meth:`run` honour ``timeout`` (killing the remote process when it expires) and
+    stream output lines to ``on_line`` as they arrive, without deadlocking on
+    full stdout/stderr buffers.
+    """
+
+    name: str = ""
+
+    def __init__(self, *, device: str, workdir: str) -> None:
+        self.device = device
+        self.workdir = workdir
+
+    @abc.abstractmethod
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        description: str,
+        timeout: float,
+        check: bool = True,
+        on_line: LineCallback | None = None,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
+        """Run ``argv`` on the device.
+
+        Raises DeviceTimeout past ``timeout`` seconds (the process is killed),
+        LinkLost when the connection drops, DeviceError when ``check`` and the exit
+        code is not 0.
+        """
+
+    @abc.abstractmethod
+    def push(self, local: Path, remote: str) -> None:
+        """Copy a local file to ``remote`` (an absolute path on the device)."""
+
+    @abc.abstractmethod
+    def pull(self, remote: str, local: Path) -> None:
+        """Copy ``remote`` from the device to ``local``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the connection."""
+
+    @property
+    def address(self) -> str:
+        return "localhost"
+
+    def describe(self, argv: Sequence[str]) -> str:
+        return shell_join(argv)
+
+    def check_result(self, result: CommandResult, description: str, check: bool) -> CommandResult:
+        if check and result.returncode != 0:
+            raise DeviceError(
+                f"{description} failed",
+                device=self.device,
+                command=self.describe(result.argv),
+                returncode=result.returncode,
+                output=(result.stdout + "\n" + result.stderr)[-2000:],
+            )
+        return result
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalTransport(Transport):
+    """The machine hwnas runs on: plain subprocesses, no shell."""
+
+    name = "local"
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        description: str,
+        timeout: float,
+        check: bool = True,
+        on_line: LineCallback | None = None,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
+        argv = tuple(str(a) for a in argv)
+        log.debug("%s: %s: %s", self.device, description, shell_join(argv))
+        start = time.perf_counter()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise DeviceError(
+                f"{description}: cannot start {argv[0]!r} ({exc.strerror})", device=self.device
+            ) from exc
+        out_lines: list[str] = []
+        err_chunks: list[bytes] = []
+
+        def read_out() -> None:
+            assert proc.stdout is not None
+            for raw in iter(proc.stdout.readline, b""):
+                line = raw.decode("utf-8", "replace")
+                out_lines.append(line)
+                if on_line is not None:
+                    on_line(line.rstrip("\n"))
+
+        def read_err() -> None:
+            assert proc.stderr is not None
+            for chunk in iter(lambda: proc.stderr.read(65536), b""):  # type: ignore[union-attr]
+                err_chunks.append(chunk)
+
+        threads = [threading.Thread(target=read_out, daemon=True), threading.Thread(target=read_err, daemon=True)]
+        for t in threads:
+            t.start()
+        if stdin is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            for t in threads:
+                t.join(timeout=2)
+            raise DeviceTimeout(
+                f"{description} ran past its timeout of {timeout:g} s and was killed",
+                device=self.device,
+                command=shell_join(argv),
+                output="".join(out_lines)[-2000:],
+            ) from None
+        for t in threads:
+            t.join()
+        result = CommandResult(
+            argv=argv,
+            returncode=proc.returncode,
+            stdout="".join(out_lines),
+            stderr=b"".join(err_chunks).decode("utf-8", "replace"),
+            seconds=time.perf_counter() - start,
+        )
+        return self.check_result(result, description, check)
+
+    def push(self, local: Path, remote: str) -> None:
+        Path(remote).parent.mkdir(parents=True, exist_ok=True)
+        if Path(local).resolve() != Path(remote).resolve():
+            shutil.copyfile(local, remote)
+
+    def pull(self, remote: str, local: Path) -> None:
+        if not Path(remote).exists():
+            raise DeviceError(f"cannot pull {remote}: no such file", device=self.device)
+        Path(local).parent.mkdir(parents=True, exist_ok=True)
+        if Path(local).resolve() != Path(remote).resolve():
+            shutil.copyfile(remote, local)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+TransportFactory = Callable[..., Transport]
+_REGISTRY: dict[str, Callable[[], type[Transport]]] = {}
+
+
+def register_transport(name: str, loader: Callable[[], type[Transport]]) -> None:
+    """Register a transport class under ``name``; ``loader`` imports it lazily."""
+    _REGISTRY[name] = loader
+
+
+def transport_class(name: str) -> type[Transport]:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ProfileError(f"unknown transport {name!r}: expected one of {sorted(_REGISTRY)}{hint}")
+    return _REGISTRY[name]()
+
+
+def list_transports() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+register_transport("local", lambda: LocalTransport)
+
+
+def open_transport(kind: str, settings: dict[str, Any], *, device: str, workdir: str) -> Transport:
+    """Open a transport of ``kind`` with the profile's ``settings`` (already validated)."""
+    cls = transport_class(kind)
+    if cls is LocalTransport:
+        return LocalTransport(device=device, workdir=workdir)
+    return cls(device=device, workdir=workdir, **settings)
