@@ -43,6 +43,7 @@ class ModelFile:
 
     id: str
     path: Path
+    flush_kb: int = 0  # evict the caches before each timed run (see runner.make_flusher)
 
 
 ResultCallback = Callable[[dict[str, Any]], None]
@@ -200,11 +201,11 @@ class Device:
         specs = []
         for model in models:
             if local:
-                specs.append({"id": model.id, "path": str(Path(model.path).resolve())})
+                specs.append({"id": model.id, "path": str(Path(model.path).resolve()), "flush_kb": model.flush_kb})
             else:
                 remote = self.remote("models", f"{file_sha256(model.path)[:16]}{Path(model.path).suffix}")
                 files.append((Path(model.path), remote))
-                specs.append({"id": model.id, "path": remote})
+                specs.append({"id": model.id, "path": remote, "flush_kb": model.flush_kb})
         job["models"] = specs
         runner = self.runner_remote_path()
         if not local:

@@ -44,6 +44,7 @@ TRANSPORT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "password_env": (str,),
         "connect_timeout_s": (int, float),
         "keepalive_s": (int, float),
+        "keepalive_count": (int,),
     },
     "adb": {
         "serial": (str,),
@@ -51,6 +52,8 @@ TRANSPORT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "port": (int,),
         "key_file": (str,),
         "connect_timeout_s": (int, float),
+        "keepalive_s": (int, float),
+        "keepalive_count": (int,),
     },
 }
 SECRET_KEYS = ("password", "passphrase", "secret", "token")

@@ -16,7 +16,7 @@ The job (JSON)::
      "min_seconds": 0.2, "rounds": 1, "cooldown_s": 0, "max_temp_c": 75,
      "max_thermal_wait_s": 120, "temp_paths": ["/sys/class/thermal/thermal_zone0/temp"],
      "state_paths": ["/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"],
-     "keep_samples": true, "profile_ops": false, "xnnpack": true,
+     "keep_samples": true, "profile_ops": false, "xnnpack": true, "flush_kb": 0,
      "models": [{"id": "k1", "path": "models/k1.onnx"}]}
 
 With ``rounds`` > 1 the models are measured round-robin, ``runs`` inferences of each
@@ -222,13 +222,34 @@ def runtime_version(runtime):
 # --------------------------------------------------------------------------- measuring
 
 
-def time_runs(fn, runs, min_seconds, max_runs):
+def make_flusher(flush_kb):
+    """A function that evicts the CPU caches by writing ``flush_kb`` KiB (``None`` when 0).
+
+    A model measured alone keeps its weights in the core's private caches between runs;
+    inside a whole network the other layers evict them. Writing a buffer larger than
+    the private cache before each timed run puts every run in the network's situation.
+    """
+    if not flush_kb:
+        return None
+    import numpy as np
+
+    buf = np.zeros(int(flush_kb) * 1024 // 8, dtype=np.float64)
+
+    def flush():
+        np.add(buf, 1.0, out=buf)
+
+    return flush
+
+
+def time_runs(fn, runs, min_seconds, max_runs, flush=None):
     """Run ``fn`` at least ``runs`` times and at least ``min_seconds``; samples in ms."""
     samples = []
     clock = time.perf_counter_ns
     start = clock()
     limit = int(min_seconds * 1e9)
     while len(samples) < runs or (clock() - start < limit and len(samples) < max_runs):
+        if flush is not None:
+            flush()
         t0 = clock()
         fn()
         samples.append((clock() - t0) / 1e6)
@@ -314,6 +335,7 @@ def main(argv):
     rounds = max(1, int(job.get("rounds", 1)))
     cooldown = float(job.get("cooldown_s", 0.0))
     keep = bool(job.get("keep_samples", True))
+    flushers = {}
     state_paths = job.get("state_paths") or []
     temp_paths = job.get("temp_paths") or []
     measured = failed = 0
@@ -339,7 +361,12 @@ def main(argv):
                 waits[mid] = waits.get(mid, 0.0) + waited
                 fn = models[mid]
                 fn()  # one un-timed call re-warms caches after the other models ran
-                samples.setdefault(mid, []).extend(time_runs(fn, runs, min_seconds / rounds, max_runs))
+                flush_kb = int(spec.get("flush_kb", job.get("flush_kb", 0)) or 0)
+                if flush_kb not in flushers:
+                    flushers[flush_kb] = make_flusher(flush_kb)
+                samples.setdefault(mid, []).extend(
+                    time_runs(fn, runs, min_seconds / rounds, max_runs, flushers[flush_kb])
+                )
             except Exception as exc:
                 broken.add(mid)
                 models.pop(mid, None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import difflib
+import importlib
 import logging
 import os
 import shlex
@@ -254,3 +255,106 @@ def open_transport(kind: str, settings: dict[str, Any], *, device: str, workdir:
     if cls is LocalTransport:
         return LocalTransport(device=device, workdir=workdir)
     return cls(device=device, workdir=workdir, **settings)
+
+
+# -- remote commands (ssh, adb) -----------------------------------------------------------
+# A remote argv runs under a small POSIX-sh wrapper, built here so that quoting stays in
+# one place: ``exec sh -c SCRIPT hwnas ARGV...``. The wrapper prints its PID on the first
+# line (so a command past its timeout can be killed, with its process group, over a second
+# channel) and, for transports without exit codes (adb's legacy shell service), a marker
+# with ``$?`` at the end. ``exec`` makes the wrapper the process the remote daemon started
+# (a session leader under sshd and adbd), and running ``"$@"`` as a child (never ``exec``)
+# keeps the exit status of a signalled command as the usual 128+N.
+
+
+def pid_marker(token: str) -> str:
+    return f"hwnas-pid-{token}:"
+
+
+def exit_marker(token: str) -> str:
+    return f"hwnas-rc-{token}:"
+
+
+def remote_command(
+    argv: Sequence[str], *, token: str, report_exit: bool = False, stdin_path: str | None = None
+) -> str:
+    """The shell string that runs ``argv`` on a device under the PID/exit-code wrapper.
+
+    ``stdin_path`` names a file on the device fed to the command's stdin (and removed).
+    """
+    if not argv:
+        raise ValueError("empty argv")
+    args = [str(a) for a in argv]
+    script = f'echo "{pid_marker(token)}$$"; '
+    if stdin_path is not None:
+        script += 'f=$1; shift; "$@" < "$f"; rc=$?; rm -f -- "$f"; '
+        args = [stdin_path, *args]
+    else:
+        script += '"$@"; rc=$?; '
+    if report_exit:
+        script += f'echo "{exit_marker(token)}$rc"; '
+    script += "exit $rc"
+    return shell_join(["exec", "sh", "-c", script, "hwnas", *args])
+
+
+def kill_command(pid: int) -> str:
+    """Kill a wrapper started by :func:`remote_command` and its process group."""
+    script = 'kill -9 -- "-$1" 2>/dev/null || kill -9 "$1" 2>/dev/null; exit 0'
+    return shell_join(["sh", "-c", script, "hwnas-kill", str(int(pid))])
+
+
+class RemoteOutput:
+    """Splits a wrapper's stdout into lines, taking out the PID line and the exit marker.
+
+    Bytes are split on ``\\n`` before decoding, so a multi-byte character is never cut.
+    ``stdout`` is the command's output byte-for-byte (decoded), without the markers.
+    """
+
+    def __init__(self, token: str, on_line: LineCallback | None) -> None:
+        self._pid_prefix = pid_marker(token).encode()
+        self._rc_marker = exit_marker(token).encode()
+        self._on_line = on_line
+        self._buf = b""
+        self._parts: list[str] = []
+        self._first = True
+        self.pid: int | None = None
+        self.returncode: int | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        if b"\n" not in data:
+            return
+        *lines, self._buf = self._buf.split(b"\n")
+        for raw in lines:
+            self._line(raw, complete=True)
+
+    def finish(self) -> None:
+        if self._buf:
+            raw, self._buf = self._buf, b""
+            self._line(raw, complete=False)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self._parts)
+
+    def _line(self, raw: bytes, *, complete: bool) -> None:
+        if self._first:
+            self._first = False
+            if raw.startswith(self._pid_prefix) and raw[len(self._pid_prefix) :].strip().isdigit():
+                self.pid = int(raw[len(self._pid_prefix) :].strip())
+                return
+        if self.returncode is None:
+            at = raw.find(self._rc_marker)
+            if at >= 0 and raw[at + len(self._rc_marker) :].strip().isdigit():
+                self.returncode = int(raw[at + len(self._rc_marker) :].strip())
+                raw, complete = raw[:at], False  # what came before the marker had no newline
+                if not raw:
+                    return
+        text = raw.decode("utf-8", "replace")
+        self._parts.append(text + "\n" if complete else text)
+        if self._on_line is not None:
+            self._on_line(text)
+
+
+register_transport("ssh", lambda: importlib.import_module(".ssh", __package__).SSHTransport)
+register_transport("adb", lambda: importlib.import_module(".adb", __package__).ADBTransport)

@@ -3,3 +3,4 @@
 from __future__ import annotations
 
 from hwnas.cli import devices as devices  # noqa: F401
+from hwnas.cli import pas as pas  # noqa: F401

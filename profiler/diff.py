@@ -1,0 +1,416 @@
+"""Regression test between two LUTs of the same device: real slowdowns, not noise.
+
+1. **Comparability** from the metadata, field by field (:data:`COMPARABILITY_FIELDS`). A mismatch refuses
+   the diff unless the user allows that field (``allow=["runtime.version"]``; a prefix such as ``runtime``
+   allows every ``runtime.*`` field).
+2. **Drift**: rows are matched by (key, resolution); the uniform drift of the whole table is the median
+   of the per-entry log ratios ``log(new / base)`` (robust to the few entries that really changed). It is
+   reported, factored out of every entry, and is itself a finding beyond ``drift_threshold_pct``.
+3. **Entries**: an entry regresses when its drift-corrected change exceeds ``threshold_pct`` *and* its
+   spreads say it is not noise: a one-sided Mann-Whitney U test on the per-run samples when both LUTs keep
+   them (sidecar ``NAME.samples.csv``/``.npz``), else the runs' p10-p90 intervals (base scaled by the
+   drift) not overlapping, else mean +- 1.2816 std (the p10-p90 of a normal) when only mean/std are known.
+4. **Impact**: how much a random subnet of the space moves, from ``LUTPredictor`` over ``samples``
+   random subnets: per entry the mean relative change its own (drift-corrected) change causes, and for the
+   whole table the median relative change of the predicted latency.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import LUTError, ProfilerError
+from .lut import LUT, OVERHEAD_KEY, dotted_get
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "COMPARABILITY_FIELDS",
+    "DiffResult",
+    "EntryChange",
+    "check_allow",
+    "compare_metadata",
+    "diff_luts",
+]
+
+#: Metadata fields (dotted paths) that must agree for two LUTs to be compared.
+COMPARABILITY_FIELDS = (
+    "space",
+    "statistic",
+    "runtime.name",
+    "runtime.version",
+    "runtime.providers",
+    "runtime.delegate",
+    "exporter.name",
+    "exporter.version",
+    "exporter.opset",
+    "dtype",
+    "batch",
+    "threads",
+    "cores",
+    "device.model",
+    "device.soc",
+)
+Z80 = 1.2815515655446004  # p90 of the standard normal: mean +- Z80 * std spans p10..p90
+MIN_SAMPLES = 5
+
+
+def check_allow(names: Iterable[str]) -> list[str]:
+    """Validate ``--allow`` names: a comparability field or a prefix of some (``runtime``, ``device``).
+
+    Raises ProfilerError (exit 2) naming the close matches for an unknown name."""
+    prefixes = {f.split(".")[0] for f in COMPARABILITY_FIELDS}
+    out = []
+    for name in names:
+        if name in COMPARABILITY_FIELDS or name in prefixes:
+            out.append(name)
+            continue
+        close = difflib.get_close_matches(name, [*COMPARABILITY_FIELDS, *sorted(prefixes)], n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ProfilerError(
+            f"--allow {name!r} is not a comparability field{hint} (fields: {', '.join(COMPARABILITY_FIELDS)})"
+        )
+    return out
+
+
+def _allowed(fieldname: str, allow: Sequence[str]) -> bool:
+    return any(fieldname == a or fieldname.startswith(a + ".") for a in allow)
+
+
+def compare_metadata(
+    base: Mapping[str, Any], new: Mapping[str, Any], allow: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Every comparability field whose values differ: ``[{field, base, new, allowed}]``."""
+    out = []
+    for name in COMPARABILITY_FIELDS:
+        b, n = dotted_get(base, name), dotted_get(new, name)
+        if _norm(b) != _norm(n):
+            out.append({"field": name, "base": b, "new": n, "allowed": _allowed(name, allow)})
+    return out
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_norm(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _norm(v)) for k, v in value.items()))
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+@dataclass
+class EntryChange:
+    """One matched row. Percentages are of the base value; ``change_pct`` is drift-corrected."""
+
+    key: str
+    resolution: int
+    base_ms: float
+    new_ms: float
+    change_pct: float
+    raw_change_pct: float
+    uncertainty_pct: float | None
+    p_value: float | None
+    method: str
+    verdict: str  # regression | improvement | noise | ok
+    impact_pct: float | None = None
+    impact_when_used_pct: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DiffResult:
+    base: str
+    new: str
+    comparable: bool
+    mismatches: list[dict[str, Any]]
+    statistic: str | None = None
+    threshold_pct: float = 5.0
+    drift_threshold_pct: float = 10.0
+    drift: float | None = None
+    drift_uncertainty_pct: float | None = None
+    drift_finding: bool = False
+    entries: list[EntryChange] = field(default_factory=list)
+    missing: list[dict[str, Any]] = field(default_factory=list)
+    added: list[dict[str, Any]] = field(default_factory=list)
+    network: dict[str, Any] | None = None
+    overhead: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[EntryChange]:
+        return sorted((e for e in self.entries if e.verdict == "regression"), key=_impact_order)
+
+    @property
+    def improvements(self) -> list[EntryChange]:
+        return sorted((e for e in self.entries if e.verdict == "improvement"), key=_impact_order)
+
+    @property
+    def drift_pct(self) -> float | None:
+        return None if self.drift is None else 100.0 * self.drift
+
+    @property
+    def exit_code(self) -> int:
+        """0: no finding; 1: a regression or a drift beyond its threshold; 2: not comparable."""
+        if not self.comparable:
+            return 2
+        return 1 if (self.regressions or self.drift_finding) else 0
+
+    def findings(self) -> list[str]:
+        out = []
+        if not self.comparable:
+            bad = [m["field"] for m in self.mismatches if not m["allowed"]]
+            out.append(f"not comparable: {', '.join(bad)} differ (pass --allow FIELD to accept)")
+            return out
+        if self.drift_finding and self.drift is not None:
+            out.append(
+                f"the whole table drifted by {100 * self.drift:+.1f}% (beyond +-{self.drift_threshold_pct:g}%)"
+            )
+        for e in self.regressions:
+            out.append(f"{e.key} @ {e.resolution}: {e.change_pct:+.1f}% after drift correction")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        def short(e: EntryChange) -> dict[str, Any]:
+            return e.to_json()
+
+        noise = sum(e.verdict == "noise" for e in self.entries)
+        return {
+            "base": self.base,
+            "new": self.new,
+            "comparable": self.comparable,
+            "mismatches": self.mismatches,
+            "statistic": self.statistic,
+            "drift": self.drift,
+            "drift_pct": self.drift_pct,
+            "drift_uncertainty_pct": self.drift_uncertainty_pct,
+            "drift_finding": self.drift_finding,
+            "threshold_pct": self.threshold_pct,
+            "drift_threshold_pct": self.drift_threshold_pct,
+            "entries_compared": len(self.entries),
+            "regressions": [short(e) for e in self.regressions],
+            "improvements": [short(e) for e in self.improvements],
+            "within_noise": noise,
+            "missing": self.missing,
+            "added": self.added,
+            "network": self.network,
+            "overhead": self.overhead,
+            "findings": self.findings(),
+            "notes": self.notes,
+        }
+
+
+def _impact_order(e: EntryChange) -> tuple[float, float]:
+    return (-abs(e.impact_pct) if e.impact_pct is not None else 0.0, -abs(e.change_pct))
+
+
+def _interval(lut: LUT, i: int, stat: float) -> tuple[float, float] | None:
+    cols = lut.rows.columns
+    if "p10_ms" in cols and "p90_ms" in cols:
+        return float(lut.rows["p10_ms"].iat[i]), float(lut.rows["p90_ms"].iat[i])
+    if "std_ms" in cols:
+        sd = float(lut.rows["std_ms"].iat[i])
+        center = float(lut.rows["mean_ms"].iat[i]) if "mean_ms" in cols else stat
+        return center - Z80 * sd, center + Z80 * sd
+    return None
+
+
+def diff_luts(
+    base: LUT,
+    new: LUT,
+    *,
+    threshold_pct: float = 5.0,
+    drift_threshold_pct: float = 10.0,
+    allow: Sequence[str] = (),
+    alpha: float = 0.001,
+    samples: int = 1000,
+    seed: int = 0,
+) -> DiffResult:
+    """Compare ``new`` against ``base``; see the module docstring. Never raises for noisy data; raises
+    ProfilerError for an unknown ``allow`` name and LUTError when the two LUTs share no entry."""
+    allow = check_allow(allow)
+    if not threshold_pct > 0 or not drift_threshold_pct > 0:
+        raise ProfilerError("thresholds must be positive percentages")
+    mismatches = compare_metadata(base.metadata, new.metadata, allow)
+    result = DiffResult(
+        base=base.source,
+        new=new.source,
+        comparable=all(m["allowed"] for m in mismatches),
+        mismatches=mismatches,
+        statistic=base.statistic,
+        threshold_pct=float(threshold_pct),
+        drift_threshold_pct=float(drift_threshold_pct),
+    )
+    if not result.comparable:
+        return result
+    stat_b, stat_n = base.statistic, new.statistic
+    if stat_n not in new.rows.columns:  # pragma: no cover - load guarantees it
+        raise LUTError(f"{new.source}: no column {stat_n!r}")
+    b_idx = {k: i for i, k in enumerate(base.keys())}
+    n_idx = {k: i for i, k in enumerate(new.keys())}
+    result.missing = [{"key": k, "resolution": r} for (k, r) in b_idx if (k, r) not in n_idx]
+    result.added = [{"key": k, "resolution": r} for (k, r) in n_idx if (k, r) not in b_idx]
+    common = [k for k in b_idx if k in n_idx]
+    if not common:
+        raise LUTError(f"{base.source} and {new.source} share no (key, resolution) row")
+    b_vals = base.rows[stat_b].to_numpy(dtype=float)
+    n_vals = new.rows[stat_n].to_numpy(dtype=float)
+
+    # ---- drift: median of per-entry log ratios (overhead rows and zero values excluded)
+    pairs = [(k, b_idx[k], n_idx[k]) for k in common if k[0] != OVERHEAD_KEY]
+    positive = [(k, i, j) for k, i, j in pairs if b_vals[i] > 0 and n_vals[j] > 0]
+    if len(positive) < len(pairs):
+        result.notes.append(f"{len(pairs) - len(positive)} entries with a zero latency were not judged")
+    logs = np.array([math.log(n_vals[j] / b_vals[i]) for _, i, j in positive])
+    if len(logs):
+        drift_log = float(np.median(logs))
+        mad = float(np.median(np.abs(logs - drift_log))) * 1.4826
+        se = 1.2533 * mad / math.sqrt(len(logs))
+        result.drift = math.expm1(drift_log)
+        result.drift_uncertainty_pct = 100.0 * 1.96 * se
+        result.drift_finding = abs(100.0 * result.drift) > drift_threshold_pct
+    else:
+        drift_log = 0.0
+        result.drift = 0.0
+    scale = math.exp(drift_log)
+
+    # ---- per entry
+    b_samples = base.samples()
+    n_samples = new.samples()
+    thr = threshold_pct / 100.0
+    for (key, res), i, j in positive:
+        bv, nv = float(b_vals[i]), float(n_vals[j])
+        corrected = nv / (bv * scale) - 1.0
+        raw = nv / bv - 1.0
+        p_value: float | None = None
+        significant_up = significant_down = False
+        unc: float | None = None
+        bs = b_samples.get((key, res)) if b_samples else None
+        ns = n_samples.get((key, res)) if n_samples else None
+        bi, ni = _interval(base, i, bv), _interval(new, j, nv)
+        if bs is not None and ns is not None and len(bs) >= MIN_SAMPLES and len(ns) >= MIN_SAMPLES:
+            method = "mann-whitney"
+            p_up, p_down = _mann_whitney(bs * scale, ns)
+            p_value = p_up if corrected >= 0 else p_down
+            significant_up, significant_down = p_up < alpha, p_down < alpha
+            bi = (float(np.percentile(bs, 10)), float(np.percentile(bs, 90)))
+            ni = (float(np.percentile(ns, 10)), float(np.percentile(ns, 90)))
+        elif bi is not None and ni is not None:
+            method = "p10-p90" if "p10_ms" in base.rows.columns and "p10_ms" in new.rows.columns else "std"
+            significant_up = ni[0] > bi[1] * scale
+            significant_down = ni[1] < bi[0] * scale
+        else:
+            method = "threshold"
+            significant_up = significant_down = True
+        if bi is not None and ni is not None:
+            hb = (bi[1] - bi[0]) / (2.0 * bv)
+            hn = (ni[1] - ni[0]) / (2.0 * nv)
+            unc = 100.0 * math.hypot(hb, hn) * (1.0 + corrected)
+        if corrected > thr and significant_up:
+            verdict = "regression"
+        elif corrected < -thr and significant_down:
+            verdict = "improvement"
+        elif abs(corrected) > thr:
+            verdict = "noise"
+        else:
+            verdict = "ok"
+        result.entries.append(
+            EntryChange(
+                key=key,
+                resolution=int(res),
+                base_ms=bv,
+                new_ms=nv,
+                change_pct=100.0 * corrected,
+                raw_change_pct=100.0 * raw,
+                uncertainty_pct=unc,
+                p_value=p_value,
+                method=method,
+                verdict=verdict,
+            )
+        )
+    for (key, res) in common:
+        if key == OVERHEAD_KEY:
+            result.overhead.append(
+                {"resolution": int(res), "base_ms": float(b_vals[b_idx[(key, res)]]), "new_ms": float(n_vals[n_idx[(key, res)]])}
+            )
+    if result.missing:
+        result.notes.append(f"{len(result.missing)} entries of the base are missing from the new table")
+    _impacts(result, base, new, scale, samples=samples, seed=seed)
+    return result
+
+
+def _mann_whitney(base: np.ndarray, new: np.ndarray) -> tuple[float, float]:
+    """One-sided p-values (new > base, new < base)."""
+    from scipy.stats import mannwhitneyu
+
+    up = float(mannwhitneyu(new, base, alternative="greater").pvalue)
+    down = float(mannwhitneyu(new, base, alternative="less").pvalue)
+    return up, down
+
+
+def _impacts(result: DiffResult, base: LUT, new: LUT, scale: float, *, samples: int, seed: int) -> None:
+    """Per-entry and whole-network impact on random subnets of the space (notes when not possible)."""
+    if samples <= 0:
+        return
+    from ..supernet import get_space
+    from .predict import LUTPredictor
+
+    try:
+        space = get_space(base.space)
+    except Exception as exc:  # noqa: BLE001 - an unknown space only disables the impact estimate
+        result.notes.append(f"no impact estimate: {exc}")
+        return
+    res = sorted(set(base.resolutions) & set(new.resolutions) & set(space.resolutions))
+    if not res:
+        result.notes.append("no impact estimate: the tables share no resolution of the space")
+        return
+    try:
+        predictor = LUTPredictor(base, space, resolutions=res)
+    except LUTError as exc:
+        result.notes.append(f"no impact estimate: {exc}")
+        return
+    rng = np.random.default_rng(seed)
+    arrays = space.sample_arrays(rng, samples, res)
+    base_pred = predictor.predict_arrays(arrays)
+    idents, counts = predictor.entry_counts(arrays)
+    col = {k: c for c, k in enumerate(idents)}
+    b_vals = base.values()
+    n_vals = new.values()
+    delta_corr = np.zeros(len(idents))
+    delta_raw = np.zeros(len(idents))
+    for k, c in col.items():
+        if k in n_vals:
+            delta_corr[c] = n_vals[k] / scale - b_vals[k]
+            delta_raw[c] = n_vals[k] - b_vals[k]
+    rel_corr = counts @ delta_corr / base_pred
+    rel_raw = counts @ delta_raw / base_pred
+    flagged = np.zeros(len(idents))
+    for e in result.entries:
+        c = col.get((e.key, e.resolution))
+        if c is None:
+            continue
+        per_net = counts[:, c] * delta_corr[c] / base_pred
+        e.impact_pct = 100.0 * float(per_net.mean())
+        used = counts[:, c] > 0
+        e.impact_when_used_pct = 100.0 * float(np.median(per_net[used])) if used.any() else 0.0
+        if e.verdict == "regression":
+            flagged[c] = delta_corr[c]
+    rel_flagged = counts @ flagged / base_pred
+    result.network = {
+        "samples": int(samples),
+        "seed": int(seed),
+        "resolutions": res,
+        "base_median_ms": float(np.median(base_pred)),
+        "change_pct": 100.0 * float(np.median(rel_corr)),
+        "raw_change_pct": 100.0 * float(np.median(rel_raw)),
+        "regressions_change_pct": 100.0 * float(np.median(rel_flagged)),
+    }

@@ -1,0 +1,186 @@
+"""LUT-sum latency prediction, vectorised over many architectures.
+
+``LUTPredictor(lut, space)`` turns a LUT into a dense table ``[resolution, stage, first, kernel, expand]``
+of block latencies plus one fixed cost per resolution (stem, first block, head and, if the LUT has it, the
+measured ``Overhead-inference``), so that predicting n architectures is a gather and a masked sum over
+numpy arrays -- no Python loop per key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..supernet import get_space
+from ..supernet.errors import ArchError
+from .errors import LUTError
+from .lut import LUT, OVERHEAD_KEY
+
+__all__ = ["LUTPredictor"]
+
+
+class LUTPredictor:
+    """Predict latency (ms) as the sum of a subnet's LUT entries (the LUT's statistic column).
+
+    Parameters
+    ----------
+    lut:
+        The table.
+    space:
+        A space name or object; default: the LUT's ``space`` metadata.
+    resolutions:
+        Resolutions to predict at; default: the LUT's ``resolutions`` that belong to the space.
+    column:
+        The LUT column to sum; default: the LUT's ``statistic``.
+
+    Raises LUTError naming the first missing key when the LUT lacks an entry the space needs, SpaceError
+    for an unknown space.
+    """
+
+    def __init__(
+        self,
+        lut: LUT,
+        space: Any = None,
+        *,
+        resolutions: Iterable[int] | None = None,
+        column: str | None = None,
+    ) -> None:
+        self.lut = lut
+        self.space = get_space(space if space is not None else lut.space)
+        self.column = column or lut.statistic
+        if resolutions is None:
+            resolutions = [r for r in lut.resolutions if r in self.space.resolutions] or lut.resolutions
+        self.resolutions_ = tuple(sorted({int(r) for r in resolutions}))
+        if not self.resolutions_:
+            raise LUTError(f"{lut.source}: no resolutions to predict at")
+        self.space.check_resolutions(self.resolutions_)
+        missing = self.missing_keys(self.resolutions_)
+        if missing:
+            key, r = missing[0]
+            raise LUTError(
+                f"{lut.source}: no entry {key!r} at resolution {r}, needed by space {self.space.name} "
+                f"({len(missing)} missing in all)"
+            )
+        self._build()
+
+    # ---- construction
+
+    def missing_keys(self, resolutions: Iterable[int] | None = None) -> list[tuple[str, int]]:
+        """(key, resolution) the space needs at ``resolutions`` (default: the predictor's) that the LUT
+        lacks, in the space's entry order."""
+        rs = self.resolutions_ if resolutions is None else tuple(resolutions)
+        return [
+            (e.key, e.resolution) for e in self.space.all_lut_entries(rs) if not self.lut.has(e.key, e.resolution)
+        ]
+
+    def _build(self) -> None:
+        sp = self.space
+        values = self.lut.values(self.column)
+        n_r, n_s, n_k, n_e = len(self.resolutions_), sp.n_stages, len(sp.ks_choices), len(sp.e_choices)
+        table = np.zeros((n_r, n_s, 2, n_k, n_e), dtype=np.float64)
+        fixed = np.zeros(n_r, dtype=np.float64)
+        # cell -> (key, resolution) for usage counts; fixed entries per resolution
+        cell_keys: list[tuple[str, int] | None] = [None] * table.size
+        fixed_keys: list[list[tuple[str, int]]] = []
+        for ri, r in enumerate(self.resolutions_):
+            for s in range(n_s):
+                for first in (0, 1):
+                    if not first and sp.max_depth < 2:
+                        continue
+                    for ki, ks in enumerate(sp.ks_choices):
+                        for ei, e in enumerate(sp.e_choices):
+                            ident = (sp.block_entry(s, bool(first), ks, e, r).key, r)
+                            table[ri, s, first, ki, ei] = values[ident]
+                            cell_keys[np.ravel_multi_index((ri, s, first, ki, ei), table.shape)] = ident
+            idents = [(e.key, r) for e in sp.fixed_entries(r)]
+            if (OVERHEAD_KEY, r) in values:
+                idents.append((OVERHEAD_KEY, r))
+            fixed[ri] = math.fsum(values[i] for i in idents)
+            fixed_keys.append(idents)
+        self.table_ = table
+        self.fixed_ = fixed
+        self._flat = table.ravel()
+        self._cell_keys = cell_keys
+        self._fixed_keys = fixed_keys
+        self._res_lookup = np.full(max(self.resolutions_) + 1, -1, dtype=np.int64)
+        self._res_lookup[list(self.resolutions_)] = np.arange(n_r)
+        self._ks = np.asarray(sp.ks_choices, dtype=np.int64)
+        self._e = np.asarray(sp.e_choices, dtype=np.int64)
+        self._stage_of = np.repeat(np.arange(n_s), sp.max_depth)
+        self._first_of = np.tile((np.arange(sp.max_depth) == 0).astype(np.int64), n_s)
+        # flat offset of (stage, first) per block position, for a given resolution index add ri * stride
+        self._block_offset = (self._stage_of * 2 + self._first_of) * (n_k * n_e)
+        self._res_stride = n_s * 2 * n_k * n_e
+
+    # ---- prediction
+
+    def _indices(self, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(resolution index (n,), flat table index (n, B), active mask (n, B)) of validated arrays."""
+        a = self.space.check_arrays(arrays)
+        r = a["r"]
+        ri = self._res_lookup[np.clip(r, 0, len(self._res_lookup) - 1)]
+        ri = np.where(r < len(self._res_lookup), ri, -1)
+        if (ri < 0).any():
+            row = int(np.flatnonzero(ri < 0)[0])
+            raise ArchError(
+                f"arch field 'r' (row {row}): {int(r[row])} is not one of the LUT's resolutions "
+                f"{list(self.resolutions_)}"
+            )
+        ks_idx = np.searchsorted(self._ks, a["ks"])
+        e_idx = np.searchsorted(self._e, a["e"])
+        flat = ri[:, None] * self._res_stride + self._block_offset[None, :] + ks_idx * len(self._e) + e_idx
+        active = self.space.active_mask(a["d"])
+        return ri, flat, active
+
+    def predict_arrays(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Latency (ms) of each architecture of the array form ``{"ks", "e", "d", "r"}``, float64 (n,).
+
+        Raises ArchError naming the field and row of the first invalid value."""
+        ri, flat, active = self._indices(arrays)
+        blocks = np.where(active, self._flat[flat], 0.0).sum(axis=1)
+        return self.fixed_[ri] + blocks
+
+    def predict(self, archs: Sequence[Any]) -> np.ndarray:
+        """Latency (ms) of each architecture (Arch, OFA dict or JSON string), float64 (n,).
+
+        Raises ArchError for an invalid arch or a resolution the LUT does not hold."""
+        parsed = [self.space.parse(a, resolutions=self.resolutions_) for a in archs]
+        if not parsed:
+            return np.zeros(0, dtype=np.float64)
+        return self.predict_arrays(self.space.arrays_from_archs(parsed))
+
+    def predict_one(self, arch: Any) -> float:
+        return float(self.predict([arch])[0])
+
+    # ---- usage counts (for whole-network impact of single entries)
+
+    def entry_counts(self, arrays: Mapping[str, np.ndarray]) -> tuple[list[tuple[str, int]], np.ndarray]:
+        """How often each LUT entry occurs in each architecture.
+
+        Returns ``(entries, counts)``: the (key, resolution) used by any of the architectures, and an int
+        array (n, len(entries)) of occurrences (a later-block entry can occur up to ``max_depth - 1`` times
+        in a stage)."""
+        ri, flat, active = self._indices(arrays)
+        n = flat.shape[0]
+        idents: dict[tuple[str, int], int] = {}
+        cell_col = np.full(len(self._cell_keys), -1, dtype=np.int64)
+        used_cells = np.unique(flat[active])
+        for c in used_cells.tolist():
+            ident = self._cell_keys[c]
+            assert ident is not None
+            cell_col[c] = idents.setdefault(ident, len(idents))
+        fixed_cols = []
+        for keys in self._fixed_keys:
+            fixed_cols.append([idents.setdefault(k, len(idents)) for k in keys])
+        counts = np.zeros((n, len(idents)), dtype=np.int64)
+        rows = np.repeat(np.arange(n), flat.shape[1]).reshape(flat.shape)
+        np.add.at(counts, (rows[active], cell_col[flat[active]]), 1)
+        for r_index, cols in enumerate(fixed_cols):
+            sel = np.flatnonzero(ri == r_index)
+            if len(sel):
+                for col in cols:
+                    counts[sel, col] += 1
+        return list(idents), counts

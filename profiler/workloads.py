@@ -1,0 +1,213 @@
+"""Workloads: the model files a device measures, one per LUT entry or subnet.
+
+Every LUT entry and every subnet is built by the search space (``supernet``) from the
+same block code and exported to the format of the device's runtime. Exports are
+cached by content: a hash of what the file is made of (space, entry key or arch,
+batch, dtype, exporter and its version), so re-profiling converts nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..agents.profiles import config_dir
+from ..supernet import Arch, Entry, SearchSpace
+
+log = logging.getLogger(__name__)
+
+WORKLOAD_VERSION = 1
+ONNX_OPSET = 17
+RUNTIME_FORMAT = {"onnxruntime": "onnx", "onnxruntime-perf-test": "onnx", "litert": "tflite", "tflite-benchmark": "tflite"}
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("HWNAS_CACHE_DIR")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "hwnas" / "workloads"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A model file to measure. ``id`` is echoed back by the runner."""
+
+    id: str
+    path: Path
+    kind: str  # "entry" | "subnet" | "reference" | "overhead"
+    key: str = ""
+    resolution: int = 0
+
+
+def exporter_info(fmt: str, dtype: str = "float32") -> dict[str, Any]:
+    """Name, version and settings of the exporter that makes ``fmt`` files (recorded in LUTs)."""
+    import torch
+
+    if fmt == "onnx":
+        import onnx
+
+        return {"name": "torch.onnx", "version": torch.__version__, "onnx": onnx.__version__, "opset": ONNX_OPSET}
+    if fmt == "tflite":
+        from . import tflite_export
+
+        return tflite_export.exporter_info(dtype)
+    raise ValueError(f"unknown model format {fmt!r}")
+
+
+def _digest(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_onnx(module: Any, example: Any, path: Path) -> Path:
+    """Export an eval-mode torch module to ONNX (BN folded by constant folding)."""
+    import torch
+
+    module = module.eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            torch.onnx.export(
+                module,
+                (example,),
+                buf,
+                input_names=["input"],
+                output_names=["output"],
+                opset_version=ONNX_OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    _atomic_bytes(path, buf.getvalue())
+    return path
+
+
+def _export(module_fn: Callable[[], tuple[Any, Any]], fmt: str, dtype: str, path: Path) -> Path:
+    if path.exists():
+        return path
+    module, example = module_fn()
+    if fmt == "onnx":
+        if dtype != "float32":
+            raise ValueError(f"dtype {dtype!r} is not supported for ONNX workloads; use float32 (int8: runtime litert)")
+        return export_onnx(module, example, path)
+    from . import tflite_export
+
+    return tflite_export.export_tflite(module, example, path, dtype=dtype)
+
+
+class WorkloadBuilder:
+    """Builds (and caches) the model files of a space for one format, dtype and batch."""
+
+    def __init__(
+        self, *, space: SearchSpace, fmt: str = "onnx", dtype: str = "float32", batch: int = 1, cache: Path | None = None
+    ) -> None:
+        self.space = space
+        self.fmt = fmt
+        self.dtype = dtype
+        self.batch = batch
+        self.cache = cache or cache_dir()
+        self._exporter = exporter_info(fmt, dtype)
+
+    @property
+    def suffix(self) -> str:
+        return "." + self.fmt
+
+    def _path(self, parts: dict[str, Any]) -> Path:
+        parts = {
+            **parts,
+            "space": self.space.name,
+            "batch": self.batch,
+            "dtype": self.dtype,
+            "exporter": self._exporter,
+            "v": WORKLOAD_VERSION,
+        }
+        return self.cache / self.fmt / f"{_digest(parts)}{self.suffix}"
+
+    def entry(self, entry: Entry) -> Workload:
+        import torch
+
+        def make() -> tuple[Any, Any]:
+            torch.manual_seed(0)
+            return self.space.build_entry(entry), self.space.entry_input(entry, batch=self.batch)
+
+        path = _export(make, self.fmt, self.dtype, self._path({"entry": entry.key, "r": entry.resolution}))
+        return Workload(id=f"{entry.key}@{entry.resolution}", path=path, kind="entry", key=entry.key, resolution=entry.resolution)
+
+    def subnet(self, arch: Arch) -> Workload:
+        import torch
+
+        def make() -> tuple[Any, Any]:
+            torch.manual_seed(0)
+            net = self.space.build_subnet(arch)
+            return net, torch.randn(self.batch, 3, arch.r, arch.r)
+
+        path = _export(make, self.fmt, self.dtype, self._path({"arch": arch.to_dict()}))
+        return Workload(id=f"subnet:{arch.to_json()}", path=path, kind="subnet", resolution=arch.r)
+
+    def overhead(self, resolution: int) -> Workload:
+        """The smallest possible model with the network's input and output: what one inference costs
+        beyond its operators (runtime call, feeding the input, fetching the output)."""
+        import torch
+
+        n_out = self.space.fixed_entries(resolution)[-1].out_channels
+
+        def make() -> tuple[Any, Any]:
+            return _Overhead(n_out), torch.randn(self.batch, 3, resolution, resolution)
+
+        path = self._path({"overhead": resolution, "n_out": n_out})
+        path = _export(make, self.fmt, self.dtype, path)
+        return Workload(id=f"Overhead-inference@{resolution}", path=path, kind="overhead", key="Overhead-inference", resolution=resolution)
+
+    def reference(self) -> Workload:
+        """A fixed reference workload (the space's largest subnet at its smallest LUT resolution) whose
+        latency is recorded with every LUT and every validation, to measure the machine's drift."""
+        arch = self.space.max_arch(min(self.space.lut_resolutions))
+        w = self.subnet(arch)
+        return Workload(id="reference", path=w.path, kind="reference", resolution=arch.r)
+
+    def entries(self, entries: Sequence[Entry], on_progress: Callable[[int, int, str], None] | None = None) -> list[Workload]:
+        out = []
+        for i, entry in enumerate(entries):
+            out.append(self.entry(entry))
+            if on_progress is not None:
+                on_progress(i + 1, len(entries), entry.key)
+        return out
+
+
+class _Overhead:  # built lazily so importing this module does not import torch
+    def __new__(cls, n_out: int) -> Any:
+        import torch
+
+        class Overhead(torch.nn.Module):
+            """Reads the whole input once (a mean) and returns ``n_out`` numbers."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.n_out = n_out
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                m = x.mean(dim=(1, 2, 3), keepdim=False).unsqueeze(1)
+                return m.expand(x.shape[0], self.n_out) + 0.0
+
+        return Overhead()
