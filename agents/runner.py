@@ -208,7 +208,7 @@ def load_model(job, path, profile_dir=None):
         return OnnxRuntimeModel(path, threads, profile_dir=profile_dir)
     if runtime == "litert":
         return LiteRTModel(path, threads, xnnpack=bool(job.get("xnnpack", True)))
-    raise ValueError("runtime %r is not driven by the Python runner" % runtime)
+    raise ValueError(f"runtime {runtime!r} is not driven by the Python runner")
 
 
 def runtime_version(runtime):
@@ -216,7 +216,7 @@ def runtime_version(runtime):
         return ort_version()
     if runtime == "litert":
         return litert_version()
-    raise ValueError("unknown runtime %r" % runtime)
+    raise ValueError(f"unknown runtime {runtime!r}")
 
 
 # --------------------------------------------------------------------------- measuring
@@ -314,7 +314,7 @@ def main(argv):
     try:
         version = runtime_version(runtime)
     except Exception as exc:  # the runtime is missing on this device
-        emit({"type": "fatal", "message": "runtime %s is not usable here: %s: %s" % (runtime, type(exc).__name__, exc)})
+        emit({"type": "fatal", "message": f"runtime {runtime} is not usable here: {type(exc).__name__}: {exc}"})
         return 3
     emit(
         {
@@ -371,7 +371,7 @@ def main(argv):
                 broken.add(mid)
                 models.pop(mid, None)
                 failed += 1
-                emit({"type": "error", "id": mid, "message": "%s: %s" % (type(exc).__name__, exc)})
+                emit({"type": "error", "id": mid, "message": f"{type(exc).__name__}: {exc}"})
                 continue
             if r == rounds - 1:
                 result = {"type": "result", "id": mid}
@@ -386,7 +386,7 @@ def main(argv):
                     try:
                         result["ops"] = op_profile(job, spec, path, int(job.get("profile_runs", 20)))
                     except Exception as exc:  # per-op data is optional
-                        result["ops_error"] = "%s: %s" % (type(exc).__name__, exc)
+                        result["ops_error"] = f"{type(exc).__name__}: {exc}"
                 emit(result)
                 measured += 1
                 models.pop(mid, None)

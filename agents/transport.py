@@ -299,7 +299,12 @@ def remote_command(
 
 def kill_command(pid: int) -> str:
     """Kill a wrapper started by :func:`remote_command` and its process group."""
-    script = 'kill -9 -- "-$1" 2>/dev/null || kill -9 "$1" 2>/dev/null; exit 0'
+    # Shells disagree on kill's options (dash rejects "kill -9 -- -PID"): try the POSIX
+    # form, then the older one, for the group; then the PID itself, in case it leads none.
+    script = (
+        'kill -s KILL -- "-$1" 2>/dev/null || kill -9 "-$1" 2>/dev/null; '
+        'kill -s KILL "$1" 2>/dev/null || kill -9 "$1" 2>/dev/null; exit 0'
+    )
     return shell_join(["sh", "-c", script, "hwnas-kill", str(int(pid))])
 
 

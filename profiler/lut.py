@@ -651,12 +651,16 @@ def read_samples(lut_path: str | os.PathLike[str]) -> dict[tuple[str, int], np.n
     csv_path, npz_path = samples_path(lut_path), samples_npz_path(lut_path)
     if csv_path.is_file():
         try:
-            df = pd.read_csv(csv_path, float_precision="round_trip", dtype={"key": str})
+            df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, ValueError, OSError) as exc:
             raise LUTError(f"{csv_path}: garbled samples file ({exc})") from exc
         if not {"key", "resolution", "ms"} <= set(df.columns):
             raise LUTError(f"{csv_path}: samples file needs columns key, resolution, ms")
-        keys, res, ms = df["key"].to_numpy(), df["resolution"].to_numpy(), df["ms"].to_numpy(dtype=float)
+        ms, bad = _floats(df["ms"].tolist())
+        res_f, bad_r = _floats(df["resolution"].tolist())
+        if bad is not None or bad_r is not None:
+            raise LUTError(f"{csv_path}: line {(bad if bad is not None else bad_r) + 2}: non-numeric value")
+        keys, res = df["key"].to_numpy(), res_f.astype(np.int64)
     elif npz_path.is_file():
         try:
             with np.load(npz_path, allow_pickle=False) as z:
@@ -678,12 +682,18 @@ def read_ops(lut_path: str | os.PathLike[str]) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        df = pd.read_csv(path, float_precision="round_trip", dtype={"key": str, "node": str, "op_type": str})
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, ValueError, OSError) as exc:
         raise LUTError(f"{path}: garbled per-operator file ({exc})") from exc
     missing = [c for c in OPS_COLUMNS if c not in df.columns]
     if missing:
         raise LUTError(f"{path}: per-operator file lacks columns: {', '.join(missing)}")
+    for col in ("resolution", "ms"):
+        values, bad = _floats(df[col].tolist())
+        if bad is not None or np.isnan(values).any():
+            line = (bad if bad is not None else int(np.flatnonzero(np.isnan(values))[0])) + 2
+            raise LUTError(f"{path}: line {line}: column {col!r} needs a number")
+        df[col] = values.astype(np.int64) if col == "resolution" else values
     return df
 
 

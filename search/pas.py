@@ -78,7 +78,9 @@ def _digits_tensors(
     elif channels != 1:
         raise DatasetError(f"digits: channels must be 1 or 3, got {channels}")
     y = torch.tensor(digits.target, dtype=torch.long)
-    train, test = train_test_split(np.arange(len(y)), test_size=0.2, random_state=seed, stratify=digits.target)
+    train, test = train_test_split(
+        np.arange(len(y)), test_size=0.2, random_state=seed, stratify=digits.target
+    )
     return x[train], y[train], x[test], y[test]
 
 
@@ -88,7 +90,9 @@ def parse_data_spec(spec: str) -> tuple[str, str]:
     if name not in DATASETS:
         close = difflib.get_close_matches(name, DATASETS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise DatasetError(f"--data '{spec}': unknown dataset (expected digits, cifar10:PATH or imagefolder:PATH){hint}")
+        raise DatasetError(
+            f"--data '{spec}': unknown dataset (expected digits, cifar10:PATH or imagefolder:PATH){hint}"
+        )
     if name == "digits" and path:
         raise DatasetError(f"--data '{spec}': digits is built in and takes no path")
     if name != "digits" and not path:
@@ -96,13 +100,17 @@ def parse_data_spec(spec: str) -> tuple[str, str]:
     return name, path
 
 
-def load_data(spec: str, config: PasNetConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_data(
+    spec: str, config: PasNetConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Train/test tensors for ``spec`` shaped for ``config`` (channels, resolution)."""
     name, _ = parse_data_spec(spec)
     if name == "digits":
         return _digits_tensors(config.resolution, 0, channels=config.in_channels)
     # TODO: switch to hwnas.supernet.data once it provides the cifar10/imagefolder loaders.
-    raise DatasetError(f"--data '{spec}': {name} is not available to pas yet (only digits); it needs hwnas.supernet.data")
+    raise DatasetError(
+        f"--data '{spec}': {name} is not available to pas yet (only digits); it needs hwnas.supernet.data"
+    )
 
 
 # ----------------------------------------------------------------------------------------------- costs
@@ -159,13 +167,16 @@ def width_grid(channels: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) ->
 
 def layer_key(h_in: int, c_in: int, h_out: int, c_out: int, kernel: int, stride: int) -> str:
     """LUT key of one plain 3x3 conv + ReLU layer (OFA-style key schema)."""
-    return f"pas_conv-input:{h_in}x{h_in}x{c_in}-output:{h_out}x{h_out}x{c_out}-kernel:{kernel}-stride:{stride}"
+    return (
+        f"pas_conv-input:{h_in}x{h_in}x{c_in}-output:{h_out}x{h_out}x{c_out}-kernel:{kernel}-stride:{stride}"
+    )
 
 
 def _interp_axis(grid: Sequence[int], value: Any) -> tuple[int, int, Any]:
     if len(grid) == 1:
         return 0, 0, value * 0.0
-    j = min(max(bisect.bisect_right(grid, float(value)) - 1, 0), len(grid) - 2)
+    at = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+    j = min(max(bisect.bisect_right(grid, at) - 1, 0), len(grid) - 2)
     return j, j + 1, (value - grid[j]) / (grid[j + 1] - grid[j])
 
 
@@ -176,8 +187,14 @@ class LayerLatencyTable:
     differentiable, which is what :class:`LatencyCost` needs in the regulariser. The classifier is not counted.
     """
 
-    def __init__(self, *, config: PasNetConfig, values: dict[str, float], fractions: Sequence[float],
-                 meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        config: PasNetConfig,
+        values: dict[str, float],
+        fractions: Sequence[float],
+        meta: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config
         self.fractions = tuple(fractions)
         self.values = dict(values)
@@ -219,20 +236,36 @@ class LayerLatencyTable:
         for (gi, go, ms), c_out in zip(self.grids, widths, strict=True):
             i0, i1, ti = _interp_axis(gi, c_in)
             o0, o1, to = _interp_axis(go, c_out)
-            total = total + ((1 - ti) * (1 - to) * ms[i0][o0] + (1 - ti) * to * ms[i0][o1]
-                             + ti * (1 - to) * ms[i1][o0] + ti * to * ms[i1][o1])
+            total = total + (
+                (1 - ti) * (1 - to) * ms[i0][o0]
+                + (1 - ti) * to * ms[i0][o1]
+                + ti * (1 - to) * ms[i1][o0]
+                + ti * to * ms[i1][o1]
+            )
             c_in = c_out
         return total
 
     def save(self, path: Path) -> None:
         """Write the table as a LUT text file: ``# hwnas-lut 1``, JSON metadata, then CSV rows."""
         rows = []
-        for shape, points in zip(self.config.layer_shapes(), self.layer_keys(self.config, self.fractions), strict=True):
+        for shape, points in zip(
+            self.config.layer_shapes(), self.layer_keys(self.config, self.fractions), strict=True
+        ):
             for _, ci, co in points:
                 key = layer_key(shape["h_in"], ci, shape["h_out"], co, shape["kernel"], shape["stride"])
-                rows.append({"key": key, "resolution": self.config.resolution, "c_in": ci, "c_out": co,
-                             "kernel": shape["kernel"], "stride": shape["stride"], "h_in": shape["h_in"],
-                             "h_out": shape["h_out"], "median_ms": f"{self.values[key]:.6f}"})
+                rows.append(
+                    {
+                        "key": key,
+                        "resolution": self.config.resolution,
+                        "c_in": ci,
+                        "c_out": co,
+                        "kernel": shape["kernel"],
+                        "stride": shape["stride"],
+                        "h_in": shape["h_in"],
+                        "h_out": shape["h_out"],
+                        "median_ms": f"{self.values[key]:.6f}",
+                    }
+                )
         seen: set[str] = set()
         buf = io.StringIO()
         buf.write("# hwnas-lut 1\n")
@@ -288,12 +321,15 @@ def _conv_onnx(c_in: int, c_out: int, h: int, stride: int) -> bytes:
     w = numpy_helper.from_array(rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32) * 0.1, "w")
     b = numpy_helper.from_array(np.zeros(c_out, np.float32), "b")
     nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[stride, stride]),
+        helper.make_node(
+            "Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[stride, stride]
+        ),
         helper.make_node("Relu", ["c"], ["y"]),
     ]
     h_out = (h - 1) // stride + 1
     graph = helper.make_graph(
-        nodes, "pas_layer",
+        nodes,
+        "pas_layer",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, h, h])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c_out, h_out, h_out])],
         initializer=[w, b],
@@ -314,8 +350,9 @@ def _ort_session(model: bytes | str, threads: int) -> Any:
     return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def _time_ms(session: Any, feed: dict[str, np.ndarray], *, warmup: int = 5, runs: int = 30,
-             min_seconds: float = 0.05) -> list[float]:
+def _time_ms(
+    session: Any, feed: dict[str, np.ndarray], *, warmup: int = 5, runs: int = 30, min_seconds: float = 0.05
+) -> list[float]:
     for _ in range(warmup):
         session.run(None, feed)
     samples: list[float] = []
@@ -329,22 +366,40 @@ def _time_ms(session: Any, feed: dict[str, np.ndarray], *, warmup: int = 5, runs
     return samples
 
 
-def measure_layer_table(config: PasNetConfig, *, fractions: Sequence[float] = DEFAULT_FRACTIONS, threads: int = 1,
-                        runs: int = 30, on_progress: ProgressFn | None = None) -> LayerLatencyTable:
+def measure_layer_table(
+    config: PasNetConfig,
+    *,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    threads: int = 1,
+    runs: int = 30,
+    on_progress: ProgressFn | None = None,
+) -> LayerLatencyTable:
     """Measure every 3x3 layer of ``config`` at each (input, output) width of its grid with ONNX Runtime on
     this machine (batch 1, float32, median of ``runs``)."""
     import onnxruntime as ort
 
     jobs = []
-    for shape, points in zip(config.layer_shapes(), LayerLatencyTable.layer_keys(config, fractions), strict=True):
+    for shape, points in zip(
+        config.layer_shapes(), LayerLatencyTable.layer_keys(config, fractions), strict=True
+    ):
         for _, ci, co in points:
-            jobs.append((layer_key(shape["h_in"], ci, shape["h_out"], co, shape["kernel"], shape["stride"]),
-                         ci, co, shape))
+            jobs.append(
+                (
+                    layer_key(shape["h_in"], ci, shape["h_out"], co, shape["kernel"], shape["stride"]),
+                    ci,
+                    co,
+                    shape,
+                )
+            )
     values: dict[str, float] = {}
     for n, (key, ci, co, shape) in enumerate(jobs):
         if key not in values:
             sess = _ort_session(_conv_onnx(ci, co, shape["h_in"], shape["stride"]), threads)
-            x = np.random.default_rng(0).standard_normal((1, ci, shape["h_in"], shape["h_in"])).astype(np.float32)
+            x = (
+                np.random.default_rng(0)
+                .standard_normal((1, ci, shape["h_in"], shape["h_in"]))
+                .astype(np.float32)
+            )
             values[key] = statistics.median(_time_ms(sess, {"x": x}, runs=runs))
         if on_progress is not None:
             on_progress(n + 1, len(jobs), key)
@@ -352,7 +407,11 @@ def measure_layer_table(config: PasNetConfig, *, fractions: Sequence[float] = DE
         "space": f"pas-{config.name}",
         "resolutions": [config.resolution],
         "statistic": "median_ms",
-        "runtime": {"name": "onnxruntime", "version": ort.__version__, "execution_provider": "CPUExecutionProvider"},
+        "runtime": {
+            "name": "onnxruntime",
+            "version": ort.__version__,
+            "execution_provider": "CPUExecutionProvider",
+        },
         "exporter": {"name": "onnx.helper", "opset": 17},
         "dtype": "float32",
         "batch": 1,
@@ -369,8 +428,9 @@ def measure_layer_table(config: PasNetConfig, *, fractions: Sequence[float] = DE
 # ----------------------------------------------------------------------------------------------- target
 
 
-def resolve_target(target: float | str, base: float, minimum: float = 0.0, *, what: str = "--target-macs",
-                   unit: str = "MACs") -> float:
+def resolve_target(
+    target: float | str, base: float, minimum: float = 0.0, *, what: str = "--target-macs", unit: str = "MACs"
+) -> float:
     """An absolute target from ``target`` (a number, or ``"PCT%"`` of ``base``).
 
     Raises :class:`BudgetError` for a target that is not a positive number, is larger than the unpruned
@@ -380,14 +440,22 @@ def resolve_target(target: float | str, base: float, minimum: float = 0.0, *, wh
     try:
         value = float(text[:-1]) / 100.0 * base if text.endswith("%") else float(text)
     except ValueError:
-        raise BudgetError(f"{what} '{target}': expected a number of {unit} or a percentage like 40%") from None
+        raise BudgetError(
+            f"{what} '{target}': expected a number of {unit} or a percentage like 40%"
+        ) from None
     if not math.isfinite(value) or value <= 0:
-        raise BudgetError(f"{what} '{target}': must be a positive number of {unit} or a percentage in (0, 100]%")
+        raise BudgetError(
+            f"{what} '{target}': must be a positive number of {unit} or a percentage in (0, 100]%"
+        )
     if value > base * (1 + 1e-9):
-        raise BudgetError(f"{what} '{target}': {value:.6g} {unit} is larger than the unpruned network ({base:.6g})")
+        raise BudgetError(
+            f"{what} '{target}': {value:.6g} {unit} is larger than the unpruned network ({base:.6g})"
+        )
     if value < minimum:
-        raise BudgetError(f"{what} '{target}': {value:.6g} {unit} is below the narrowest network "
-                          f"(one channel per layer: {minimum:.6g})")
+        raise BudgetError(
+            f"{what} '{target}': {value:.6g} {unit} is below the narrowest network "
+            f"(one channel per layer: {minimum:.6g})"
+        )
     return value
 
 
@@ -400,7 +468,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 5
     correct = 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+            correct += int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
     model.train(was)
     return correct / max(1, len(x))
 
@@ -422,10 +490,25 @@ class PruningAsSearch:
     ``record_`` (plain data), ``history_``.
     """
 
-    def __init__(self, *, base: str | PasNetConfig = "digits", target: float | str = "40%", cost: Cost | None = None,
-                 lam: float = 20.0, pretrain_epochs: int = 4, search_epochs: int = 4, finetune_epochs: int = 4,
-                 batch_size: int = 64, lr: float = 2e-3, gate_lr: float = 0.1, gate_momentum: float = 0.0, gate_init: float = 0.6, importance_init: bool = True,
-                 tolerance: float = 0.05, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        base: str | PasNetConfig = "digits",
+        target: float | str = "40%",
+        cost: Cost | None = None,
+        lam: float = 20.0,
+        pretrain_epochs: int = 4,
+        search_epochs: int = 4,
+        finetune_epochs: int = 4,
+        batch_size: int = 64,
+        lr: float = 2e-3,
+        gate_lr: float = 0.1,
+        gate_momentum: float = 0.0,
+        gate_init: float = 0.6,
+        importance_init: bool = True,
+        tolerance: float = 0.05,
+        seed: int = 0,
+    ) -> None:
         self.base = base
         self.target = target
         self.cost = cost
@@ -446,22 +529,35 @@ class PruningAsSearch:
         for name in ("pretrain_epochs", "search_epochs", "finetune_epochs"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
-                raise BudgetError(f"The '{name}' parameter of PruningAsSearch must be an int in [0, inf). Got {v!r} instead.")
+                raise BudgetError(
+                    f"The '{name}' parameter of PruningAsSearch must be an int in [0, inf). Got {v!r} instead."
+                )
         for name in ("batch_size",):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
-                raise BudgetError(f"The '{name}' parameter of PruningAsSearch must be an int in [1, inf). Got {v!r} instead.")
+                raise BudgetError(
+                    f"The '{name}' parameter of PruningAsSearch must be an int in [1, inf). Got {v!r} instead."
+                )
         for name in ("lam", "lr", "gate_lr", "tolerance"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not v > 0:
-                raise BudgetError(f"The '{name}' parameter of PruningAsSearch must be a float in (0, inf). Got {v!r} instead.")
+                raise BudgetError(
+                    f"The '{name}' parameter of PruningAsSearch must be a float in (0, inf). Got {v!r} instead."
+                )
 
     def _batches(self, n: int, gen: torch.Generator) -> list[torch.Tensor]:
         perm = torch.randperm(n, generator=gen)
-        return [perm[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
+        return [perm[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
 
-    def search(self, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
-               on_progress: ProgressFn | None = None) -> PruningAsSearch:
+    def search(
+        self,
+        x_train: torch.Tensor,
+        y_train: torch.Tensor,
+        x_test: torch.Tensor,
+        y_test: torch.Tensor,
+        *,
+        on_progress: ProgressFn | None = None,
+    ) -> PruningAsSearch:
         """Run the whole search on tensors; raises BudgetError for a bad target or parameter."""
         self._validate()
         t_start = time.perf_counter()
@@ -518,8 +614,14 @@ class PruningAsSearch:
                 for gate in net.gates():
                     gate.clamp_()
                 loss_sum += task.item() * len(idx)
-            tick("search", epoch + 1, self.search_epochs, loss=loss_sum / len(x_train),
-                 cost=cost.of_config(config, net.widths()), widths=net.widths())
+            tick(
+                "search",
+                epoch + 1,
+                self.search_epochs,
+                loss=loss_sum / len(x_train),
+                cost=cost.of_config(config, net.widths()),
+                widths=net.widths(),
+            )
         snapped = self._snap(net, cost, config, target)
 
         # 3. fine-tune with the gates frozen (cosine-decayed learning rate)
@@ -555,7 +657,9 @@ class PruningAsSearch:
             "base_macs": int(config.macs()),
             "macs": int(macs_cost.of_config(config, widths)),
             "macs_ratio": float(config.macs(widths) / config.macs()),
-            "plain_macs_counted": count_macs(plain, (config.in_channels, config.resolution, config.resolution)),
+            "plain_macs_counted": count_macs(
+                plain, (config.in_channels, config.resolution, config.resolution)
+            ),
             "base_widths": config.widths,
             "widths": widths,
             "base_top1": base_top1,
@@ -563,9 +667,23 @@ class PruningAsSearch:
             "gated_top1": _evaluate(net, x_test, y_test),
             "reparam_max_abs_diff": _max_abs_diff(net, plain, x_test),
             "snapped": snapped,
-            "params": {k: getattr(self, k) for k in ("lam", "pretrain_epochs", "search_epochs", "finetune_epochs",
-                                                     "batch_size", "lr", "gate_lr", "gate_momentum", "gate_init",
-                                                     "importance_init", "tolerance", "seed")},
+            "params": {
+                k: getattr(self, k)
+                for k in (
+                    "lam",
+                    "pretrain_epochs",
+                    "search_epochs",
+                    "finetune_epochs",
+                    "batch_size",
+                    "lr",
+                    "gate_lr",
+                    "gate_momentum",
+                    "gate_init",
+                    "importance_init",
+                    "tolerance",
+                    "seed",
+                )
+            },
             "history": history,
             "seconds": time.perf_counter() - t_start,
         }
@@ -600,10 +718,16 @@ class PruningAsSearch:
                 gate.weight[j] = gate.threshold + (-1e-3 if now > hi else 1e-3)
                 changes += 1
         if changes:
-            log.info("snapped %d gates to bring the cost within %.0f%% of the target", changes, self.tolerance * 100)
+            log.info(
+                "snapped %d gates to bring the cost within %.0f%% of the target",
+                changes,
+                self.tolerance * 100,
+            )
         return changes
 
-    def export(self, out_dir: Path, *, measure: bool = True, threads: int = 1, tflite: bool = False) -> dict[str, Any]:
+    def export(
+        self, out_dir: Path, *, measure: bool = True, threads: int = 1, tflite: bool = False
+    ) -> dict[str, Any]:
         """Write ``pas.onnx`` (plain), ``multibranch.onnx``, ``widths.png`` and ``pas.json`` into ``out_dir``;
         check ONNX Runtime against torch and, with ``measure``, time both ONNX models (batch 1, ``threads``)."""
         out = Path(out_dir)
@@ -613,14 +737,20 @@ class PruningAsSearch:
         plain_path, multi_path = out / "pas.onnx", out / "multibranch.onnx"
         onnx_diff = export_onnx(self.plain_, plain_path, shape, self.x_example_)
         export_onnx(self.net_, multi_path, shape, self.x_example_)
-        extra: dict[str, Any] = {"file": str(plain_path), "multibranch_file": str(multi_path),
-                                 "onnx_max_abs_diff": onnx_diff}
+        extra: dict[str, Any] = {
+            "file": str(plain_path),
+            "multibranch_file": str(multi_path),
+            "onnx_max_abs_diff": onnx_diff,
+        }
         if measure:
             x1 = self.x_example_[:1].numpy()
             ms = {}
             for name, path in (("multibranch", multi_path), ("reparameterised", plain_path)):
-                ms[name] = statistics.median(_time_ms(_ort_session(str(path), threads), {"x": x1},
-                                                      warmup=20, runs=200, min_seconds=0.3))
+                ms[name] = statistics.median(
+                    _time_ms(
+                        _ort_session(str(path), threads), {"x": x1}, warmup=20, runs=200, min_seconds=0.3
+                    )
+                )
             extra["latency_ms"] = ms
             extra["speedup"] = ms["multibranch"] / ms["reparameterised"]
         if tflite:
@@ -639,9 +769,16 @@ def export_onnx(model: nn.Module, path: Path, input_shape: Sequence[int], exampl
     model.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, *input_shape),), str(path), dynamo=False, opset_version=17,
-                          input_names=["x"], output_names=["logits"],
-                          dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, *input_shape),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+        )
         expected = model(example).numpy()
     got = _ort_session(str(path), 1).run(None, {"x": example.numpy()})[0]
     return float(np.abs(got - expected).max())
@@ -675,8 +812,11 @@ def plot_widths(record: dict[str, Any], path: Path) -> Path:
         ax.text(x, w, f"{w / b:.0%}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(xs, [f"L{i + 1}\n{s['h_out']}x{s['h_out']}" for i, s in enumerate(shapes)])
     ax.set_ylabel("channels")
-    ax.set_title(f"PaS widths on {cfg.name}: MACs {record['macs_ratio']:.0%} of unpruned, top-1 {record['top1']:.3f} "
-                 f"(unpruned {record['base_top1']:.3f})", fontsize=9)
+    ax.set_title(
+        f"PaS widths on {cfg.name}: MACs {record['macs_ratio']:.0%} of unpruned, top-1 {record['top1']:.3f} "
+        f"(unpruned {record['base_top1']:.3f})",
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

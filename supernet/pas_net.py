@@ -98,13 +98,15 @@ class DBCGate(nn.Module):
 
 
 class RepBlock(nn.Module):
-    """RepVGG-style block: ``relu(gate(bn(conv3x3(x)) + bn(conv1x1(x)) [+ bn(x)]))``.
+    """RepVGG-style block: ``gate(relu(bn(conv3x3(x)) + bn(conv1x1(x)) [+ bn(x)]))``.
 
-    The identity branch exists when the block keeps its width and resolution. The gate sits after the addition,
-    so the block's output width is whatever its gate decides, independently of its input's width.
+    The identity branch exists when the block keeps its width and resolution. The gate sits after the addition
+    (and its ReLU), so the block's output width is whatever its gate decides, independently of its input's width.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1, gate_init: float = 0.6) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, *, stride: int = 1, gate_init: float = 0.6
+    ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -121,7 +123,9 @@ class RepBlock(nn.Module):
         y = self.bn3(self.conv3(x)) + self.bn1(self.conv1(x))
         if self.bn_id is not None:
             y = y + self.bn_id(x)
-        return self.act(self.gate(y))
+        # gate after the ReLU: the same forward for a 0/1 gate, but a closed gate still sees the ReLU's output
+        # (relu'(0) = 0 would otherwise cut its straight-through gradient and it could never reopen)
+        return self.gate(self.act(y))
 
     @torch.no_grad()
     def fused_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,7 +185,9 @@ class PasNetConfig:
         h, c_in = self.resolution, self.in_channels
         for width, stride in self.layers:
             h_out = (h + 2 - 3) // stride + 1
-            shapes.append({"c_in": c_in, "c_out": width, "kernel": 3, "stride": stride, "h_in": h, "h_out": h_out})
+            shapes.append(
+                {"c_in": c_in, "c_out": width, "kernel": 3, "stride": stride, "h_in": h, "h_out": h_out}
+            )
             h, c_in = h_out, width
         return shapes
 
@@ -194,7 +200,9 @@ class PasNetConfig:
         """
         widths = self.widths if widths is None else list(widths)
         if len(widths) != len(self.layers):
-            raise SpaceError(f"widths: expected {len(self.layers)} values for base '{self.name}', got {len(widths)}")
+            raise SpaceError(
+                f"widths: expected {len(self.layers)} values for base '{self.name}', got {len(widths)}"
+            )
         total: Any = 0
         c_in: Any = self.in_channels
         for shape, c_out in zip(self.layer_shapes(), widths, strict=True):
@@ -340,11 +348,21 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
         nonlocal total
         if isinstance(module, nn.Conv2d):
             kh, kw = module.kernel_size
-            total += kh * kw * module.in_channels // module.groups * module.out_channels * output.shape[2] * output.shape[3]
+            total += (
+                kh
+                * kw
+                * module.in_channels
+                // module.groups
+                * module.out_channels
+                * output.shape[2]
+                * output.shape[3]
+            )
         elif isinstance(module, nn.Linear):
             total += module.in_features * module.out_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     try:
         was_training = model.training
         model.eval()

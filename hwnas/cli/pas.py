@@ -25,19 +25,30 @@ def _writable_dir(out: Path) -> Path:
 @app.command("pas")
 def pas(
     data: str = typer.Option(..., "--data", help="digits | cifar10:PATH | imagefolder:PATH"),
-    target_macs: str = typer.Option(..., "--target-macs", help="MACs target: a number or a percentage like 40%"),
-    out: Path = typer.Option(..., "--out", help="Folder for pas.onnx, multibranch.onnx, widths.png, pas.json."),
+    target_macs: str = typer.Option(
+        ..., "--target-macs", help="MACs target: a number or a percentage like 40%"
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for pas.onnx, multibranch.onnx, widths.png, pas.json."
+    ),
     lut: Path | None = typer.Option(
-        None, "--lut",
+        None,
+        "--lut",
         help="Latency table (LUT text file) to use as the cost instead of MACs; measured here with ONNX Runtime "
-             "and written to this path when the file does not exist.",
+        "and written to this path when the file does not exist.",
     ),
     target_ms: str | None = typer.Option(
-        None, "--target-ms",
-        help="With --lut: latency target in ms or PCT% of the unpruned network (default: the --target-macs share).",
+        None,
+        "--target-ms",
+        help="With --lut: latency target in ms or PCT% of the unpruned network's predicted latency (default: the "
+        "--target-macs share of it; per-layer overheads make that stricter than the same share of MACs).",
     ),
-    base: str | None = typer.Option(None, "--base", help="Base network (digits, cifar); default: from --data."),
-    epochs: int = typer.Option(4, "--epochs", min=0, help="Epochs of each phase (pre-train, search, fine-tune)."),
+    base: str | None = typer.Option(
+        None, "--base", help="Base network (digits, cifar); default: from --data."
+    ),
+    epochs: int = typer.Option(
+        4, "--epochs", min=0, help="Epochs of each phase (pre-train, search, fine-tune)."
+    ),
     pretrain_epochs: int | None = typer.Option(None, "--pretrain-epochs", min=0),
     search_epochs: int | None = typer.Option(None, "--search-epochs", min=0),
     finetune_epochs: int | None = typer.Option(None, "--finetune-epochs", min=0),
@@ -74,12 +85,19 @@ def pas(
         base_ms = cost.of_config(config)
         target = pas_search.resolve_target(
             target_ms if target_ms is not None else f"{macs_target / base_macs * 100}%",
-            base_ms, cost.minimum(config), what="--target-ms", unit="ms",
+            base_ms,
+            cost.minimum(config),
+            what="--target-ms",
+            unit="ms",
         )
 
     x_train, y_train, x_test, y_test = pas_search.load_data(data, config)
     searcher = pas_search.PruningAsSearch(
-        base=config, target=target, cost=cost, lam=lam, seed=seed,
+        base=config,
+        target=target,
+        cost=cost,
+        lam=lam,
+        seed=seed,
         pretrain_epochs=epochs if pretrain_epochs is None else pretrain_epochs,
         search_epochs=epochs if search_epochs is None else search_epochs,
         finetune_epochs=epochs if finetune_epochs is None else finetune_epochs,

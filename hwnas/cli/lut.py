@@ -1,0 +1,361 @@
+"""`hwnas lut ...`: OFA interop, show, predict, diff and history of latency lookup tables.
+
+(`hwnas lut validate` lives with the profiler commands.)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from hwnas.cli._app import JsonOption, UsageError, app, emit, progress_bar
+from hwnas.cli._args import ARCH_HELP
+
+lut_app = typer.Typer(
+    name="lut",
+    help="Latency lookup tables: import/export OFA tables, show, predict, diff, history.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(lut_app, name="lut")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+# --------------------------------------------------------------------------------------------- interop
+
+
+@lut_app.command("import-ofa")
+def import_ofa_cmd(
+    yaml_files: list[Path] = typer.Argument(..., metavar="YAML...", help="OFA tables NNN_lookup_table.yaml (or folders)."),
+    space: str = typer.Option(..., "--space", help="Search space the tables belong to, e.g. ofa-mbv3-w1.2."),
+    out: Path = typer.Option(..., "--out", help="LUT file to write."),
+    as_json: bool = JsonOption,
+) -> int:
+    """Import OFA's YAML latency tables (one per resolution) into one LUT file, losslessly."""
+    from hwnas.profiler.ofa_interop import import_ofa, ofa_yaml_files
+
+    lut = import_ofa(ofa_yaml_files(yaml_files), space)
+    lut.save(out)
+    emit({"lut": str(out), "entries": len(lut), "resolutions": lut.resolutions, "statistic": lut.statistic}, as_json)
+    return 0
+
+
+@lut_app.command("export-ofa")
+def export_ofa_cmd(
+    lut_path: Path = typer.Argument(..., metavar="LUT", help="LUT file."),
+    out_dir: Path = typer.Option(..., "--out-dir", help="Folder for the {R}_lookup_table.yaml files."),
+    column: str | None = typer.Option(None, "--column", help="Column exported as OFA's 'mean' (default: mean_ms, else the statistic)."),
+    as_json: bool = JsonOption,
+) -> int:
+    """Export a LUT as OFA's YAML tables, one per resolution (the Overhead-inference row is left out)."""
+    from hwnas.profiler.lut import LUT, OVERHEAD_KEY
+    from hwnas.profiler.ofa_interop import export_ofa
+
+    lut = LUT.load(lut_path)
+    if column is not None and column not in lut.rows.columns:
+        raise UsageError(f"--column {column!r}: {lut_path} has columns {', '.join(lut.latency_columns())}")
+    files = export_ofa(lut, out_dir, column=column)
+    entries = int((lut.rows["key"] != OVERHEAD_KEY).sum())
+    emit({"lut": str(lut_path), "entries": entries, "files": [str(f) for f in files]}, as_json)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- show
+
+
+@lut_app.command("show")
+def show_cmd(
+    lut_path: Path = typer.Argument(..., metavar="LUT", help="LUT file."),
+    by: str | None = typer.Option(None, "--by", help="'op': per-operator breakdown inside each entry (needs NAME.ops.csv)."),
+    as_json: bool = JsonOption,
+) -> int:
+    """Show a LUT: metadata and rows, or with --by op the per-operator breakdown of each entry."""
+    from hwnas.profiler.lut import LUT
+
+    if by is not None and by != "op":
+        raise UsageError(f"--by {by!r}: expected 'op'")
+    lut = LUT.load(lut_path)
+    if by == "op":
+        result = _ops_breakdown(lut)
+        emit(result, as_json, _human_ops)
+        return 0
+    rows = [{c: _cell(v) for c, v in zip(lut.rows.columns, values, strict=True)} for values in lut.rows.itertuples(index=False)]
+    result = {
+        "lut": str(lut_path),
+        "metadata": lut.metadata,
+        "statistic": lut.statistic,
+        "entries": len(rows),
+        "rows": rows,
+    }
+    emit(result, as_json, _human_show)
+    return 0
+
+
+def _cell(value: Any) -> Any:
+    import math
+
+    import pandas as pd
+
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _ops_breakdown(lut: Any) -> dict[str, Any]:
+    ops = lut.ops()
+    result: dict[str, Any] = {"lut": lut.source, "rows": []}
+    if ops is None or ops.empty:
+        result["note"] = "no per-operator data"
+        return result
+    grouped = ops.groupby(["key", "resolution", "op_type"], sort=False).agg(nodes=("node", "count"), ms=("ms", "sum"))
+    grouped = grouped.reset_index()
+    totals = grouped.groupby(["key", "resolution"])["ms"].transform("sum")
+    grouped["share"] = grouped["ms"] / totals.where(totals > 0)
+    providers = ops.groupby(["key", "resolution", "op_type"], sort=False)["provider"].agg(
+        lambda s: ",".join(sorted({str(p) for p in s if isinstance(p, str)}))
+    )
+    rows = []
+    for rec in grouped.itertuples(index=False):
+        rows.append(
+            {
+                "key": rec.key,
+                "resolution": int(rec.resolution),
+                "op_type": rec.op_type,
+                "nodes": int(rec.nodes),
+                "ms": float(rec.ms),
+                "share": None if rec.share != rec.share else float(rec.share),
+                "provider": providers.get((rec.key, rec.resolution, rec.op_type), ""),
+            }
+        )
+    result["rows"] = rows
+    return result
+
+
+def _human_ops(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out = _console()
+    if not result["rows"]:
+        out.print(f"{result['lut']}: {result.get('note', 'no per-operator data')}", highlight=False)
+        return
+    table = Table(title=f"{result['lut']}: per-operator breakdown")
+    for col in ("key", "resolution", "op_type", "nodes", "ms", "share", "provider"):
+        table.add_column(col, overflow="fold")
+    for r in result["rows"]:
+        share = "" if r["share"] is None else f"{100 * r['share']:.1f}%"
+        table.add_row(r["key"], str(r["resolution"]), r["op_type"], str(r["nodes"]), f"{r['ms']:.4f}", share, r["provider"])
+    out.print(table)
+
+
+def _human_show(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out = _console()
+    meta = result["metadata"]
+    out.print(f"[bold]{result['lut']}[/bold]: {result['entries']} entries", highlight=False)
+    for k in ("space", "resolutions", "statistic", "runtime", "exporter", "dtype", "batch", "threads", "cores", "device", "date"):
+        if meta.get(k) is not None:
+            out.print(f"  {k}: {meta[k]}", highlight=False)
+    stat = result["statistic"]
+    table = Table()
+    cols = ["key", "resolution", "runs", stat] + [c for c in ("p10_ms", "p90_ms", "std_ms") if result["rows"] and c in result["rows"][0]]
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for r in result["rows"]:
+        table.add_row(*[f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols])
+    out.print(table)
+
+
+# ---------------------------------------------------------------------------------------------- predict
+
+
+@lut_app.command("predict")
+def predict_cmd(
+    lut_path: Path = typer.Option(..., "--lut", help="LUT file."),
+    arch: str | None = typer.Option(None, "--arch", help=ARCH_HELP),
+    archs: Path | None = typer.Option(None, "--archs", help="JSON-lines file, one arch per line."),
+    as_json: bool = JsonOption,
+) -> int:
+    """Predicted latency (ms) of architectures: the sum of their LUT entries."""
+    from hwnas.cli._args import read_archs, resolve_arch
+    from hwnas.profiler.lut import LUT
+    from hwnas.profiler.predict import LUTPredictor
+
+    if (arch is None) == (archs is None):
+        raise UsageError("give exactly one of --arch and --archs")
+    lut = LUT.load(lut_path)
+    predictor = LUTPredictor(lut)
+    space, rs = predictor.space, predictor.resolutions_
+    parsed = [resolve_arch(space, arch, rs)] if arch is not None else read_archs(space, archs, rs)  # type: ignore[arg-type]
+    start = time.perf_counter()
+    latency = predictor.predict(parsed)
+    seconds = time.perf_counter() - start
+    result: dict[str, Any] = {"lut": str(lut_path), "space": space.name, "statistic": predictor.column}
+    if arch is not None:
+        result["arch"] = parsed[0].to_dict()
+    result.update(latency_ms=[float(x) for x in latency], archs=len(parsed), seconds=seconds)
+    emit(result, as_json, _human_predict)
+    return 0
+
+
+def _human_predict(result: dict[str, Any]) -> None:
+    out = _console()
+    for value in result["latency_ms"]:
+        out.print(f"{value:.4f}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------------- diff
+
+
+@lut_app.command("diff")
+def diff_cmd(
+    base: Path = typer.Argument(..., metavar="BASE", help="The reference LUT."),
+    new: Path = typer.Argument(..., metavar="NEW", help="The LUT to check."),
+    threshold: float = typer.Option(5.0, "--threshold", min=0.0, help="Per-entry change (percent, after drift correction) that counts."),
+    drift_threshold: float = typer.Option(10.0, "--drift-threshold", min=0.0, help="Uniform drift of the whole table (percent) that is itself a finding."),
+    allow: list[str] = typer.Option([], "--allow", help="Metadata field allowed to differ (repeatable), e.g. runtime.version."),
+    report: Path | None = typer.Option(None, "--report", help="Write a report: FILE.md (plots beside it) or FILE.html."),
+    samples: int = typer.Option(1000, "--samples", min=0, help="Random subnets for the whole-network impact."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = JsonOption,
+) -> int:
+    """Regression test: exit 0 no regression, 1 regression (or drift beyond its threshold), 2 not comparable."""
+    from hwnas.profiler.diff import check_allow, diff_luts
+    from hwnas.profiler.errors import NotComparable
+    from hwnas.profiler.lut import LUT
+
+    if report is not None and report.suffix.lower() not in (".md", ".html", ".htm"):
+        raise UsageError(f"--report {report}: expected a .md or .html file")
+    allow = check_allow(allow)
+    base_lut, new_lut = LUT.load(base), LUT.load(new)
+    start = time.perf_counter()
+    result = diff_luts(
+        base_lut, new_lut, threshold_pct=threshold, drift_threshold_pct=drift_threshold, allow=allow,
+        samples=samples, seed=seed,
+    )
+    files: list[str] = []
+    if report is not None:
+        from hwnas.profiler.report import write_report
+
+        files = [str(p) for p in write_report(result, report)]
+    data = result.to_json()
+    data["report"] = files[0] if files else None
+    data["report_files"] = files
+    data["seconds"] = time.perf_counter() - start
+    emit(data, as_json, _human_diff)
+    if not result.comparable:
+        bad = "; ".join(f"{m['field']} {m['base']!r} != {m['new']!r}" for m in result.mismatches if not m["allowed"])
+        raise NotComparable(f"{base} and {new} are not comparable: {bad} (pass --allow FIELD to accept)")
+    return result.exit_code
+
+
+def _human_diff(d: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out = _console()
+    if not d["comparable"]:
+        out.print("[bold red]not comparable[/bold red]")
+        for m in d["mismatches"]:
+            out.print(f"  {m['field']}: {m['base']!r} -> {m['new']!r}{' (allowed)' if m['allowed'] else ''}", highlight=False)
+        return
+    status = "[bold red]FAIL[/bold red]" if (d["regressions"] or d["drift_finding"]) else "[bold green]PASS[/bold green]"
+    out.print(
+        f"{status}  drift {d['drift_pct']:+.2f}% (+-{(d['drift_uncertainty_pct'] or 0):.2f}%), {d['entries_compared']} entries, "
+        f"{len(d['regressions'])} regressions, {len(d['improvements'])} improvements, {d['within_noise']} within noise",
+        highlight=False,
+    )
+    for f in d["findings"]:
+        out.print(f"  - {f}", highlight=False)
+    if d["network"]:
+        n = d["network"]
+        out.print(
+            f"  typical subnet: {n['change_pct']:+.2f}% after drift correction ({n['raw_change_pct']:+.2f}% raw)",
+            highlight=False,
+        )
+    flagged = d["regressions"] + d["improvements"]
+    if flagged:
+        table = Table()
+        for col in ("verdict", "key", "res", "base ms", "new ms", "change %", "+- %", "impact %"):
+            table.add_column(col, overflow="fold")
+        for e in flagged:
+            table.add_row(
+                e["verdict"], e["key"], str(e["resolution"]), f"{e['base_ms']:.4g}", f"{e['new_ms']:.4g}",
+                f"{e['change_pct']:+.1f}", "" if e["uncertainty_pct"] is None else f"{e['uncertainty_pct']:.1f}",
+                "" if e["impact_pct"] is None else f"{e['impact_pct']:+.3f}",
+            )
+        out.print(table)
+    if d["missing"] or d["added"]:
+        out.print(f"  missing: {len(d['missing'])}, added: {len(d['added'])}", highlight=False)
+    for note in d["notes"]:
+        out.print(f"  note: {note}", highlight=False)
+    if d.get("report"):
+        out.print(f"  report: {d['report']}", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------- history
+
+
+@lut_app.command("history")
+def history_cmd(
+    device: str = typer.Argument(..., metavar="DEVICE", help="Device profile name or path, or the folder of its LUTs."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write the typical-subnet latency over time as a PNG."),
+    samples: int = typer.Option(1000, "--samples", min=1, help="Random subnets for the typical latency."),
+    seed: int = typer.Option(0, "--seed"),
+    no_git: bool = typer.Option(False, "--no-git", help="Only the files, not their git history."),
+    as_json: bool = JsonOption,
+) -> int:
+    """How a device's LUTs moved over time (files and their git history)."""
+    from hwnas.profiler.history import history, plot_history
+
+    folder = Path(device)
+    if not folder.is_dir():
+        from hwnas.agents.profiles import load_profile
+
+        folder = load_profile(device).lut_dir
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot {plot}: expected a .png file")
+    with progress_bar("history", total=None) as advance:
+        points = history(folder, samples=samples, seed=seed, use_git=not no_git, on_progress=lambda d, t, w: advance(d, t, w))
+    if plot is not None:
+        plot_history(points, plot, title=f"LUT history of {device}")
+    emit({"device": device, "folder": str(folder), "points": points, "plot": str(plot) if plot else None}, as_json, _human_history)
+    return 0
+
+
+def _human_history(d: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out = _console()
+    if not d["points"]:
+        out.print(f"{d['folder']}: no LUTs", highlight=False)
+        return
+    table = Table(title=f"LUT history of {d['device']} ({d['folder']})")
+    for col in ("date", "file", "commit", "entries", "typical ms", "reference ms", "drift %", "changed"):
+        table.add_column(col, overflow="fold")
+    for p in d["points"]:
+        if "error" in p:
+            table.add_row(p["date"], p["file"], (p["commit"] or "working tree")[:10], "", "", "", "", p["error"])
+            continue
+
+        def f(v: Any, spec: str) -> str:
+            return "" if v is None else format(v, spec)
+
+        table.add_row(
+            p["date"], p["file"], (p["commit"] or "working tree")[:10], str(p["entries"]), f(p["typical_ms"], ".3f"),
+            f(p["reference_ms"], ".3f"), f(p["drift_pct"], "+.1f"), f(p["changed_entries"], "d"),
+        )
+    out.print(table)
+    if d.get("plot"):
+        out.print(f"plot: {d['plot']}", highlight=False)

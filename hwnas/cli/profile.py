@@ -1,0 +1,156 @@
+"""`hwnas profile` (build LUTs on devices) and `hwnas lut validate` (LUT vs end-to-end measurements)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from hwnas.cli._app import JsonOption, UsageError, app, emit, progress_bar, stderr
+from hwnas.cli.lut import lut_app
+
+
+def _parse_resolutions(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--resolutions: expected comma-separated integers such as 160,224, got {text!r}") from None
+    if not values:
+        raise UsageError("--resolutions: expected at least one resolution")
+    return values
+
+
+def _profile_one(name: str, request: Any, update: Any) -> dict[str, Any]:
+    from hwnas.agents.errors import DeviceError
+    from hwnas.agents.profiles import load_profile
+    from hwnas.profiler.profile import profile_device
+
+    profile = load_profile(name)
+    try:
+        return profile_device(profile, request, on_progress=update)
+    except DeviceError as exc:
+        if exc.hint is None:
+            exc.hint = f"rows measured so far are kept; continue with: hwnas profile {name} --space {request.space} --resume"
+            exc.args = (exc.one_line(),)
+        raise
+
+
+@app.command("profile")
+def profile_cmd(
+    devices: list[str] = typer.Argument(..., metavar="DEVICE...", help="Device profile names or YAML paths."),
+    space: str = typer.Option(..., "--space", help="Search space, e.g. compact or ofa-mbv3-w1.0."),
+    resolutions: str | None = typer.Option(None, "--resolutions", help="Comma-separated, e.g. 160,224 (default: the space's LUT resolutions)."),
+    runtime: str | None = typer.Option(None, "--runtime", help="onnxruntime | litert | tflite-benchmark | onnxruntime-perf-test (default: the profile's)."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | int8 (int8: TFLite runtimes)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Threads (default: the profile's)."),
+    batch: int = typer.Option(1, "--batch", min=1, help="Batch size of the measured models."),
+    out: Path | None = typer.Option(None, "--out", help="LUT file (only with one device; default device_profiles/NAME/...)."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the rows already in the LUT and measure only the rest."),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="Interleaved measurement rounds per batch."),
+    runs: int = typer.Option(10, "--runs", min=1, help="Timed runs per model per round."),
+    profile_ops: bool = typer.Option(False, "--profile-ops", help="Also record per-operator timings (ONNX Runtime profiler)."),
+    as_json: bool = JsonOption,
+) -> int:
+    """Measure every LUT entry of a space on each device and write its LUT (rows saved as they arrive)."""
+    from hwnas.profiler.measure import MeasurePlan
+    from hwnas.profiler.profile import ProfileRequest
+
+    if out is not None and len(devices) > 1:
+        raise UsageError("--out works with one device only; with several, each LUT goes to its default place")
+    if dtype not in ("float32", "int8"):
+        raise UsageError(f"--dtype: expected float32 or int8, got {dtype!r}")
+    request = ProfileRequest(
+        space=space,
+        resolutions=_parse_resolutions(resolutions),
+        runtime=runtime,
+        dtype=dtype,
+        threads=threads,
+        batch=batch,
+        out=out,
+        resume=resume,
+        plan=MeasurePlan(rounds=rounds, runs=runs, profile_ops=profile_ops),
+    )
+    if len(devices) == 1:
+        with progress_bar(f"profile {devices[0]}") as update:
+            result = _profile_one(devices[0], request, lambda d, t, w: update(d, t, w))
+        emit(result, as_json)
+        return 0
+    results: dict[str, dict[str, Any]] = {}
+    lock = threading.Lock()
+    with progress_bar(f"profile {len(devices)} devices") as update:
+        done_by: dict[str, int] = {}
+
+        def upd(name: str) -> Any:
+            def f(d: int, t: int, w: str) -> None:
+                with lock:
+                    done_by[name] = d
+                    update(sum(done_by.values()), None, f"{name}: {w}")
+
+            return f
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(devices)) as pool:
+            futures = {pool.submit(_profile_one, name, request, upd(name)): name for name in devices}
+            for fut in concurrent.futures.as_completed(futures):
+                name = futures[fut]
+                try:
+                    results[name] = {"device": name, "ok": True, **fut.result()}
+                except Exception as exc:  # one device's failure does not stop the others
+                    code = getattr(type(exc), "exit_code", 1)
+                    results[name] = {"device": name, "ok": False, "error": str(exc), "exit_code": code}
+                    stderr.print(f"hwnas: error: {exc}", highlight=False, markup=False)
+    ordered = [results[n] for n in devices]
+    emit({"devices": ordered}, as_json)
+    codes = [r.get("exit_code", 0) for r in ordered]
+    return 0 if all(c == 0 for c in codes) else max(codes)
+
+
+@lut_app.command("validate")
+def validate_cmd(
+    device: str = typer.Argument(..., metavar="DEVICE", help="Device profile name or YAML path."),
+    lut_path: Path = typer.Option(..., "--lut", help="The LUT to validate."),
+    samples: int = typer.Option(40, "--samples", min=1, help="Random subnets to measure end to end."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random subnets."),
+    correct_drift: bool = typer.Option(True, "--correct-drift/--no-correct-drift", help="Normalise measurements to the LUT's machine speed with the reference workload."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the points as CSV here."),
+    as_json: bool = JsonOption,
+) -> int:
+    """Measure random subnets end to end on the device and compare them with the LUT's prediction."""
+    from hwnas.agents.profiles import load_profile
+    from hwnas.profiler.lut import LUT
+    from hwnas.profiler.validate import validate_lut
+
+    lut = LUT.load(lut_path)
+    profile = load_profile(device)
+    with progress_bar(f"validate on {device}") as update:
+        result = validate_lut(
+            profile, lut, samples=samples, seed=seed, correct_drift=correct_drift,
+            on_progress=lambda d, t, w: update(d, t, w),
+        )
+    if out is not None:
+        import csv
+        import json
+
+        with open(out, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["arch", "predicted_ms", "measured_ms"])
+            for p in result["points"]:
+                w.writerow([json.dumps(p["arch"]), p["predicted_ms"], p["measured_ms"]])
+
+    def human(r: dict[str, Any]) -> None:
+        from rich.console import Console
+
+        c = Console()
+        c.print(
+            f"{r['samples']} subnets: {r['within_5pct']:.0%} within ±5%, {r['within_10pct']:.0%} within ±10%, "
+            f"MAPE {r['mape']:.1%}, Spearman {r['spearman']:.3f}; drift {r['drift'] or float('nan'):.3f}"
+            f"{' (corrected)' if r['drift_corrected'] else ''}",
+            highlight=False,
+        )
+
+    emit(result, as_json, human)
+    return 0

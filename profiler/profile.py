@@ -1,0 +1,335 @@
+"""Profile a device into a LUT: measure every entry of a space, calibrate, write as rows arrive.
+
+The flow for one device::
+
+    probe -> workloads (one model per LUT entry, cached) -> batches on the device
+          -> rows appended to the LUT as each batch returns (crash-safe, --resume)
+          -> calibration: a few whole subnets measured the same way -> final LUT values
+
+Why a calibration: an entry measured alone keeps its weights in the core's caches
+between runs; inside a whole network the other layers evict them, so every operator
+runs slower there (on this machine ~25% for blocks, 2-4x for the large head layers
+whose weights exceed the L2 cache; see BENCHMARKS.md). The profiler measures that
+effect on the device itself: per resolution it fits ``whole = a * sum(entries - o) + b``
+on calibration subnets (``o`` the measured per-inference overhead) and writes the LUT
+column ``lut_ms = a * (p10 - o)`` for entries and ``b`` for the ``Overhead-inference`` row,
+so a plain sum of the ``lut_ms`` column predicts a whole network.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..agents.device import Device
+from ..agents.profiles import DeviceProfile
+from ..supernet import SearchSpace, get_space
+from .errors import LUTError
+from .lut import LUT, OP_FIELDS, OVERHEAD_KEY, OVERHEAD_OP, LUTWriter, default_metadata, entry_row
+from .measure import RAW_STATISTIC, STAT_KEYS, MeasurePlan, measure_batches
+from .workloads import RUNTIME_FORMAT, Workload, WorkloadBuilder
+
+log = logging.getLogger(__name__)
+
+LUT_STATISTIC = "lut_ms"
+LUT_COLUMNS = ("key", "resolution", "op", *OP_FIELDS, "runs", *STAT_KEYS, "ref_ms", LUT_STATISTIC)
+CALIBRATION_SUBNETS = 8
+Progress = Callable[[int, int, str], None]
+
+
+def default_lut_path(profile: DeviceProfile, space: str, runtime: str, dtype: str, threads: int, batch: int) -> Path:
+    """``device_profiles/NAME/{space}_{runtime}_{dtype}_t{threads}_b{batch}.csv``."""
+    return profile.lut_dir / f"{space}_{runtime}_{dtype}_t{threads}_b{batch}.csv"
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """What to profile: a space at some resolutions, with a runtime and its settings."""
+
+    space: str
+    resolutions: tuple[int, ...] | None = None
+    runtime: str | None = None
+    dtype: str = "float32"
+    threads: int | None = None
+    batch: int = 1
+    out: Path | None = None
+    resume: bool = False
+    plan: MeasurePlan = MeasurePlan()
+    calibration_subnets: int = CALIBRATION_SUBNETS
+    seed: int = 0
+
+
+def _fingerprint(device: Device) -> tuple[dict[str, Any], list[str]]:
+    """The device fingerprint for the LUT metadata, and the temperature files to watch."""
+    try:
+        from ..agents import probe as probe_mod
+    except ImportError:  # the probe module is optional for the local device
+        return {"name": device.profile.name}, []
+    state = probe_mod.probe(device.transport, runtime_python=device.profile.python)
+    fp = probe_mod.fingerprint(state)
+    fp = {"name": device.profile.name, **fp}
+    return fp, list(probe_mod.temperature_paths(state))
+
+
+def _max_temp(results: Sequence[dict[str, Any]]) -> float | None:
+    temps = [r.get("temp_c") for r in results if r.get("temp_c") is not None]
+    return max(temps) if temps else None
+
+
+def _stats(result: dict[str, Any]) -> dict[str, float]:
+    return {k: float(result[k]) for k in STAT_KEYS}
+
+
+def profile_device(
+    profile: DeviceProfile,
+    request: ProfileRequest,
+    *,
+    on_progress: Progress | None = None,
+    device: Device | None = None,
+) -> dict[str, Any]:
+    """Build (or resume) the LUT of ``request.space`` on the device of ``profile``.
+
+    Returns ``{lut, entries, measured, resumed, seconds, ...}``. Rows are appended as
+    they are measured; if the device fails half-way, what was measured stays in the
+    file and ``resume=True`` measures only the rest. Raises DeviceError (exit 1) on
+    device failures, LUTError/SpaceError (exit 2) on bad input.
+    """
+    space = get_space(request.space)
+    resolutions = tuple(space.check_resolutions(request.resolutions or space.lut_resolutions))
+    runtime = request.runtime or profile.runtime
+    threads = request.threads or profile.threads
+    if runtime not in RUNTIME_FORMAT:
+        raise LUTError(f"runtime {runtime!r} is not supported; expected one of {sorted(RUNTIME_FORMAT)}")
+    fmt = RUNTIME_FORMAT[runtime]
+    if request.out:
+        out = Path(request.out)
+        if not out.parent.is_dir():
+            raise LUTError(f"{out}: cannot write the LUT: no such folder {out.parent}")
+    else:
+        out = default_lut_path(profile, space.name, runtime, request.dtype, threads, request.batch)
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not request.resume and not os.access(out, os.W_OK):
+        raise LUTError(f"{out}: cannot write the LUT: permission denied")
+    started = time.perf_counter()
+    builder = WorkloadBuilder(space=space, fmt=fmt, dtype=request.dtype, batch=request.batch)
+    own_device = device is None
+    device = device or Device(profile)
+    try:
+        return _profile(device, space, resolutions, runtime, threads, request, builder, out, started, on_progress)
+    finally:
+        if own_device:
+            device.close()
+
+
+def _profile(
+    device: Device,
+    space: SearchSpace,
+    resolutions: tuple[int, ...],
+    runtime: str,
+    threads: int,
+    request: ProfileRequest,
+    builder: WorkloadBuilder,
+    out: Path,
+    started: float,
+    on_progress: Progress | None,
+) -> dict[str, Any]:
+    fingerprint, temp_paths = _fingerprint(device)
+    entries = space.all_lut_entries(resolutions)
+    meta = default_metadata(space=space.name, resolutions=resolutions, statistic=LUT_STATISTIC)
+    meta.update(
+        runtime={"name": runtime, "version": None, "threads": threads},
+        exporter=builder._exporter,
+        dtype=request.dtype,
+        batch=request.batch,
+        threads=threads,
+        cores=device.profile.cores,
+        device=fingerprint,
+        measurement={
+            "raw_statistic": RAW_STATISTIC,
+            "rounds": request.plan.rounds,
+            "runs_per_round": request.plan.runs,
+            "warmup": request.plan.warmup,
+            "batch_size": request.plan.batch_size,
+            "note": "lut_ms = calibration.a * (p10_ms * reference/ref_ms - overhead); see calibration",
+        },
+    )
+    # The runtime version is known once the runner said hello; find it first with a tiny batch.
+    reference = builder.reference()
+    hello_version = _runtime_version(device, reference, runtime, threads)
+    meta["runtime"]["version"] = hello_version
+
+    writer = LUTWriter(out, metadata=meta, columns=LUT_COLUMNS, resume=request.resume, keep_samples=True, keep_ops=request.plan.profile_ops)
+    done = writer.open()
+    resumed = len(done)
+    todo_entries = [e for e in entries if (e.key, e.resolution) not in done]
+    total = len(entries) + len(resolutions)
+    count = [resumed]
+
+    def progress(what: str) -> None:
+        if on_progress is not None:
+            on_progress(count[0], total, what)
+
+    progress("exporting workloads")
+    overheads = [builder.overhead(r) for r in resolutions if (OVERHEAD_KEY, r) not in done]
+    entry_work = overheads + builder.entries(todo_entries)
+    calib_archs = _calibration_archs(space, resolutions, request)
+    calib_work = [builder.subnet(a) for a in calib_archs]
+    workloads = _interleave(entry_work, calib_work)
+    results: list[dict[str, Any]] = []
+    calib: list[dict[str, Any]] = []
+
+    def on_result(w: Workload, res: dict[str, Any], ref_ms: float) -> None:
+        if w.kind == "subnet":
+            calib.append({"id": w.id, "value": float(res[RAW_STATISTIC]), "ref_ms": ref_ms})
+            return
+        stats = _stats(res)
+        op = OVERHEAD_OP if w.kind == "overhead" else None
+        row = entry_row(w.key, w.resolution, runs=int(res["runs"]), stats=stats, op=op)
+        row["ref_ms"] = ref_ms
+        row[LUT_STATISTIC] = stats[RAW_STATISTIC]  # provisional until calibration
+        writer.write(row, samples=res.get("samples_ms"), ops=res.get("ops"))
+        results.append(res)
+        count[0] += 1
+        progress(w.key[:48])
+
+    refs: list[float] = []
+    try:
+        refs = measure_batches(
+            device, workloads, reference=reference, plan=request.plan, runtime=runtime, threads=threads,
+            on_result=on_result, temp_paths=temp_paths,
+        )
+    finally:
+        writer.close()
+    measured = len(results)
+    by_id = {c["id"]: c for c in calib}
+    calibration = {"subnets": [(a, by_id[w.id]) for a, w in zip(calib_archs, calib_work, strict=False) if w.id in by_id]}
+    lut = LUT.load(out)
+    lut.metadata.update(meta)
+    ref_all = [float(v) for v in lut.rows["ref_ms"].tolist()] + list(refs)
+    ref_lut = float(np.median(ref_all)) if ref_all else float("nan")
+    _apply_calibration(lut, calibration, ref_lut)
+    lut.metadata["reference"] = {
+        "name": "max subnet at the smallest LUT resolution",
+        "arch": space.max_arch(min(space.lut_resolutions)).to_dict(),
+        "statistic": RAW_STATISTIC,
+        "ms": ref_lut,
+        "spread_pct": _spread_pct(ref_all),
+    }
+    lut.metadata["temperatures_c"] = {"before": None, "after": _max_temp(results)}
+    lut.metadata["date"] = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    lut.save(out)
+    return {
+        "lut": str(out),
+        "device": device.profile.name,
+        "entries": len(lut),
+        "measured": measured,
+        "resumed": resumed,
+        "inferences": int(sum(int(r.get("runs", 0)) for r in results)),
+        "calibration": lut.metadata.get("calibration"),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _spread_pct(values: Sequence[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    v = np.asarray(values, dtype=float)
+    return float((v.max() - v.min()) / np.median(v) * 100)
+
+
+def _runtime_version(device: Device, reference: Workload, runtime: str, threads: int) -> str | None:
+    from ..agents.device import ModelFile
+
+    device.measure([ModelFile(reference.id, reference.path)], runtime=runtime, threads=threads, runs=1, warmup=0, min_seconds=0, keep_samples=False)
+    return (device.hello or {}).get("runtime_version")
+
+
+def _calibration_archs(space: SearchSpace, resolutions: Sequence[int], request: ProfileRequest) -> list[Any]:
+    """Whole subnets measured beside the entries (min, max and random ones per resolution)."""
+    rng = np.random.default_rng(request.seed + 7919)
+    archs: list[Any] = []
+    for r in resolutions:
+        chosen = [space.min_arch(r), space.max_arch(r)]
+        while len(chosen) < max(2, request.calibration_subnets):
+            chosen.append(space.sample(rng, [r]))
+        archs += chosen
+    return archs
+
+
+def _interleave(entries: list[Workload], subnets: list[Workload]) -> list[Workload]:
+    """Spread the calibration subnets evenly among the entries, so every batch holds some of both
+    and both see the same machine conditions."""
+    if not entries:
+        return list(subnets)
+    out: list[Workload] = []
+    step = len(entries) / max(1, len(subnets))
+    j = 0
+    for i, w in enumerate(entries):
+        while j < len(subnets) and j * step <= i:
+            out.append(subnets[j])
+            j += 1
+        out.append(w)
+    out.extend(subnets[j:])
+    return out
+
+
+def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
+    """Fit ``whole = a * sum(entry - o) + b`` per resolution and write ``lut_ms``."""
+    from ..supernet import get_space
+
+    space = get_space(lut.metadata["space"])
+    rows = lut.rows
+    norm = (rows[RAW_STATISTIC].astype(float) * ref_lut / rows["ref_ms"].astype(float)).to_numpy()
+    value = {(k, int(r)): float(v) for k, r, v in zip(rows["key"], rows["resolution"], norm, strict=False)}
+    result: dict[str, Any] = {}
+    lut_ms = np.array(norm, dtype=float)
+    for r in sorted({int(x) for x in rows["resolution"]}):
+        o = value.get((OVERHEAD_KEY, r), 0.0)
+        xs, ys = [], []
+        for arch, m in calib["subnets"]:
+            if arch.r != r:
+                continue
+            s = sum(value[(e.key, e.resolution)] - o for e in space.lut_entries(arch))
+            xs.append(s)
+            ys.append(m["value"] * ref_lut / m["ref_ms"])
+        if len(xs) >= 3:
+            a, b = _robust_line(np.asarray(xs), np.asarray(ys))
+        elif xs:
+            a, b = float(np.median(np.asarray(ys) - o) / np.median(xs)), o
+        else:
+            a, b = 1.0, o
+        pred = a * np.asarray(xs) + b
+        resid = (pred - np.asarray(ys)) / np.asarray(ys) * 100 if xs else np.array([])
+        result[str(r)] = {
+            "a": a,
+            "b_ms": b,
+            "overhead_ms": o,
+            "subnets": len(xs),
+            "max_abs_residual_pct": float(np.max(np.abs(resid))) if len(resid) else None,
+        }
+        sel = (rows["resolution"].astype(int) == r).to_numpy()
+        is_over = (rows["key"] == OVERHEAD_KEY).to_numpy()
+        # an op cheaper than one inference's fixed cost (a pooling of a few numbers) costs ~0 in a network
+        lut_ms[sel & ~is_over] = np.maximum(a * (norm[sel & ~is_over] - o), 0.0)
+        lut_ms[sel & is_over] = b
+    rows[LUT_STATISTIC] = lut_ms
+    lut.metadata["calibration"] = result
+
+
+def _robust_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least squares on relative errors (each subnet weighs the same in percent)."""
+    w = 1.0 / y
+    A = np.stack([x * w, w], axis=1)
+    coef, *_ = np.linalg.lstsq(A, np.ones_like(y), rcond=None)
+    a, b = float(coef[0]), float(coef[1])
+    if a <= 0 or not np.isfinite(a):
+        a, b = float(np.median(y / x)), 0.0
+    return a, b

@@ -1,0 +1,271 @@
+"""`lut diff` and `lut history`: comparability, drift, noise-aware regressions, reports, exit codes.
+
+Tables are synthetic (the `compact` space's entries with latencies from their MACs, per-run spreads of
+1.5-3% and 1% between-run noise, seeded) so that the injected changes are known exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hwnas.profiler.diff import diff_luts
+from hwnas.profiler.errors import ProfilerError
+from hwnas.profiler.history import history
+from hwnas.profiler.lut import DEFAULT_COLUMNS, LUT, LUTWriter, default_metadata, entry_row
+from hwnas.supernet import get_space
+
+SPACE = "compact"
+
+
+def _meta(**changes) -> dict:
+    meta = default_metadata(space=SPACE, resolutions=[32, 48], statistic="median_ms")
+    meta.update(
+        runtime={"name": "onnxruntime", "version": "1.20.1", "providers": ["CPUExecutionProvider"]},
+        exporter={"name": "torch.onnx", "version": "2.13.0", "opset": 17},
+        dtype="float32", batch=1, threads=1, cores="all",
+        device={"name": "local", "model": "box", "soc": "x86_64", "governor": "performance"},
+    )
+    for key, value in changes.items():
+        meta[key] = value
+    return meta
+
+
+def _base_values(seed: int = 0) -> dict[tuple[str, int], float]:
+    rng = np.random.default_rng(seed)
+    entries = get_space(SPACE).all_lut_entries()
+    return {(e.key, e.resolution): 0.005 + e.macs / 2e7 * float(rng.uniform(0.8, 1.25)) for e in entries}
+
+
+def _rows(values: dict[tuple[str, int], float], seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (key, r), med in values.items():
+        lo, hi = rng.uniform(0.015, 0.03, size=2)
+        rows.append(entry_row(key, r, runs=50, stats={
+            "median_ms": med, "p10_ms": med * (1 - lo), "p90_ms": med * (1 + hi), "mean_ms": med * 1.003,
+            "std_ms": med * (lo + hi) / 2.56, "min_ms": med * (1 - 1.5 * lo),
+        }))
+    return rows
+
+
+def _save(path: Path, values: dict, seed: int, meta: dict | None = None) -> Path:
+    lut = LUT(metadata=meta or _meta(), rows=pd.DataFrame(_rows(values, seed), columns=DEFAULT_COLUMNS))
+    lut.save(path)
+    return path
+
+
+def _noisy(values: dict, seed: int, *, drift: float = 0.0, noise: float = 0.01) -> dict:
+    rng = np.random.default_rng(seed)
+    return {k: v * (1 + drift) * float(np.exp(rng.normal(0, noise))) for k, v in values.items()}
+
+
+def _pick(values: dict, n: int, seed: int) -> list[tuple[str, int]]:
+    keys = [k for k in values if k[0].startswith("expanded_conv")]
+    rng = np.random.default_rng(seed)
+    return [keys[i] for i in rng.choice(len(keys), size=n, replace=False)]
+
+
+def _hwnas(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hwnas", *args], capture_output=True, text=True, timeout=180)
+
+
+# ------------------------------------------------------------------------------------------- library
+
+
+def test_identical_tables_have_no_findings(tmp_path):
+    base = _save(tmp_path / "a.csv", _base_values(), seed=1)
+    result = diff_luts(LUT.load(base), LUT.load(base), samples=200)
+    assert result.comparable and result.exit_code == 0
+    assert result.drift == 0.0 and not result.regressions and not result.improvements
+    assert result.network is not None and result.network["change_pct"] == 0.0
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_injected_slowdowns_are_exactly_the_regressions(tmp_path, seed):
+    values = _base_values()
+    new_values = _noisy(values, seed, drift=0.03)
+    victims = _pick(values, 3, seed)
+    for k, slow in zip(victims, (0.10, 0.15, 0.25), strict=True):
+        new_values[k] *= 1 + slow
+    base = LUT.load(_save(tmp_path / "a.csv", values, seed=1))
+    new = LUT.load(_save(tmp_path / "b.csv", new_values, seed=seed + 100))
+    result = diff_luts(base, new, samples=300)
+    flagged = {(e.key, e.resolution): e for e in result.regressions}
+    assert set(flagged) == set(victims)
+    for k, slow in zip(victims, (0.10, 0.15, 0.25), strict=True):
+        assert flagged[k].change_pct == pytest.approx(100 * slow, abs=4.0)
+        assert flagged[k].method == "p10-p90" and flagged[k].impact_pct > 0
+    assert result.drift == pytest.approx(0.03, abs=0.01)
+    assert not result.drift_finding and result.exit_code == 1
+    assert not result.improvements
+
+
+def test_uniform_drift_is_drift_not_regressions(tmp_path):
+    values = _base_values()
+    base = LUT.load(_save(tmp_path / "a.csv", values, seed=1))
+    new = LUT.load(_save(tmp_path / "b.csv", _noisy(values, 5, drift=0.08), seed=2))
+    result = diff_luts(base, new, samples=200)
+    assert result.drift == pytest.approx(0.08, abs=0.01)
+    assert not result.regressions and not result.improvements
+    assert not result.drift_finding and result.exit_code == 0
+    assert abs(result.network["change_pct"]) < 1.0 and result.network["raw_change_pct"] == pytest.approx(8, abs=1.5)
+    far = LUT.load(_save(tmp_path / "c.csv", _noisy(values, 5, drift=0.15), seed=2))
+    result = diff_luts(base, far, samples=0)
+    assert result.drift_finding and not result.regressions and result.exit_code == 1
+
+
+def test_comparability_field_by_field(tmp_path):
+    values = _base_values()
+    base = LUT.load(_save(tmp_path / "a.csv", values, seed=1))
+    meta = _meta(threads=2)
+    meta["runtime"] = dict(meta["runtime"], version="1.22.0")
+    new = LUT.load(_save(tmp_path / "b.csv", values, seed=1, meta=meta))
+    result = diff_luts(base, new)
+    assert not result.comparable and result.exit_code == 2
+    assert [(m["field"], m["base"], m["new"]) for m in result.mismatches] == [
+        ("runtime.version", "1.20.1", "1.22.0"), ("threads", 1, 2)]
+    assert diff_luts(base, new, allow=["runtime.version", "threads"]).exit_code == 0
+    assert diff_luts(base, new, allow=["runtime", "threads"]).comparable
+    assert not diff_luts(base, new, allow=["runtime"]).comparable
+    with pytest.raises(ProfilerError, match="did you mean runtime.version"):
+        diff_luts(base, new, allow=["runtime.versoin"])
+
+
+def test_missing_and_added_entries(tmp_path):
+    values = _base_values()
+    gone, = _pick(values, 1, 3)
+    new_values = {k: v for k, v in values.items() if k != gone}
+    base = LUT.load(_save(tmp_path / "a.csv", values, seed=1))
+    new = LUT.load(_save(tmp_path / "b.csv", new_values, seed=1))
+    result = diff_luts(base, new, samples=100)
+    assert result.missing == [{"key": gone[0], "resolution": gone[1]}] and result.added == []
+    assert diff_luts(new, base, samples=0).added == [{"key": gone[0], "resolution": gone[1]}]
+
+
+def test_mann_whitney_on_per_run_samples(tmp_path):
+    """With per-run samples kept (sidecar NAME.samples.csv) the decision is a Mann-Whitney U test."""
+    values = dict(list(_base_values().items())[:30])
+    victim = list(values)[7]
+    rng = np.random.default_rng(4)
+
+    def write(path: Path, vals: dict) -> LUT:
+        with LUTWriter(path, metadata=_meta(), columns=DEFAULT_COLUMNS, keep_samples=True) as w:
+            for (key, r), med in vals.items():
+                runs = med * np.exp(rng.normal(0, 0.03, size=40))
+                w.write(entry_row(key, r, runs=40, stats={
+                    "median_ms": float(np.median(runs)), "p10_ms": float(np.percentile(runs, 10)),
+                    "p90_ms": float(np.percentile(runs, 90)), "mean_ms": float(runs.mean()),
+                    "std_ms": float(runs.std()), "min_ms": float(runs.min())}), samples=runs)
+            return w.finish()
+
+    write(tmp_path / "a.csv", values)
+    new_values = _noisy(values, 9, drift=0.02)
+    new_values[victim] *= 1.12
+    write(tmp_path / "b.csv", new_values)
+    result = diff_luts(LUT.load(tmp_path / "a.csv"), LUT.load(tmp_path / "b.csv"), samples=100)
+    assert [(e.key, e.resolution) for e in result.regressions] == [victim]
+    assert result.regressions[0].method == "mann-whitney" and result.regressions[0].p_value < 1e-3
+    assert any("no impact estimate" in n for n in result.notes)  # 30 entries do not cover the space
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_exit_codes_json_and_reports(tmp_path):
+    values = _base_values()
+    new_values = _noisy(values, 21)
+    victims = _pick(values, 3, 21)
+    for k, slow in zip(victims, (0.10, 0.15, 0.25), strict=True):
+        new_values[k] *= 1 + slow
+    a = _save(tmp_path / "a.csv", values, seed=1)
+    b = _save(tmp_path / "b.csv", new_values, seed=121)
+
+    proc = _hwnas("lut", "diff", str(a), str(a), "--json", "--samples", "100")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["regressions"] == []
+
+    md = tmp_path / "report" / "diff.md"
+    md.parent.mkdir()
+    proc = _hwnas("lut", "diff", str(a), str(b), "--json", "--report", str(md), "--samples", "200")
+    assert proc.returncode == 1, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["comparable"] is True and data["mismatches"] == []
+    assert {(r["key"], r["resolution"]) for r in data["regressions"]} == set(victims)
+    for r in data["regressions"]:
+        assert {"key", "resolution", "base_ms", "new_ms", "change_pct"} <= set(r)
+    assert {"drift", "improvements", "missing", "added"} <= set(data)
+    text = md.read_text()
+    assert all(k[0] in text for k in victims) and "Verdict: FAIL" in text
+    pngs = sorted(md.parent.glob("*.png"))
+    assert [p.name for p in pngs] == ["diff_change_vs_latency.png", "diff_changes.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+    html = tmp_path / "diff.html"
+    proc = _hwnas("lut", "diff", str(a), str(b), "--report", str(html), "--samples", "100")
+    assert proc.returncode == 1, proc.stderr
+    page = html.read_text()
+    assert page.count("data:image/png;base64,") == 2 and victims[0][0] in page
+
+    meta = _meta()
+    meta["runtime"] = dict(meta["runtime"], version="1.22.0")
+    c = _save(tmp_path / "c.csv", values, seed=1, meta=meta)
+    proc = _hwnas("lut", "diff", str(a), str(c), "--json")
+    assert proc.returncode == 2
+    data = json.loads(proc.stdout)
+    assert data["comparable"] is False and data["mismatches"][0]["field"] == "runtime.version"
+    assert len(proc.stderr.strip().splitlines()) == 1 and "runtime.version" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = _hwnas("lut", "diff", str(a), str(c), "--json", "--allow", "runtime.version", "--samples", "50")
+    assert proc.returncode == 0, proc.stderr
+
+    other = _save(tmp_path / "other.csv", values, seed=1, meta=_meta(space="ofa-mbv3-w1.0"))
+    for args in ([str(a), str(tmp_path / "nope.csv")], [str(a), str(other)]):
+        proc = _hwnas("lut", "diff", *args)
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------- history
+
+
+def test_history_over_git_and_files(tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x", "GIT_CONFIG_NOSYSTEM": "1"}
+
+    def git(*args: str, date: str | None = None) -> None:
+        e = dict(env)
+        if date:
+            e.update(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
+        subprocess.run(["git", *args], cwd=tmp_path, env=e, check=True, capture_output=True, timeout=60)
+
+    folder = tmp_path / "device_profiles" / "board"
+    folder.mkdir(parents=True)
+    values = _base_values()
+    lut_path = folder / "compact_onnxruntime_float32_t1_b1.csv"
+    git("init", "-q")
+    _save(lut_path, values, seed=1)
+    git("add", ".")
+    git("commit", "-qm", "first profile", date="2026-01-01T10:00:00+00:00")
+    _save(lut_path, {k: v * 1.05 for k, v in values.items()}, seed=1)
+    git("commit", "-qam", "re-profiled", date="2026-02-01T10:00:00+00:00")
+    _save(lut_path, {k: v * 1.10 for k, v in values.items()}, seed=1)  # not committed yet
+
+    points = history(folder, samples=200)
+    assert [p["commit"] is None for p in points] == [False, False, True]
+    assert [p["entries"] for p in points] == [len(values)] * 3
+    typical = [p["typical_ms"] for p in points]
+    assert typical[1] / typical[0] == pytest.approx(1.05, rel=1e-9) and typical[2] / typical[0] == pytest.approx(1.10)
+    assert points[1]["drift_pct"] == pytest.approx(5.0) and points[1]["changed_entries"] == 0
+
+    plot = tmp_path / "h.png"
+    proc = subprocess.run([sys.executable, "-m", "hwnas", "lut", "history", str(folder), "--json", "--plot", str(plot),
+                           "--samples", "100"], capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["points"]) == 3 and plot.read_bytes()[:4] == b"\x89PNG"
