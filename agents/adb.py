@@ -475,7 +475,8 @@ class ADBTransport(Transport):
             raise self._link_lost(f"killing {description}", exc) from None
 
     # -- files -------------------------------------------------------------------------------
-    def _push_stream(self, stream: Any, remote: str, mode: int, what: str) -> None:
+    def _push_stream(self, stream: io.BytesIO | str, remote: str, mode: int, what: str) -> None:
+        """Push a BytesIO or a local path (adb-shell takes no other file objects)."""
         with self._lock:
             dev = self._device()
             try:
@@ -501,9 +502,14 @@ class ADBTransport(Transport):
         if parent:
             self.run(["mkdir", "-p", parent], description=f"create {parent}", timeout=60)
         part = f"{remote}.hwnas-part-{secrets.token_hex(4)}"
-        with open(local, "rb") as fh:
-            self._push_stream(fh, part, stat.S_IMODE(local.stat().st_mode), f"pushing {local.name}")
-        self.run(["mv", "-f", part, remote], description=f"move {local.name} into place", timeout=60)
+        mode = stat.S_IMODE(local.stat().st_mode)
+        self._push_stream(str(local), part, mode, f"pushing {local.name}")
+        # adbd builds differ in how they apply the pushed mode: set it explicitly.
+        self.run(
+            ["sh", "-c", 'chmod "$1" "$2" && mv -f "$2" "$3"', "hwnas-place", f"{mode:o}", part, remote],
+            description=f"move {local.name} into place",
+            timeout=60,
+        )
 
     def pull(self, remote: str, local: Path) -> None:
         local = Path(local)

@@ -153,16 +153,27 @@ def _detect_runtimes(
         for runtime in _RUNTIME_MODULES:
             reasons[f"runtime:{runtime}"] = f"no usable Python ({python})"
     else:
-        python_info = {"path": python, "version": report.get("python"), "executable": report.get("executable")}
+        python_info = {
+            "path": python,
+            "version": report.get("python"),
+            "executable": report.get("executable"),
+        }
         modules: dict[str, Any] = report["modules"]
         for runtime, candidates in _RUNTIME_MODULES.items():
             found = next((m for m in candidates if "error" not in (modules.get(m) or {"error": ""})), None)
             if found is None:
-                errors = "; ".join(str((modules.get(m) or {}).get("error", "not reported")) for m in candidates)
+                errors = "; ".join(
+                    str((modules.get(m) or {}).get("error", "not reported")) for m in candidates
+                )
                 reasons[f"runtime:{runtime}"] = errors
                 continue
             info = dict(modules[found])
-            runtimes[runtime] = {"version": info.pop("version", None), "module": found, "python": python, **info}
+            runtimes[runtime] = {
+                "version": info.pop("version", None),
+                "module": found,
+                "python": python,
+                **info,
+            }
     if benchmark_binary:
         runtime = benchmark_runtime if benchmark_runtime in _BENCHMARK_RUNTIMES else "benchmark_binary"
         _, why = _run_part(transport, runtime, ["test", "-x", benchmark_binary], timeout=COMMAND_TIMEOUT_S)
@@ -538,7 +549,9 @@ def list_devices(
             attached = []
             server["error"] = str(exc)
         for dev in attached:
-            owners = [e for p, e in zip(profiles, entries[: len(profiles)], strict=True) if _matches(p, dev.serial)]
+            owners = [
+                e for p, e in zip(profiles, entries[: len(profiles)], strict=True) if _matches(p, dev.serial)
+            ]
             for entry in owners:
                 entry["adb_state"] = dev.state
             if owners:

@@ -49,6 +49,10 @@ from .transport import (
 )
 
 log = logging.getLogger(__name__)
+# paramiko logs a dropped link at ERROR on its own; hwnas reports it once, as LinkLost. An
+# explicit level set by the application (e.g. for --debug) is left alone.
+if logging.getLogger("paramiko").level == logging.NOTSET:
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 RESUME_HINT = "check the device and the network, then rerun with --resume"
 

@@ -321,7 +321,6 @@ class RemoteOutput:
         self._on_line = on_line
         self._buf = b""
         self._parts: list[str] = []
-        self._first = True
         self.pid: int | None = None
         self.returncode: int | None = None
 
@@ -343,9 +342,9 @@ class RemoteOutput:
         return "".join(self._parts)
 
     def _line(self, raw: bytes, *, complete: bool) -> None:
-        if self._first:
-            self._first = False
-            if raw.startswith(self._pid_prefix) and raw[len(self._pid_prefix) :].strip().isdigit():
+        if self.pid is None and raw.startswith(self._pid_prefix):
+            # Normally the first line; a chatty login shell may print before it.
+            if raw[len(self._pid_prefix) :].strip().isdigit():
                 self.pid = int(raw[len(self._pid_prefix) :].strip())
                 return
         if self.returncode is None:

@@ -105,34 +105,67 @@ class LUTPredictor:
         self._flat = table.ravel()
         self._cell_keys = cell_keys
         self._fixed_keys = fixed_keys
-        self._res_lookup = np.full(max(self.resolutions_) + 1, -1, dtype=np.int64)
+        self._res_lookup = np.full(max(self.resolutions_) + 1, -1, dtype=np.intp)
         self._res_lookup[list(self.resolutions_)] = np.arange(n_r)
-        self._ks = np.asarray(sp.ks_choices, dtype=np.int64)
-        self._e = np.asarray(sp.e_choices, dtype=np.int64)
+        # (ks value, e value) -> ks_index * n_e + e_index, -1 where not a choice
+        self._ke = np.full((max(sp.ks_choices) + 1, max(sp.e_choices) + 1), -1, dtype=np.intp)
+        for ki, ks in enumerate(sp.ks_choices):
+            for ei, e in enumerate(sp.e_choices):
+                self._ke[ks, e] = ki * n_e + ei
+        self._d_ok = np.zeros(max(sp.d_choices) + 1, dtype=bool)
+        self._d_ok[list(sp.d_choices)] = True
+        self._depth_pos = np.arange(sp.max_depth)
         self._stage_of = np.repeat(np.arange(n_s), sp.max_depth)
         self._first_of = np.tile((np.arange(sp.max_depth) == 0).astype(np.int64), n_s)
         # flat offset of (stage, first) per block position, for a given resolution index add ri * stride
-        self._block_offset = (self._stage_of * 2 + self._first_of) * (n_k * n_e)
+        self._block_offset = ((self._stage_of * 2 + self._first_of) * (n_k * n_e)).astype(np.intp)
         self._res_stride = n_s * 2 * n_k * n_e
 
     # ---- prediction
 
     def _indices(self, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(resolution index (n,), flat table index (n, B), active mask (n, B)) of validated arrays."""
-        a = self.space.check_arrays(arrays)
-        r = a["r"]
-        ri = self._res_lookup[np.clip(r, 0, len(self._res_lookup) - 1)]
-        ri = np.where(r < len(self._res_lookup), ri, -1)
+        """(resolution index (n,), flat table index (n, B), active mask (n, B)) of the array form.
+
+        Validation is done with lookup tables on the fast path; anything odd is handed to the space's
+        ``check_arrays`` for its one-line ArchError naming the field and row."""
+        sp = self.space
+        try:
+            ks, e, d, r = (np.asarray(arrays[k]) for k in ("ks", "e", "d", "r"))
+        except KeyError:
+            sp.check_arrays(arrays)
+            raise
+        fast = (
+            ks.ndim == 2
+            and ks.shape[1] == sp.n_blocks
+            and e.shape == ks.shape
+            and d.shape == (ks.shape[0], sp.n_stages)
+            and r.shape == (ks.shape[0],)
+            and all(a.dtype.kind in "iu" for a in (ks, e, d, r))
+        )
+        if fast and ks.size:
+            fast = (
+                0 <= ks.min() and ks.max() < self._ke.shape[0]
+                and 0 <= e.min() and e.max() < self._ke.shape[1]
+                and 0 <= d.min() and d.max() < len(self._d_ok)
+                and 0 <= r.min() and r.max() < len(self._res_lookup)
+            )
+        if not fast:
+            a = sp.check_arrays(arrays)  # raises the space's message for values outside the space
+            ks, e, d, r = a["ks"], a["e"], a["d"], a["r"]
+        ke = self._ke[ks, e]
+        if (ke < 0).any() or not self._d_ok[d].all():
+            sp.check_arrays(arrays)  # raises the space's message
+        n_lookup = len(self._res_lookup)
+        ri = np.where(r < n_lookup, self._res_lookup[np.minimum(r, n_lookup - 1)], -1)
         if (ri < 0).any():
+            sp.check_arrays(arrays)
             row = int(np.flatnonzero(ri < 0)[0])
             raise ArchError(
                 f"arch field 'r' (row {row}): {int(r[row])} is not one of the LUT's resolutions "
                 f"{list(self.resolutions_)}"
             )
-        ks_idx = np.searchsorted(self._ks, a["ks"])
-        e_idx = np.searchsorted(self._e, a["e"])
-        flat = ri[:, None] * self._res_stride + self._block_offset[None, :] + ks_idx * len(self._e) + e_idx
-        active = self.space.active_mask(a["d"])
+        flat = (ri * self._res_stride)[:, None] + self._block_offset[None, :] + ke
+        active = (self._depth_pos[None, None, :] < d[:, :, None]).reshape(ks.shape)
         return ri, flat, active
 
     def predict_arrays(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:

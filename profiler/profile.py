@@ -67,16 +67,14 @@ class ProfileRequest:
     seed: int = 0
 
 
-def _fingerprint(device: Device) -> tuple[dict[str, Any], list[str]]:
-    """The device fingerprint for the LUT metadata, and the temperature files to watch."""
-    try:
-        from ..agents import probe as probe_mod
-    except ImportError:  # the probe module is optional for the local device
-        return {"name": device.profile.name}, []
-    state = probe_mod.probe(device.transport, runtime_python=device.profile.python)
-    fp = probe_mod.fingerprint(state)
-    fp = {"name": device.profile.name, **fp}
-    return fp, list(probe_mod.temperature_paths(state))
+def _fingerprint(device: Device) -> tuple[dict[str, Any], list[str], float | None]:
+    """The device fingerprint for the LUT metadata, the temperature files to watch, the hottest zone now."""
+    from ..agents import probe as probe_mod
+
+    state = probe_mod.probe_profile(device.profile, transport=device.transport)
+    fp = {"name": device.profile.name, **probe_mod.fingerprint(state)}
+    temps = [t for t in (state.get("temperatures_c") or {}).values() if isinstance(t, (int, float))]
+    return fp, list(probe_mod.temperature_paths(state)), (max(temps) if temps else None)
 
 
 def _max_temp(results: Sequence[dict[str, Any]]) -> float | None:
@@ -141,7 +139,7 @@ def _profile(
     started: float,
     on_progress: Progress | None,
 ) -> dict[str, Any]:
-    fingerprint, temp_paths = _fingerprint(device)
+    fingerprint, temp_paths, temp_before = _fingerprint(device)
     entries = space.all_lut_entries(resolutions)
     meta = default_metadata(space=space.name, resolutions=resolutions, statistic=LUT_STATISTIC)
     meta.update(
@@ -223,7 +221,7 @@ def _profile(
         "ms": ref_lut,
         "spread_pct": _spread_pct(ref_all),
     }
-    lut.metadata["temperatures_c"] = {"before": None, "after": _max_temp(results)}
+    lut.metadata["temperatures_c"] = {"before": temp_before, "after": _max_temp(results)}
     lut.metadata["date"] = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     lut.save(out)
     return {

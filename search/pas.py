@@ -14,6 +14,7 @@ Everything :attr:`PruningAsSearch.record_` holds is plain data (names and number
 from __future__ import annotations
 
 import bisect
+import contextlib
 import csv
 import datetime as _dt
 import difflib
@@ -364,6 +365,20 @@ def _time_ms(
         if len(samples) >= 20 * runs:
             break
     return samples
+
+
+def compare_latency_ms(
+    sessions: dict[str, Any], feed: dict[str, np.ndarray], *, rounds: int = 10, per_round: int = 20
+) -> dict[str, float]:
+    """Median latency (ms) of each ONNX Runtime session, measured in interleaved rounds so that a change of
+    machine load affects all of them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in sessions}
+    for session in sessions.values():
+        _time_ms(session, feed, warmup=20, runs=0, min_seconds=0.0)
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            samples[name] += _time_ms(session, feed, warmup=2, runs=per_round, min_seconds=0.0)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def measure_layer_table(
@@ -743,18 +758,16 @@ class PruningAsSearch:
             "onnx_max_abs_diff": onnx_diff,
         }
         if measure:
-            x1 = self.x_example_[:1].numpy()
-            ms = {}
-            for name, path in (("multibranch", multi_path), ("reparameterised", plain_path)):
-                ms[name] = statistics.median(
-                    _time_ms(
-                        _ort_session(str(path), threads), {"x": x1}, warmup=20, runs=200, min_seconds=0.3
-                    )
-                )
+            sessions = {
+                "multibranch": _ort_session(str(multi_path), threads),
+                "reparameterised": _ort_session(str(plain_path), threads),
+            }
+            ms = compare_latency_ms(sessions, {"x": self.x_example_[:1].numpy()})
             extra["latency_ms"] = ms
             extra["speedup"] = ms["multibranch"] / ms["reparameterised"]
         if tflite:
-            extra["tflite_file"] = export_tflite(self.plain_, out / "pas.tflite", self.x_example_[:1])
+            exported = export_tflite(self.plain_, out / "pas.tflite", self.x_example_[:1])
+            extra["tflite_file"], extra["tflite_max_abs_diff"] = exported if exported else (None, None)
         extra["plot"] = str(plot_widths(self.record_, out / "widths.png"))
         self.record_.update(extra)
         (out / "pas.json").write_text(json.dumps(self.record_, indent=1) + "\n")
@@ -784,15 +797,30 @@ def export_onnx(model: nn.Module, path: Path, input_shape: Sequence[int], exampl
     return float(np.abs(got - expected).max())
 
 
-def export_tflite(model: nn.Module, path: Path, example: torch.Tensor) -> str | None:
-    """TFLite through litert-torch when it is installed (else ``None``)."""
+def export_tflite(model: nn.Module, path: Path, example: torch.Tensor) -> tuple[str, float | None] | None:
+    """TFLite through litert-torch when it is installed (else ``None``): ``(file, max |litert - torch|)``, the
+    difference ``None`` when ai-edge-litert is missing. The converter's chatter goes to the log, not stdout."""
     try:
         import litert_torch
     except ImportError:
         log.warning("litert-torch is not installed: no TFLite export")
         return None
-    litert_torch.convert(model.eval(), (example,)).export(str(path))
-    return str(path)
+    model.eval()
+    chatter = io.StringIO()
+    with contextlib.redirect_stdout(chatter):
+        litert_torch.convert(model, (example,)).export(str(path))
+    log.debug("litert-torch: %s", chatter.getvalue())
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return str(path), None
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], example.numpy())
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    with torch.no_grad():
+        return str(path), float(np.abs(got - model(example).numpy()).max())
 
 
 def plot_widths(record: dict[str, Any], path: Path) -> Path:

@@ -203,3 +203,26 @@ def test_cli_import_and_predict(tmp_path):
     )
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "line 2" in proc.stderr and "'ks'" in proc.stderr
+
+
+def test_resolve_arch_forms(tmp_path):
+    from hwnas.supernet.errors import ArchError
+
+    from hwnas.cli._app import UsageError
+    from hwnas.cli._args import resolve_arch
+
+    space = get_space("ofa-mbv3-w1.2")
+    rs = [160, 192]
+    assert resolve_arch(space, "max", rs) == space.max_arch(192)
+    assert resolve_arch(space, "min", rs) == space.min_arch(160)
+    a = resolve_arch(space, "random:7", rs)
+    assert a == resolve_arch(space, "random:7", rs) and a.r in rs
+    f = tmp_path / "arch.json"
+    f.write_text(json.dumps(a.to_dict() | {"r": [a.r]}))
+    assert resolve_arch(space, str(f), rs) == a
+    assert resolve_arch(space, a.to_json(), rs) == a
+    with pytest.raises(ArchError, match="'r'"):
+        resolve_arch(space, json.dumps(a.to_dict() | {"r": 224}), rs)
+    for bad in ("random:x", "biggest", str(tmp_path / "missing.json")):
+        with pytest.raises(UsageError):
+            resolve_arch(space, bad, rs)

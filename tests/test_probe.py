@@ -76,9 +76,16 @@ def isolated_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def hwnas(args: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def hwnas(
+    args: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hwnas", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+        [sys.executable, "-m", "hwnas", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
     )
 
 
@@ -118,7 +125,9 @@ def test_probe_without_python_on_the_device_reports_it_missing(tmp_path: Path) -
     )
     assert state["runtimes"] == {}
     assert state["python"] is None
-    assert {"python", "runtime:onnxruntime", "runtime:litert", "runtime:tflite-benchmark"} <= set(state["missing"])
+    assert {"python", "runtime:onnxruntime", "runtime:litert", "runtime:tflite-benchmark"} <= set(
+        state["missing"]
+    )
 
 
 def test_benchmark_binary_found_with_test_x(tmp_path: Path) -> None:
@@ -171,8 +180,16 @@ class RecordedDevice(Transport):
         self.raise_for = raise_for or {}
         self.seen: list[tuple[str, ...]] = []
 
-    def run(self, argv: Sequence[str], *, description: str, timeout: float, check: bool = True,
-            on_line: Any = None, stdin: bytes | None = None) -> CommandResult:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        description: str,
+        timeout: float,
+        check: bool = True,
+        on_line: Any = None,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
         argv = tuple(argv)
         self.seen.append(argv)
         if argv[0] in self.raise_for:
@@ -230,7 +247,13 @@ def pixel6_files() -> dict[str, str | bytes]:
         files[f"{base}/cpuinfo_max_freq"] = f"{khz}\n"
         files[f"{base}/scaling_cur_freq"] = f"{khz // 2}\n"
         files[f"{base}/scaling_governor"] = "sched_pixel\n"
-    zones = [("BIG", "41200"), ("MID", "39800"), ("LITTLE", "38100"), ("battery", "35700"), ("skin-therm", "33000")]
+    zones = [
+        ("BIG", "41200"),
+        ("MID", "39800"),
+        ("LITTLE", "38100"),
+        ("battery", "35700"),
+        ("skin-therm", "33000"),
+    ]
     for n, (kind, milli) in enumerate(zones):
         files[f"/sys/class/thermal/thermal_zone{n}/type"] = kind + "\n"
         files[f"/sys/class/thermal/thermal_zone{n}/temp"] = milli + "\n"
@@ -257,13 +280,17 @@ def test_probe_of_a_recorded_android_phone(tmp_path: Path) -> None:
     assert state["android"]["abis"] == ["arm64-v8a", "armeabi-v7a", "armeabi"]
     assert state["cores"] == 8
     assert [(c["cpus"], c["max_mhz"], c["mask"]) for c in state["clusters"]] == [
-        ([0, 1, 2, 3], 1803.0, "f"), ([4, 5], 2253.0, "30"), ([6, 7], 2802.0, "c0"),
+        ([0, 1, 2, 3], 1803.0, "f"),
+        ([4, 5], 2253.0, "30"),
+        ([6, 7], 2802.0, "c0"),
     ]
     assert state["governors"] == ["sched_pixel"]
     assert state["temperatures_c"]["BIG"] == pytest.approx(41.2)
     assert state["battery"]["temperature_c"] == pytest.approx(35.7)  # dumpsys: tenths of a degree
     assert state["battery"]["level"] == 75
-    assert state["runtimes"] == {"tflite-benchmark": {"version": None, "path": "/data/local/tmp/benchmark_model"}}
+    assert state["runtimes"] == {
+        "tflite-benchmark": {"version": None, "path": "/data/local/tmp/benchmark_model"}
+    }
     assert ("test", "-x", "/data/local/tmp/benchmark_model") in phone.seen
     assert {"vcgencmd_temp", "vcgencmd_throttled", "nvpmodel", "python", "runtime:onnxruntime"} <= set(
         state["missing"]
@@ -274,8 +301,12 @@ def test_probe_of_a_recorded_android_phone(tmp_path: Path) -> None:
     assert len(temperature_paths(state, cpu_only=False)) == 5
     assert freq_paths(state) == [f"/sys/devices/system/cpu/cpu{n}/cpufreq/scaling_cur_freq" for n in range(8)]
     assert fingerprint(state) == {
-        "model": "Pixel 6", "soc": "Google Tensor", "abi": "arm64-v8a", "cores": 8,
-        "governor": "sched_pixel", "governors": ["sched_pixel"],
+        "model": "Pixel 6",
+        "soc": "Google Tensor",
+        "abi": "arm64-v8a",
+        "cores": 8,
+        "governor": "sched_pixel",
+        "governors": ["sched_pixel"],
     }
 
 
@@ -287,6 +318,20 @@ def test_paths_from_a_sysfs_dump_match_those_from_the_state(tmp_path: Path) -> N
     state = probe(phone)
     assert temperature_paths(dump) == temperature_paths(state)
     assert freq_paths(dump) == freq_paths(state)
+
+
+def test_probe_profile_uses_the_profiles_python_and_benchmark(tmp_path: Path) -> None:
+    profile = load_profile(str(PACKAGED_DIR / "pixel-usb.yaml"))
+    phone = RecordedDevice(
+        root=tmp_path,
+        files=pixel6_files(),
+        commands={("getprop",): GETPROP_PIXEL6},
+        executables=[str(profile.benchmark_binary)],
+    )
+    state = probe_profile(profile, transport=phone)
+    assert (state["device"], state["transport"], state["address"]) == ("pixel-usb", "adb", profile.address)
+    assert list(state["runtimes"]) == ["tflite-benchmark"]
+    assert ("python3", "-c", RUNTIME_SCRIPT) in phone.seen
 
 
 CPUINFO_RPI4 = """\
@@ -347,11 +392,20 @@ def test_probe_of_a_recorded_raspberry_pi(tmp_path: Path) -> None:
     assert state["core_types"] == ["Cortex-A72"]
     assert [c["mask"] for c in state["clusters"]] == ["f"]
     assert state["governors"] == ["ondemand"]
-    assert state["temperatures_c"] == {"cpu-thermal": pytest.approx(45.277), "soc (vcgencmd)": pytest.approx(38.6)}
+    assert state["temperatures_c"] == {
+        "cpu-thermal": pytest.approx(45.277),
+        "soc (vcgencmd)": pytest.approx(38.6),
+    }
     assert state["throttled"]["raw"] == "0x50005"
-    assert {"under_voltage_now", "throttled_now", "under_voltage_occurred"} <= set(state["throttled"]["flags"])
+    assert {"under_voltage_now", "throttled_now", "under_voltage_occurred"} <= set(
+        state["throttled"]["flags"]
+    )
     assert state["runtimes"] == {
-        "litert": {"version": "2.14.0", "module": "tflite_runtime", "python": "/home/pi/hwnas-venv/bin/python3"}
+        "litert": {
+            "version": "2.14.0",
+            "module": "tflite_runtime",
+            "python": "/home/pi/hwnas-venv/bin/python3",
+        }
     }
     assert "No module named 'onnxruntime'" in state["missing_reasons"]["runtime:onnxruntime"]
     assert {"getprop", "battery", "nvpmodel", "runtime:onnxruntime"} <= set(state["missing"])
@@ -375,20 +429,29 @@ def test_a_hung_command_is_missing_and_a_lost_link_raises(tmp_path: Path) -> Non
     # Raised by the fake transport (recorded behaviour): real timeouts and cut links are the
     # transports' own tests.
     slow = RecordedDevice(
-        root=tmp_path, files={}, commands={("uname", "-m"): "aarch64\n"},
+        root=tmp_path,
+        files={},
+        commands={("uname", "-m"): "aarch64\n"},
         raise_for={"dumpsys": DeviceTimeout("probe battery ran past its timeout", device="recorded")},
     )
     state = probe(slow, timeout=1)
     assert "no answer within 1 s" in state["missing_reasons"]["battery"]
 
     gone = RecordedDevice(
-        root=tmp_path, files={}, commands={}, raise_for={"getprop": LinkLost("connection reset", device="recorded")}
+        root=tmp_path,
+        files={},
+        commands={},
+        raise_for={"getprop": LinkLost("connection reset", device="recorded")},
     )
     with pytest.raises(LinkLost):
         probe(gone)
 
-    nothing = RecordedDevice(root=tmp_path, files={}, commands={}, raise_for={"sh": DeviceError("no sh"),
-                                                                           "uname": DeviceError("no uname")})
+    nothing = RecordedDevice(
+        root=tmp_path,
+        files={},
+        commands={},
+        raise_for={"sh": DeviceError("no sh"), "uname": DeviceError("no uname")},
+    )
     with pytest.raises(DeviceError, match="cannot read anything"):
         probe(nothing)
 
@@ -408,8 +471,13 @@ ADB_DEVICES_L = (
 def test_parse_adb_devices_long_listing() -> None:
     devices = parse_adb_devices("List of devices attached\n" + ADB_DEVICES_L + "\n")
     assert devices[0] == AdbDevice(
-        serial="0A1B2C3D4E5F", state="device", product="oriole", model="Pixel_6", device="oriole",
-        usb="1-1.2", transport_id="3",
+        serial="0A1B2C3D4E5F",
+        state="device",
+        product="oriole",
+        model="Pixel_6",
+        device="oriole",
+        usb="1-1.2",
+        transport_id="3",
     )
     assert (devices[1].serial, devices[1].state, devices[1].usb) == ("192.0.2.7:5555", "offline", None)
     assert devices[2].state == "unauthorized"
@@ -466,8 +534,15 @@ def test_adb_server_client_and_devices_listing(tmp_path: Path, monkeypatch: pyte
     assert by_name["my-pixel"]["adb_state"] == "device"  # the profile names the attached phone
     assert "0A1B2C3D4E5F" not in by_name
     assert by_name["192.0.2.7:5555"] == {
-        "name": "192.0.2.7:5555", "transport": "adb", "address": "192.0.2.7:5555", "reachable": False,
-        "profile": None, "state": "offline", "model": "y", "product": "x", "usb": None,
+        "name": "192.0.2.7:5555",
+        "transport": "adb",
+        "address": "192.0.2.7:5555",
+        "reachable": False,
+        "profile": None,
+        "state": "offline",
+        "model": "y",
+        "product": "x",
+        "usb": None,
     }
     assert by_name["R58M12345AB"]["state"] == "unauthorized"
 
@@ -484,8 +559,10 @@ def test_adb_server_fail_and_no_server() -> None:
     with pytest.raises(ConnectionRefusedError):
         adb_server_devices(address=("127.0.0.1", free))
     result = list_devices(profiles=[], adb_address=("127.0.0.1", free))
-    assert result == {"devices": [], "adb_server": {"address": f"127.0.0.1:{free}", "running": False,
-                                                    "adb": shutil.which("adb")}}
+    assert result == {
+        "devices": [],
+        "adb_server": {"address": f"127.0.0.1:{free}", "running": False, "adb": shutil.which("adb")},
+    }
 
 
 # --------------------------------------------------------------------------- the CLI, for real
@@ -520,7 +597,12 @@ def test_cli_devices_lists_local_reachable(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     by_name = {d["name"]: d for d in data["devices"]}
-    assert by_name["local"] == {**by_name["local"], "transport": "local", "address": "localhost", "reachable": True}
+    assert by_name["local"] == {
+        **by_name["local"],
+        "transport": "local",
+        "address": "localhost",
+        "reachable": True,
+    }
     for dev in data["devices"]:
         assert {"name", "transport", "address", "reachable"} <= set(dev)
         assert dev["reachable"] or dev["error"]
@@ -562,7 +644,11 @@ def test_example_profiles_validate(name: str) -> None:
     assert "#" in path.read_text()  # commented
     assert yaml.safe_load(path.read_text())["name"] == name
     if name == "pixel-usb":
-        assert (profile.benchmark_binary, profile.cores, profile.threads) == ("/data/local/tmp/benchmark_model", "big", 1)
+        assert (profile.benchmark_binary, profile.cores, profile.threads) == (
+            "/data/local/tmp/benchmark_model",
+            "big",
+            1,
+        )
     if name == "rpi4":
         assert (profile.cores, profile.threads, profile.measure.max_temp_c) == ("all", 4, 70.0)
 
@@ -583,7 +669,9 @@ def test_probe_over_real_ssh(sshd_server: Any, tmp_path: Path) -> None:
 
     profile = tmp_path / "sshbox.yaml"
     profile.write_text(
-        yaml.safe_dump({"name": "sshbox", "transport": {"ssh": sshd_server.settings()}, "python": sys.executable})
+        yaml.safe_dump(
+            {"name": "sshbox", "transport": {"ssh": sshd_server.settings()}, "python": sys.executable}
+        )
     )
     code = "import sys; from hwnas.cli._app import main; main(sys.argv[1:])"
     run = netns.ns_python(sshd_server.ns, code, args=["probe", str(profile), "--json"], timeout=120)
@@ -610,8 +698,9 @@ def test_adbd_probe_and_devices_through_a_real_adb_server(adbd_server: Any, tmp_
     profile.write_text(yaml.safe_dump({"name": "adbbox", "transport": {"adb": adbd_server.settings()}}))
     code = "import sys; from hwnas.cli._app import main; main(sys.argv[1:])"
     # adbd has no getprop and no Android /sys: the probe reports those parts missing.
-    run = netns.ns_python(ns, code, args=["probe", str(profile), "--json"], timeout=120,
-                          env={"HOME": str(tmp_path)})
+    run = netns.ns_python(
+        ns, code, args=["probe", str(profile), "--json"], timeout=120, env={"HOME": str(tmp_path)}
+    )
     assert run.returncode == 0, run.stderr
     data = run.json()
     assert data["transport"] == "adb" and data["cores"] >= 1 and "getprop" in data["missing"]
@@ -620,20 +709,28 @@ def test_adbd_probe_and_devices_through_a_real_adb_server(adbd_server: Any, tmp_
     env = dict(os.environ, HOME=str(tmp_path), ANDROID_ADB_SERVER_PORT=str(server_port))
     server = subprocess.Popen(  # adb's server listens on the namespace's loopback only
         netns.ns_argv(ns, [adb, "server", "nodaemon"]),
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         netns.wait_for_port(ns, server_port, proc=server)
         subprocess.run(netns.ns_argv(ns, [adb, "connect", serial]), env=env, capture_output=True, timeout=30)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            listing = subprocess.run(netns.ns_argv(ns, [adb, "devices"]), env=env, capture_output=True,
-                                     text=True, timeout=30).stdout
+            listing = subprocess.run(
+                netns.ns_argv(ns, [adb, "devices"]), env=env, capture_output=True, text=True, timeout=30
+            ).stdout
             if f"{serial}\tdevice" in listing:
                 break
             time.sleep(0.5)
-        run = netns.ns_python(ns, code, args=["devices", "--json"], timeout=120,
-                              env={"HOME": str(tmp_path), "ADB_SERVER_SOCKET": f"tcp:127.0.0.1:{server_port}"})
+        run = netns.ns_python(
+            ns,
+            code,
+            args=["devices", "--json"],
+            timeout=120,
+            env={"HOME": str(tmp_path), "ADB_SERVER_SOCKET": f"tcp:127.0.0.1:{server_port}"},
+        )
     finally:
         server.kill()
         server.wait(timeout=10)

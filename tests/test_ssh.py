@@ -19,13 +19,10 @@ import time
 import uuid
 from pathlib import Path
 
+import netns as ns_helpers
 import pytest
 
-import netns as ns_helpers
-
 pytestmark = pytest.mark.netns
-
-TESTS = str(Path(__file__).resolve().parent)
 
 # A client script run inside the namespace: builds an SSHTransport from argv[1] (JSON
 # settings), runs BODY (which fills ``out``), prints ``out`` as JSON on the last line.
@@ -180,15 +177,23 @@ def test_timeout_kills_the_remote_process_group(sshd_server: ns_helpers.SSHServe
         out.update(describe(exc))
     out["elapsed"] = time.monotonic() - start
     out["after"] = t.run(["echo", "still usable"], description="after", timeout=10).stdout
+    def broken_parser(line):
+        raise ValueError("cannot parse " + line)
+    try:
+        t.run(["sh", "-c", "echo x; sleep 3{tag}"], description="parse", timeout=30, on_line=broken_parser)
+    except ValueError as exc:
+        out["callback"] = str(exc)
     """
     res = client(sshd_server, body)
     assert res.get("error") == "DeviceTimeout", res
     assert "timeout of 2 s" in res["message"] and res["device"] == "board"
     assert res["elapsed"] < 8
     assert res["after"] == "still usable\n"
+    assert res["callback"] == "cannot parse x"  # an on_line error reaches the caller...
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (_pids_matching(f"sleep 1{tag}") or _pids_matching(f"sleep 2{tag}")):
+    while time.monotonic() < deadline and any(_pids_matching(f"sleep {i}{tag}") for i in (1, 2, 3)):
         time.sleep(0.1)
+    assert not _pids_matching(f"sleep 3{tag}"), "...and the command it came from is killed"
     assert not _pids_matching(f"sleep 1{tag}"), "the background child survived the timeout"
     assert not _pids_matching(f"sleep 2{tag}"), "the command survived the timeout"
 

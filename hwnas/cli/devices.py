@@ -14,7 +14,9 @@ from hwnas.cli._app import JsonOption, app, emit
 
 @app.command("devices")
 def devices(
-    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds each reachability check may take."),
+    timeout: float = typer.Option(
+        10.0, "--timeout", min=0.1, help="Seconds each reachability check may take."
+    ),
     as_json: bool = JsonOption,
 ) -> int:
     """List configured device profiles and attached ADB devices, reachable or not."""
@@ -66,13 +68,19 @@ def probe(
 
 
 def _cpus(cpus: list[int]) -> str:
-    return f"{cpus[0]}-{cpus[-1]}" if len(cpus) > 1 and cpus == list(range(cpus[0], cpus[-1] + 1)) else ",".join(
-        str(c) for c in cpus
+    return (
+        f"{cpus[0]}-{cpus[-1]}"
+        if len(cpus) > 1 and cpus == list(range(cpus[0], cpus[-1] + 1))
+        else ",".join(str(c) for c in cpus)
     )
 
 
 def _show_probe(result: dict[str, Any]) -> None:
-    table = Table(title=escape(f"probe {result['device']} ({result['address']})"), title_justify="left", show_header=False)
+    table = Table(
+        title=escape(f"probe {result['device']} ({result['address']})"),
+        title_justify="left",
+        show_header=False,
+    )
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for key in ("model", "manufacturer", "soc", "abi", "os", "cores"):
@@ -95,7 +103,9 @@ def _show_probe(result: dict[str, Any]) -> None:
     table.add_row("runtimes", escape("\n".join(runtimes)) or "-")
     if result.get("battery"):
         b = result["battery"]
-        table.add_row("battery", f"{b.get('level')}/{b.get('scale')}, {b.get('status')}, {b.get('temperature_c')} °C")
+        table.add_row(
+            "battery", f"{b.get('level')}/{b.get('scale')}, {b.get('status')}, {b.get('temperature_c')} °C"
+        )
     if result.get("throttled"):
         t = result["throttled"]
         table.add_row("throttled", f"{t['raw']} {', '.join(t['flags']) or 'none'}")

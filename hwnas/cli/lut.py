@@ -189,7 +189,7 @@ def predict_cmd(
     as_json: bool = JsonOption,
 ) -> int:
     """Predicted latency (ms) of architectures: the sum of their LUT entries."""
-    from hwnas.cli._args import read_archs, resolve_arch
+    from hwnas.cli._args import read_archs_arrays, resolve_arch
     from hwnas.profiler.lut import LUT
     from hwnas.profiler.predict import LUTPredictor
 
@@ -198,14 +198,18 @@ def predict_cmd(
     lut = LUT.load(lut_path)
     predictor = LUTPredictor(lut)
     space, rs = predictor.space, predictor.resolutions_
-    parsed = [resolve_arch(space, arch, rs)] if arch is not None else read_archs(space, archs, rs)  # type: ignore[arg-type]
-    start = time.perf_counter()
-    latency = predictor.predict(parsed)
-    seconds = time.perf_counter() - start
     result: dict[str, Any] = {"lut": str(lut_path), "space": space.name, "statistic": predictor.column}
     if arch is not None:
-        result["arch"] = parsed[0].to_dict()
-    result.update(latency_ms=[float(x) for x in latency], archs=len(parsed), seconds=seconds)
+        one = resolve_arch(space, arch, rs)
+        result["arch"] = one.to_dict()
+        arrays = space.arrays_from_archs([one])
+    else:
+        assert archs is not None
+        arrays = read_archs_arrays(space, archs, rs)
+    start = time.perf_counter()
+    latency = predictor.predict_arrays(arrays)
+    seconds = time.perf_counter() - start
+    result.update(latency_ms=latency.tolist(), archs=int(len(latency)), seconds=seconds)
     emit(result, as_json, _human_predict)
     return 0
 

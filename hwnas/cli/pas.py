@@ -127,6 +127,7 @@ def pas(
         "plot": record["plot"],
         "record": str(out / "pas.json"),
         "tflite_file": record.get("tflite_file"),
+        "tflite_max_abs_diff": record.get("tflite_max_abs_diff"),
         "seconds": time.perf_counter() - t0,
     }
     if lut is not None:

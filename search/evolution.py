@@ -1,0 +1,353 @@
+"""Regularised evolution on array-encoded populations (OFA's ``EvolutionFinder``, made fast), its MnasNet
+reward variant, and the random-search baseline.
+
+:class:`EvolutionSearch` keeps OFA's scheme -- each generation keeps the best ``parent_ratio`` of the
+population as parents and refills it with mutated parents (``mutation_ratio``; every block's kernel and
+expand ratio, every stage's depth and the resolution resampled with probability ``mutate_prob``) and uniform
+crossovers of two parents -- but works on whole populations as int arrays (one latency gather and one
+batched MLP call per generation), makes offspring feasible by *repair* (shrinking random choices until they
+fit; OFA resamples in an unbounded loop), and runs the budgets in ascending order as one shared run: the
+final parents of a budget fit every larger budget and seed its population. A short local search (single
+changes, and pairs of one change up and one down that trade latency between blocks) polishes each answer
+at the budget's edge.
+
+:class:`MnasSearch` is the same evolution with MnasNet's reward ``ACC * (LAT / T) ** w`` (``w = alpha`` if
+``LAT <= T`` else ``beta``; soft: alpha = beta = -0.07, hard: alpha = 0, beta = -1) as fitness and no
+repair; the answer is the best-reward architecture that meets the budget (hard limits hold for every
+algorithm). :class:`RandomSearch` draws uniform architectures, repairs them into each budget and keeps the
+most accurate.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .base import Evaluated, Interval, Options, Progress, SearchProblem, Searcher, best_feasible
+from .encoding import Genes
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EvolutionSearch", "MnasSearch", "RandomSearch", "local_search"]
+
+
+def mutate(genes: Genes, prob: float, n_res: int, rng: np.random.Generator, nk: int, ne: int, nd: int) -> Genes:
+    """OFA's mutation, vectorised: every block's (kernel, expand) pair, every stage's depth and the
+    resolution are resampled uniformly with probability ``prob``."""
+    g = genes.copy()
+    n, b = g.ks.shape
+    blk = rng.random((n, b)) < prob
+    g.ks[blk] = rng.integers(0, nk, size=int(blk.sum()))
+    g.e[blk] = rng.integers(0, ne, size=int(blk.sum()))
+    stg = rng.random(g.d.shape) < prob
+    g.d[stg] = rng.integers(0, nd, size=int(stg.sum()))
+    res = rng.random(n) < prob
+    g.r[res] = rng.integers(0, n_res, size=int(res.sum()))
+    return g
+
+
+def crossover(a: Genes, b: Genes, rng: np.random.Generator) -> Genes:
+    """Uniform crossover: every choice from either parent with probability 1/2."""
+    return Genes(
+        ks=np.where(rng.random(a.ks.shape) < 0.5, a.ks, b.ks),
+        e=np.where(rng.random(a.e.shape) < 0.5, a.e, b.e),
+        d=np.where(rng.random(a.d.shape) < 0.5, a.d, b.d),
+        r=np.where(rng.random(a.r.shape) < 0.5, a.r, b.r),
+    )
+
+
+def local_search(
+    problem: SearchProblem, genes: Genes, latency: float, accuracy: float, budget: float, *, rounds: int
+) -> tuple[Genes, float, float]:
+    """Hill-climb one feasible architecture: each round evaluates every single change and every pair of
+    a change that breaks the budget with one lower choice elsewhere, and moves to the best feasible one if
+    it is more accurate. Returns (genes (1 row), latency, accuracy)."""
+    f_all, p_all, v_all = problem._moves()
+    for _ in range(rounds):
+        singles, _ = problem.neighbours(genes)
+        s_lat = problem.latency(singles)
+        ok = problem.feasible(singles, budget, s_lat)
+        cur = np.concatenate([genes.ks[0], genes.e[0], genes.d[0], genes.r])
+        width = (genes.ks.shape[1], genes.e.shape[1], genes.d.shape[1], 1)
+        offset = np.cumsum((0, *width))[:-1]
+        current_val = cur[offset[f_all] + p_all]
+        changed = v_all != current_val
+        active = problem.encoding.active(genes)[0]
+        relevant = np.ones(len(f_all), dtype=bool)
+        blockwise = f_all <= 1
+        relevant[blockwise] = active[p_all[blockwise]]
+        down = np.flatnonzero(changed & relevant & (v_all < current_val))
+        up = np.flatnonzero(changed & relevant & ~ok)
+        parts = [singles.take(np.flatnonzero(changed & relevant & ok))]
+        if len(up) and len(down):
+            uu = np.repeat(up, len(down))
+            dd = np.tile(down, len(up))
+            keep = (f_all[uu] != f_all[dd]) | (p_all[uu] != p_all[dd])
+            uu, dd = uu[keep], dd[keep]
+            pairs = singles.take(uu)
+            problem.apply_moves(pairs, f_all[dd], p_all[dd], v_all[dd])
+            parts.append(pairs)
+        cand = Genes.concat(parts)
+        c_lat = problem.latency(cand)
+        ok = problem.feasible(cand, budget, c_lat)
+        if not ok.any():
+            break
+        cand = cand.take(ok)
+        c_lat = c_lat[ok]
+        ev = problem.evaluate(cand, c_lat)
+        j = int(np.argmax(ev.accuracy))
+        if ev.accuracy[j] <= accuracy + 1e-9:
+            break
+        genes, latency, accuracy = cand.take(slice(j, j + 1)), float(c_lat[j]), float(ev.accuracy[j])
+    return genes, latency, accuracy
+
+
+class EvolutionSearch(Searcher):
+    """Array-encoded regularised evolution (see the module docstring).
+
+    Parameters
+    ----------
+    problem:
+        The :class:`~.base.SearchProblem`.
+    population_size, generations, parent_ratio, mutation_ratio, mutate_prob:
+        OFA's evolution parameters (OFA: 100, 500, 0.25, 0.5, 0.1). The defaults here are tuned for the
+        array form: a larger population for fewer generations (see ``benchmarks/bench_search.py``).
+    restarts:
+        Independent runs per budget; the best answer is kept.
+    shared:
+        Run the budgets in ascending order, seeding each run with the previous budget's parents.
+    local_search_rounds:
+        Rounds of the final local search per answer (0: none).
+    seed:
+        Seeds everything.
+    """
+
+    name: ClassVar[str] = "evolution"
+    _parameters: ClassVar[dict[str, Interval | Options]] = {
+        "population_size": Interval(int, 4, None),
+        "generations": Interval(int, 0, None),
+        "parent_ratio": Interval(float, 0.0, 1.0, closed_low=False),
+        "mutation_ratio": Interval(float, 0.0, 1.0),
+        "mutate_prob": Interval(float, 0.0, 1.0),
+        "restarts": Interval(int, 1, None),
+        "shared": Options((True, False)),
+        "local_search_rounds": Interval(int, 0, None),
+        "seed": Interval(int, 0, None),
+    }
+
+    def __init__(
+        self,
+        *,
+        problem: SearchProblem,
+        population_size: int = 512,
+        generations: int = 40,
+        parent_ratio: float = 0.25,
+        mutation_ratio: float = 0.5,
+        mutate_prob: float = 0.1,
+        restarts: int = 1,
+        shared: bool = True,
+        local_search_rounds: int = 8,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(problem=problem, seed=seed)
+        self.population_size = population_size
+        self.generations = generations
+        self.parent_ratio = parent_ratio
+        self.mutation_ratio = mutation_ratio
+        self.mutate_prob = mutate_prob
+        self.restarts = restarts
+        self.shared = shared
+        self.local_search_rounds = local_search_rounds
+
+    # ---- fitness: accuracy (feasible by repair) ------------------------------------------------------
+
+    repair_offspring: ClassVar[bool] = True
+
+    def _fitness(self, ev: Evaluated, budget: float) -> np.ndarray:
+        return ev.accuracy
+
+    def _answer(self, ev: Evaluated, fitness: np.ndarray, budget: float) -> int | None:
+        """Row of the answer in a final (or any) batch."""
+        return best_feasible(self.problem, ev, budget)
+
+    # ---- the run -------------------------------------------------------------------------------------
+
+    def _prepare(self, genes: Genes, budget: float, rng: np.random.Generator) -> tuple[Genes, np.ndarray]:
+        if self.repair_offspring:
+            return self.problem.repair(genes, budget, rng)
+        return genes, self.problem.latency(genes)
+
+    def _evolve(
+        self, budget: float, seed_pop: Evaluated | None, rng: np.random.Generator
+    ) -> tuple[Evaluated, np.ndarray, tuple[Genes, float, float] | None]:
+        """One run for one budget; returns the final population, its fitness and the best feasible answer
+        seen as (genes, latency, accuracy)."""
+        problem, enc = self.problem, self.problem.encoding
+        pop_size = self.population_size
+        n_par = max(1, int(round(self.parent_ratio * pop_size)))
+        n_mut = int(round(self.mutation_ratio * pop_size))
+        n_cross = pop_size - n_mut
+        n_seed = 0 if seed_pop is None else min(len(seed_pop.genes), pop_size // 2)
+        fresh, lat = self._prepare(enc.sample(rng, pop_size - n_seed), budget, rng)
+        pop = problem.evaluate(fresh, lat)
+        if n_seed and seed_pop is not None:
+            s = seed_pop.genes.take(slice(0, n_seed)).copy()
+            s, s_lat = self._prepare(s, budget, rng)
+            seeded = problem.evaluate(s, s_lat)
+            pop = Evaluated(Genes.concat([pop.genes, seeded.genes]),
+                            np.concatenate([pop.latency, seeded.latency]),
+                            np.concatenate([pop.accuracy, seeded.accuracy]))
+        fit = self._fitness(pop, budget)
+        best = self._track(None, pop, fit, budget)
+        for _ in range(self.generations):
+            order = np.argsort(-fit, kind="stable")[:n_par]
+            parents = Evaluated(pop.genes.take(order), pop.latency[order], pop.accuracy[order])
+            p_fit = fit[order]
+            kids = []
+            if n_mut:
+                kids.append(mutate(parents.genes.take(rng.integers(0, n_par, n_mut)), self.mutate_prob,
+                                   len(enc.resolutions), rng, enc.nk, enc.ne, enc.nd))
+            if n_cross:
+                a = parents.genes.take(rng.integers(0, n_par, n_cross))
+                b = parents.genes.take(rng.integers(0, n_par, n_cross))
+                kids.append(crossover(a, b, rng))
+            children, c_lat = self._prepare(Genes.concat(kids), budget, rng)
+            child_ev = problem.evaluate(children, c_lat)
+            c_fit = self._fitness(child_ev, budget)
+            best = self._track(best, child_ev, c_fit, budget)
+            pop = Evaluated(Genes.concat([parents.genes, child_ev.genes]),
+                            np.concatenate([parents.latency, child_ev.latency]),
+                            np.concatenate([parents.accuracy, child_ev.accuracy]))
+            fit = np.concatenate([p_fit, c_fit])
+        return pop, fit, best
+
+    def _track(
+        self, best: tuple[Genes, float, float, float] | None, ev: Evaluated, fit: np.ndarray, budget: float
+    ) -> tuple[Genes, float, float, float] | None:
+        """Keep the best answer (by fitness among feasible rows) as (genes, latency, accuracy, fitness)."""
+        ok = self.problem.feasible(ev.genes, budget, ev.latency)
+        if not ok.any():
+            return best
+        f = np.where(ok, fit, -np.inf)
+        j = int(np.argmax(f))
+        if best is None or f[j] > best[3]:
+            return (ev.genes.take(slice(j, j + 1)), float(ev.latency[j]), float(ev.accuracy[j]), float(f[j]))
+        return best
+
+    def _search_feasible(self, budgets: list[float], on_progress: Progress | None) -> dict[float, dict[str, Any]]:
+        problem = self.problem
+        rng = np.random.default_rng(self.seed)
+        answers: dict[float, dict[str, Any]] = {}
+        carry: Evaluated | None = None
+        total = len(budgets) * self.restarts
+        done = 0
+        for budget in budgets:
+            best: tuple[Genes, float, float, float] | None = None
+            final: Evaluated | None = None
+            final_fit: np.ndarray | None = None
+            for _ in range(self.restarts):
+                pop, fit, run_best = self._evolve(budget, carry if self.shared else None, rng)
+                if run_best is not None and (best is None or run_best[3] > best[3]):
+                    best, final, final_fit = run_best, pop, fit
+                done += 1
+                if on_progress is not None:
+                    on_progress(done, total, f"{budget:g} ms")
+            if best is None:  # only possible without repair (MnasNet reward): repair the fittest one
+                assert final is None
+                g, lat = problem.repair(problem.min_latency()[0].copy(), budget, rng)
+                acc = problem.evaluate(g, lat).accuracy
+                best = (g, float(lat[0]), float(acc[0]), 0.0)
+            genes, lat, acc, _ = best
+            if self.local_search_rounds and self.repair_offspring:
+                genes, lat, acc = local_search(problem, genes, lat, acc, budget, rounds=self.local_search_rounds)
+            answers[budget] = problem.result(budget, genes, 0, lat, acc)
+            if final is not None and final_fit is not None:
+                order = np.argsort(-final_fit, kind="stable")
+                carry = Evaluated(final.genes.take(order), final.latency[order], final.accuracy[order])
+                carry = Evaluated(Genes.concat([genes, carry.genes]), np.concatenate([[lat], carry.latency]),
+                                  np.concatenate([[acc], carry.accuracy]))
+        return answers
+
+
+class MnasSearch(EvolutionSearch):
+    """Evolution with MnasNet's reward ``ACC * (LAT / T) ** w`` as fitness (see the module docstring).
+
+    Extra parameters: ``alpha`` (exponent when LAT <= T; soft -0.07, hard 0) and ``beta`` (when LAT > T;
+    soft -0.07, hard -1)."""
+
+    name: ClassVar[str] = "mnas"
+    _parameters: ClassVar[dict[str, Interval | Options]] = {
+        **EvolutionSearch._parameters,
+        "alpha": Interval(float, -10.0, 0.0),
+        "beta": Interval(float, -10.0, 0.0),
+    }
+    repair_offspring: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        problem: SearchProblem,
+        alpha: float = -0.07,
+        beta: float = -0.07,
+        population_size: int = 512,
+        generations: int = 40,
+        parent_ratio: float = 0.25,
+        mutation_ratio: float = 0.5,
+        mutate_prob: float = 0.1,
+        restarts: int = 1,
+        shared: bool = True,
+        local_search_rounds: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            problem=problem, population_size=population_size, generations=generations,
+            parent_ratio=parent_ratio, mutation_ratio=mutation_ratio, mutate_prob=mutate_prob,
+            restarts=restarts, shared=shared, local_search_rounds=local_search_rounds, seed=seed,
+        )
+        self.alpha = alpha
+        self.beta = beta
+
+    def _fitness(self, ev: Evaluated, budget: float) -> np.ndarray:
+        ratio = ev.latency / budget
+        w = np.where(ratio <= 1.0, self.alpha, self.beta)
+        reward = ev.accuracy * ratio**w
+        if self.problem.has_limits:
+            reward = np.where(self.problem.within_limits(ev.genes), reward, -np.inf)
+        return reward
+
+
+class RandomSearch(Searcher):
+    """Uniformly random architectures, repaired into each budget; the most accurate is kept.
+
+    Parameters: ``samples`` per budget, ``seed``."""
+
+    name: ClassVar[str] = "random"
+    _parameters: ClassVar[dict[str, Interval | Options]] = {
+        "samples": Interval(int, 1, None),
+        "seed": Interval(int, 0, None),
+    }
+
+    def __init__(self, *, problem: SearchProblem, samples: int = 20000, seed: int = 0) -> None:
+        super().__init__(problem=problem, seed=seed)
+        self.samples = samples
+
+    def _search_feasible(self, budgets: list[float], on_progress: Progress | None) -> dict[float, dict[str, Any]]:
+        problem = self.problem
+        rng = np.random.default_rng(self.seed)
+        answers = {}
+        for i, budget in enumerate(budgets):
+            best: tuple[Genes, float, float] | None = None
+            for start in range(0, self.samples, 8192):
+                n = min(8192, self.samples - start)
+                g, lat = problem.repair(problem.encoding.sample(rng, n), budget, rng)
+                ev = problem.evaluate(g, lat)
+                j = best_feasible(problem, ev, budget)
+                if j is not None and (best is None or ev.accuracy[j] > best[2]):
+                    best = (g.take(slice(j, j + 1)), float(ev.latency[j]), float(ev.accuracy[j]))
+            assert best is not None  # repaired rows are feasible
+            answers[budget] = problem.result(budget, best[0], 0, best[1], best[2])
+            if on_progress is not None:
+                on_progress(i + 1, len(budgets), f"{budget:g} ms")
+        return answers
