@@ -298,7 +298,7 @@ class ADBTransport(Transport):
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}" if self.host is not None else f"usb:{self.serial}"
+        return f"{self.host}:{self.port}" if self.host is not None else str(self.serial)
 
     @property
     def link_timeout_s(self) -> float:
@@ -496,11 +496,11 @@ class ADBTransport(Transport):
     def push(self, local: Path, remote: str) -> None:
         """Copy ``local`` to ``remote`` (mode bits kept; written to a temporary name, then renamed)."""
         local = Path(local)
+        if not remote.startswith("/"):
+            raise ValueError(f"remote path must be absolute, got {remote!r}")
         if not local.is_file():
             raise DeviceError(f"cannot push {local}: no such local file", device=self.device)
-        parent = posixpath.dirname(remote)
-        if parent:
-            self.run(["mkdir", "-p", parent], description=f"create {parent}", timeout=60)
+        self.run(["mkdir", "-p", posixpath.dirname(remote)], description="create the target folder", timeout=60)
         part = f"{remote}.hwnas-part-{secrets.token_hex(4)}"
         mode = stat.S_IMODE(local.stat().st_mode)
         self._push_stream(str(local), part, mode, f"pushing {local.name}")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DeviceError, LinkLost
+from .lock import DeviceLock, kill_leftover_runners
 from .profiles import PYTHON_RUNTIMES, DeviceProfile
 from .transport import Transport, open_transport
 
@@ -59,6 +60,26 @@ class Device:
         )
         self._pushed: dict[str, str] = {}
         self.hello: dict[str, Any] | None = None
+        self.lock: DeviceLock | None = None
+
+    # -- the device lock -------------------------------------------------------------------
+    def acquire(self, *, resume: bool = False) -> None:
+        """Take the device's lock (one profiling run per device at a time).
+
+        With ``resume``, runners left over on the device by a broken run are killed first.
+        Raises DeviceBusy when a live run holds the device.
+        """
+        if resume:
+            pattern = str(RUNNER_PATH) if self.profile.transport == "local" else self.remote("runner") + "/"
+            killed = kill_leftover_runners(self.transport, pattern)
+            if killed:
+                log.warning("%s: killed %d runner(s) left over by a broken run", self.profile.name, len(killed))
+        self.lock = DeviceLock(self.transport).acquire(resume=resume)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # -- files ---------------------------------------------------------------------------
     @property
@@ -250,6 +271,8 @@ class Device:
                 per_model = (m.warmup + (runs or m.runs) * rounds) * 2.0 + m.min_seconds + 30
                 timeout = 120 + per_model * max(1, len(models)) + m.cooldown_s * len(models) * rounds
             argv = [*self.python_argv(), runner, job_path]
+            if self.lock is not None and self.lock.held:
+                argv = self.lock.runner_argv(argv)
             res = self.transport.run(
                 argv, description=f"measure {len(models)} models with {runtime}", timeout=timeout, check=False,
                 on_line=on_line,
@@ -277,7 +300,10 @@ class Device:
         return results
 
     def close(self) -> None:
-        self.transport.close()
+        try:
+            self.release()
+        finally:
+            self.transport.close()
 
     def __enter__(self) -> Device:
         return self

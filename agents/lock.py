@@ -65,6 +65,21 @@ rm -rf -- "$1"
 # the link dropped) leaves a PID that no longer runs.
 _RUNNER = 'l=$1; shift; printf "%s\\n" "$$" > "$l/runner.pid"; "$@"; rc=$?; rm -f -- "$l/runner.pid"; exit $rc'
 
+# Kill a process and all its descendants (children first, found through /proc): the
+# runner's wrapper recorded in the lock and the runner below it.
+_KILL_TREE = r"""
+kill_tree() {
+  for c in $(for d in /proc/[0-9]*; do
+               [ "$(sed -n 's/^PPid:[[:space:]]*//p' "$d/status" 2>/dev/null)" = "$1" ] && echo "${d#/proc/}"
+             done); do
+    kill_tree "$c"
+  done
+  kill -9 "$1" 2>/dev/null
+}
+kill_tree "$1"
+exit 0
+"""
+
 # Kill every process whose command line contains "$1$2". The pattern arrives split in two
 # arguments so that this shell (and its forks for $(...)), whose own command line holds
 # them, never matches itself; its ancestors (the transport's wrappers) are skipped too.
@@ -191,7 +206,7 @@ class DeviceLock:
                     owner.pid,
                 )
                 if runner_pid is not None:
-                    self._run(["kill", "-9", str(runner_pid)], "stop the broken run's runner")
+                    self._run(["sh", "-c", _KILL_TREE, "hwnas-kill-tree", str(runner_pid)], "stop the broken run's runner")
                 self._remove_if(owner_line)
                 continue
             raise DeviceBusy(

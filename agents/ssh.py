@@ -536,12 +536,12 @@ class SSHTransport(Transport):
     def push(self, local: Path, remote: str) -> None:
         """Copy ``local`` to ``remote`` (mode bits kept; written to a temporary name, then renamed)."""
         local = Path(local)
+        if not remote.startswith("/"):
+            raise ValueError(f"remote path must be absolute, got {remote!r}")
         if not local.is_file():
             raise DeviceError(f"cannot push {local}: no such local file", device=self.device)
         what = f"pushing {local.name}"
-        parent = posixpath.dirname(remote)
-        if parent:
-            self.run(["mkdir", "-p", parent], description=f"create {parent}", timeout=60)
+        self.run(["mkdir", "-p", posixpath.dirname(remote)], description="create the target folder", timeout=60)
         sftp = self._sftp_client(what)
         part = f"{remote}.hwnas-part-{secrets.token_hex(4)}"
         try:

@@ -11,8 +11,10 @@
    them (sidecar ``NAME.samples.csv``/``.npz``), else the runs' p10-p90 intervals (base scaled by the
    drift) not overlapping, else mean +- 1.2816 std (the p10-p90 of a normal) when only mean/std are known.
 4. **Impact**: how much a random subnet of the space moves, from ``LUTPredictor`` over ``samples``
-   random subnets: per entry the mean relative change its own (drift-corrected) change causes, and for the
-   whole table the median relative change of the predicted latency.
+   random subnets: per entry the mean relative change its own (drift-corrected) change causes (and the
+   median over the subnets that use it); for the whole table the median relative change of the predicted
+   latency (drift-corrected, raw, and from the flagged regressions alone, with the share of subnets that
+   contain a regressed entry and their median change).
 """
 
 from __future__ import annotations
@@ -405,6 +407,7 @@ def _impacts(result: DiffResult, base: LUT, new: LUT, scale: float, *, samples: 
         if e.verdict == "regression":
             flagged[c] = delta_corr[c]
     rel_flagged = counts @ flagged / base_pred
+    affected = (counts[:, flagged != 0] > 0).any(axis=1)
     result.network = {
         "samples": int(samples),
         "seed": int(seed),
@@ -413,4 +416,6 @@ def _impacts(result: DiffResult, base: LUT, new: LUT, scale: float, *, samples: 
         "change_pct": 100.0 * float(np.median(rel_corr)),
         "raw_change_pct": 100.0 * float(np.median(rel_raw)),
         "regressions_change_pct": 100.0 * float(np.median(rel_flagged)),
+        "regressions_affected_share": float(affected.mean()),
+        "regressions_change_pct_when_affected": 100.0 * float(np.median(rel_flagged[affected])) if affected.any() else 0.0,
     }

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import importlib.metadata as _metadata
 import io
 import logging
 import math
@@ -171,8 +172,8 @@ def entry_row(key: str, resolution: int, *, runs: int, stats: Mapping[str, float
 def default_metadata(*, space: str, resolutions: Sequence[int], statistic: str = "median_ms") -> dict[str, Any]:
     """Metadata with every standard key present (``None`` where not known yet), version and date filled."""
     try:
-        from hwnas import __version__ as version
-    except ImportError:  # pragma: no cover - the package is always installed with its CLI
+        version: str | None = _metadata.version("hwnas")
+    except _metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
         version = None
     meta: dict[str, Any] = dict.fromkeys(STANDARD_METADATA)
     meta.update(
@@ -278,6 +279,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     except OSError as exc:
         raise LUTError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     try:
+        os.fchmod(fd, _file_mode(path))
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
@@ -290,6 +292,16 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
             pass
         raise LUTError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     _fsync_dir(folder)
+
+
+def _file_mode(path: Path) -> int:
+    """The existing file's permissions, else 0o666 less the umask (``mkstemp`` alone gives 0o600)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def _fsync_dir(folder: Path) -> None:

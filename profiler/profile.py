@@ -121,6 +121,8 @@ def profile_device(
     own_device = device is None
     device = device or Device(profile)
     try:
+        if device.lock is None:
+            device.acquire(resume=request.resume)
         return _profile(device, space, resolutions, runtime, threads, request, builder, out, started, on_progress)
     finally:
         if own_device:

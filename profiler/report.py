@@ -107,7 +107,9 @@ def _summary_lines(result: DiffResult) -> list[str]:
             lines.append(
                 f"- typical subnet ({net['samples']} random subnets at {net['resolutions']}, median "
                 f"{net['base_median_ms']:.3f} ms): {net['change_pct']:+.2f}% after drift correction, "
-                f"{net['raw_change_pct']:+.2f}% raw, {net['regressions_change_pct']:+.2f}% from the regressions"
+                f"{net['raw_change_pct']:+.2f}% raw; the regressions touch "
+                f"{100 * net['regressions_affected_share']:.0f}% of subnets, which move by a median "
+                f"{net['regressions_change_pct_when_affected']:+.2f}%"
             )
     for note in result.notes:
         lines.append(f"- note: {note}")

@@ -122,6 +122,8 @@ def validate_lut(
     own = device is None
     device = device or Device(profile)
     try:
+        if device.lock is None:
+            device.acquire()
         m = measure_subnets(
             device, archs, space_name=space.name, plan=plan, on_progress=on_progress, **settings
         )

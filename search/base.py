@@ -478,7 +478,8 @@ class Searcher(ABC):
         feasible = [b for b in budgets if not problem.infeasible(b)]
         answers: dict[float, dict[str, Any]] = {}
         if feasible:
-            answers = self._search_feasible(sorted(set(feasible)), on_progress)
+            with single_threaded_blas():
+                answers = self._search_feasible(sorted(set(feasible)), on_progress)
         results = []
         for b in budgets:
             if b in answers:
@@ -494,6 +495,15 @@ class Searcher(ABC):
     @abstractmethod
     def _search_feasible(self, budgets: list[float], on_progress: Progress | None) -> dict[float, dict[str, Any]]:
         """Answers for the feasible budgets (ascending, unique), keyed by budget."""
+
+
+def single_threaded_blas() -> Any:
+    """A context in which numpy's BLAS runs on one thread: the search's matmuls are small (a population
+    at a time), where a second BLAS thread gains little on an idle machine and loses several times over on
+    a busy one (threads spin waiting for a core)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def front_points(problem: SearchProblem) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import bisect
 import contextlib
 import csv
+import dataclasses
 import datetime as _dt
-import difflib
 import io
 import json
 import logging
@@ -59,59 +59,33 @@ DEFAULT_FRACTIONS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 # ----------------------------------------------------------------------------------------------- data
 
 
-def _digits_tensors(
-    resolution: int = 32, seed: int = 0, *, channels: int = 1
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """scikit-learn's 8x8 digits, upsampled bilinearly to ``resolution``, as ``(x_train, y_train, x_test,
-    y_test)``: a stratified 80/20 split fixed by ``seed``, pixels scaled to [-1, 1].
+def parse_data_spec(spec: str) -> tuple[str, Path | None]:
+    """``digits`` | ``cifar10:PATH`` | ``imagefolder:PATH`` -> ``(kind, path)``; anything else: DatasetError."""
+    from ..supernet.data import parse_spec
 
-    Private stop-gap until ``hwnas.supernet.data`` provides the dataset loaders.
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
-    x = (x - 0.5) / 0.5
-    if channels == 3:
-        x = x.repeat(1, 3, 1, 1)
-    elif channels != 1:
-        raise DatasetError(f"digits: channels must be 1 or 3, got {channels}")
-    y = torch.tensor(digits.target, dtype=torch.long)
-    train, test = train_test_split(
-        np.arange(len(y)), test_size=0.2, random_state=seed, stratify=digits.target
-    )
-    return x[train], y[train], x[test], y[test]
-
-
-def parse_data_spec(spec: str) -> tuple[str, str]:
-    """``digits`` | ``cifar10:PATH`` | ``imagefolder:PATH`` -> ``(name, path)``; anything else: DatasetError."""
-    name, _, path = spec.partition(":")
-    if name not in DATASETS:
-        close = difflib.get_close_matches(name, DATASETS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise DatasetError(
-            f"--data '{spec}': unknown dataset (expected digits, cifar10:PATH or imagefolder:PATH){hint}"
-        )
-    if name == "digits" and path:
-        raise DatasetError(f"--data '{spec}': digits is built in and takes no path")
-    if name != "digits" and not path:
-        raise DatasetError(f"--data '{spec}': {name} needs a path ({name}:PATH)")
-    return name, path
+    try:
+        return parse_spec(spec)
+    except DatasetError as exc:
+        raise DatasetError(f"--data: {exc}") from None
 
 
 def load_data(
     spec: str, config: PasNetConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Train/test tensors for ``spec`` shaped for ``config`` (channels, resolution)."""
-    name, _ = parse_data_spec(spec)
-    if name == "digits":
-        return _digits_tensors(config.resolution, 0, channels=config.in_channels)
-    # TODO: switch to hwnas.supernet.data once it provides the cifar10/imagefolder loaders.
-    raise DatasetError(
-        f"--data '{spec}': {name} is not available to pas yet (only digits); it needs hwnas.supernet.data"
-    )
+) -> tuple[PasNetConfig, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(config, x_train, y_train, x_val, y_val)`` from :func:`hwnas.supernet.data.load_dataset` at the
+    config's resolution (resized, normalised). A one-channel config gets the channel mean (grey datasets such
+    as digits: the three channels are equal); the config's classifier is resized to the dataset's classes."""
+    from ..supernet.data import load_dataset
+
+    parse_data_spec(spec)
+    train = load_dataset(spec, resolution=config.resolution, split="train")
+    val = load_dataset(spec, resolution=config.resolution, split="val")
+    (x, y), (xv, yv) = train.tensors(), val.tensors()
+    if config.in_channels == 1:
+        x, xv = x.mean(1, keepdim=True), xv.mean(1, keepdim=True)
+    if train.n_classes != config.num_classes:
+        config = dataclasses.replace(config, num_classes=train.n_classes)
+    return config, x.contiguous(), y, xv.contiguous(), yv
 
 
 # ----------------------------------------------------------------------------------------------- costs

@@ -132,6 +132,17 @@ def test_export_round_trip_is_lossless(note10, tmp_path):
     assert again.values("std_ms") == note10.values("std_ms")
 
 
+def test_resolution_from_the_stem_key_when_the_name_does_not_say(tmp_path):
+    odd = tmp_path / "note10-small.yaml"
+    odd.write_text((NOTE10 / "176_lookup_table.yaml").read_text())
+    lut = import_ofa([odd], "ofa-mbv3-w1.2")
+    assert lut.resolutions == [176] and len(lut) == 96
+    liar = tmp_path / "160_lookup_table.yaml"
+    liar.write_text(odd.read_text())
+    with pytest.raises(LUTError, match="file name says resolution 160 but the stem key says 176"):
+        import_ofa([liar], "ofa-mbv3-w1.2")
+
+
 def test_space_keys_are_exactly_the_tables_keys():
     space = get_space("ofa-mbv3-w1.2")
     tables = _ofa_tables()

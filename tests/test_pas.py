@@ -15,8 +15,8 @@ from hwnas.search.pas import (
     LatencyCost,
     LayerLatencyTable,
     MacsCost,
-    _digits_tensors,
     layer_key,
+    load_data,
     measure_layer_table,
     parse_data_spec,
     resolve_target,
@@ -40,7 +40,7 @@ TINY = PasNetConfig(name="tiny", in_channels=1, resolution=8, num_classes=10, la
 
 @pytest.fixture(scope="module")
 def digits() -> tuple[torch.Tensor, ...]:
-    return _digits_tensors(32, 0)
+    return load_data("digits", base_config("digits"))[1:]
 
 
 def _randomise(net: PasNet, seed: int, open_share: float = 0.6) -> None:
@@ -104,7 +104,7 @@ def test_macs_match_hook_count_of_reparameterised_net(seed: int) -> None:
 @pytest.mark.parametrize("name", sorted(BASE_NETS))
 def test_reparameterisation_equals_pruned_multibranch(name: str) -> None:
     config = base_config(name)
-    x = _digits_tensors(config.resolution, 0, channels=config.in_channels)[2][:48]
+    x = load_data("digits", config)[3][:48]
     torch.manual_seed(0)
     net = PasNet(config=config)
     _randomise(net, 7)

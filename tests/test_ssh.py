@@ -277,6 +277,9 @@ def test_hostile_profile_values_execute_nothing(sshd_server: ns_helpers.SSHServe
     # folder is created under its literal name.
     res = client(sshd_server, "t.connect()", user=f"root$(touch {marker});touch {marker}")
     assert res.get("error") == "AuthenticationError" and res["exit_code"] == 2, res
+    # A host full of shell syntax is only ever a name to resolve (and fails to).
+    res = client(sshd_server, "t.connect()", host=f"127.0.0.1;touch {marker}", connect_timeout_s=3)
+    assert res.get("error") == "DeviceError" and "cannot resolve" in res["message"], res
     workdir = tmp_path / f"w $(touch {marker}) `touch {marker}`; touch {marker} 'x'"
     body = """
     from hwnas.agents.lock import DeviceLock

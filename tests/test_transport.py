@@ -284,7 +284,9 @@ def test_resume_takes_over_a_broken_run_and_kills_its_runner(
     local: LocalTransport, caplog: pytest.LogCaptureFixture
 ) -> None:
     lock_dir = Path(local.workdir) / "hwnas.lock"
-    runner = subprocess.Popen(["sleep", "30"])
+    tag = f"{uuid.uuid4().int % 10**6}.75"
+    # The recorded PID is the runner's wrapper; the runner itself is its child.
+    runner = subprocess.Popen(["sh", "-c", f"sleep 3{tag}; exit 0"])
     try:
         owner = LockOwner(host=socket.gethostname(), pid=_dead_pid(), started="2024-01-01T00:00:00+00:00", run_id="b")
         _plant(lock_dir, owner, runner.pid)
@@ -294,6 +296,7 @@ def test_resume_takes_over_a_broken_run_and_kills_its_runner(
             lock = DeviceLock(local).acquire(resume=True)
         assert "taking over the lock of the broken run b" in caplog.text
         assert runner.wait(timeout=5) == -signal.SIGKILL
+        assert subprocess.run(["pgrep", "-f", f"sleep 3{tag}"], capture_output=True).returncode == 1
         lock.release()
     finally:
         if runner.poll() is None:

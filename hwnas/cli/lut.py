@@ -266,46 +266,40 @@ def diff_cmd(
 
 
 def _human_diff(d: dict[str, Any]) -> None:
-    from rich.table import Table
-
     out = _console()
+
+    def say(text: str) -> None:
+        out.print(text, highlight=False, soft_wrap=True)
+
     if not d["comparable"]:
-        out.print("[bold red]not comparable[/bold red]")
+        say("[bold red]not comparable[/bold red]")
         for m in d["mismatches"]:
-            out.print(f"  {m['field']}: {m['base']!r} -> {m['new']!r}{' (allowed)' if m['allowed'] else ''}", highlight=False)
+            say(f"  {m['field']}: {m['base']!r} -> {m['new']!r}{' (allowed)' if m['allowed'] else ''}")
         return
     status = "[bold red]FAIL[/bold red]" if (d["regressions"] or d["drift_finding"]) else "[bold green]PASS[/bold green]"
-    out.print(
-        f"{status}  drift {d['drift_pct']:+.2f}% (+-{(d['drift_uncertainty_pct'] or 0):.2f}%), {d['entries_compared']} entries, "
-        f"{len(d['regressions'])} regressions, {len(d['improvements'])} improvements, {d['within_noise']} within noise",
-        highlight=False,
+    say(
+        f"{status}  drift {d['drift_pct']:+.2f}% (+-{(d['drift_uncertainty_pct'] or 0):.2f}%), "
+        f"{d['entries_compared']} entries, {len(d['regressions'])} regressions, {len(d['improvements'])} "
+        f"improvements, {d['within_noise']} changes within noise (threshold {d['threshold_pct']:g}%)"
     )
-    for f in d["findings"]:
-        out.print(f"  - {f}", highlight=False)
+    if d["drift_finding"]:
+        say(f"  the whole table drifted beyond +-{d['drift_threshold_pct']:g}%")
     if d["network"]:
         n = d["network"]
-        out.print(
-            f"  typical subnet: {n['change_pct']:+.2f}% after drift correction ({n['raw_change_pct']:+.2f}% raw)",
-            highlight=False,
+        say(f"  typical subnet: {n['change_pct']:+.2f}% after drift correction ({n['raw_change_pct']:+.2f}% raw)")
+    for e in d["regressions"] + d["improvements"]:
+        unc = "" if e["uncertainty_pct"] is None else f" +-{e['uncertainty_pct']:.1f}"
+        impact = "" if e["impact_pct"] is None else f", typical subnet {e['impact_pct']:+.3f}%"
+        say(
+            f"  {e['verdict']:<11} {e['change_pct']:+6.1f}%{unc} ({e['base_ms']:.4g} -> {e['new_ms']:.4g} ms"
+            f"{impact})  {e['key']} @ {e['resolution']}"
         )
-    flagged = d["regressions"] + d["improvements"]
-    if flagged:
-        table = Table()
-        for col in ("verdict", "key", "res", "base ms", "new ms", "change %", "+- %", "impact %"):
-            table.add_column(col, overflow="fold")
-        for e in flagged:
-            table.add_row(
-                e["verdict"], e["key"], str(e["resolution"]), f"{e['base_ms']:.4g}", f"{e['new_ms']:.4g}",
-                f"{e['change_pct']:+.1f}", "" if e["uncertainty_pct"] is None else f"{e['uncertainty_pct']:.1f}",
-                "" if e["impact_pct"] is None else f"{e['impact_pct']:+.3f}",
-            )
-        out.print(table)
     if d["missing"] or d["added"]:
-        out.print(f"  missing: {len(d['missing'])}, added: {len(d['added'])}", highlight=False)
+        say(f"  missing: {len(d['missing'])}, added: {len(d['added'])}")
     for note in d["notes"]:
-        out.print(f"  note: {note}", highlight=False)
+        say(f"  note: {note}")
     if d.get("report"):
-        out.print(f"  report: {d['report']}", highlight=False)
+        say(f"  report: {d['report']}")
 
 
 # ---------------------------------------------------------------------------------------------- history
@@ -323,18 +317,23 @@ def history_cmd(
     """How a device's LUTs moved over time (files and their git history)."""
     from hwnas.profiler.history import history, plot_history
 
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot {plot}: expected a .png file")
     folder = Path(device)
     if not folder.is_dir():
         from hwnas.agents.profiles import load_profile
 
         folder = load_profile(device).lut_dir
-    if plot is not None and plot.suffix.lower() != ".png":
-        raise UsageError(f"--plot {plot}: expected a .png file")
-    with progress_bar("history", total=None) as advance:
-        points = history(folder, samples=samples, seed=seed, use_git=not no_git, on_progress=lambda d, t, w: advance(d, t, w))
+    points: list[dict[str, Any]] = []
+    if folder.is_dir():
+        with progress_bar("history", total=None) as advance:
+            points = history(
+                folder, samples=samples, seed=seed, use_git=not no_git, on_progress=lambda d, t, w: advance(d, t, w)
+            )
     if plot is not None:
         plot_history(points, plot, title=f"LUT history of {device}")
-    emit({"device": device, "folder": str(folder), "points": points, "plot": str(plot) if plot else None}, as_json, _human_history)
+    result = {"device": device, "folder": str(folder), "points": points, "plot": str(plot) if plot else None}
+    emit(result, as_json, _human_history)
     return 0
 
 
@@ -343,7 +342,7 @@ def _human_history(d: dict[str, Any]) -> None:
 
     out = _console()
     if not d["points"]:
-        out.print(f"{d['folder']}: no LUTs", highlight=False)
+        out.print(f"{d['folder']}: no LUTs kept for this device", highlight=False)
         return
     table = Table(title=f"LUT history of {d['device']} ({d['folder']})")
     for col in ("date", "file", "commit", "entries", "typical ms", "reference ms", "drift %", "changed"):

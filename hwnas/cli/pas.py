@@ -69,6 +69,10 @@ def pas(
     base_macs = float(config.macs())
     macs_target = pas_search.resolve_target(target_macs, base_macs, float(config.min_macs()))
     out = _writable_dir(out)
+    config, x_train, y_train, x_test, y_test = pas_search.load_data(data, config)
+    if config.macs() != base_macs:  # the dataset's classes resized the classifier
+        base_macs = float(config.macs())
+        macs_target = pas_search.resolve_target(target_macs, base_macs, float(config.min_macs()))
 
     cost: Any = None
     target: float | str = macs_target
@@ -91,7 +95,6 @@ def pas(
             unit="ms",
         )
 
-    x_train, y_train, x_test, y_test = pas_search.load_data(data, config)
     searcher = pas_search.PruningAsSearch(
         base=config,
         target=target,
