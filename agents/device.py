@@ -69,12 +69,13 @@ class Device:
         With ``resume``, runners left over on the device by a broken run are killed first.
         Raises DeviceBusy when a live run holds the device.
         """
+        # the lock first: it refuses another host's live run, so only our own broken run's runners die below
+        self.lock = DeviceLock(self.transport).acquire(resume=resume)
         if resume:
             pattern = str(RUNNER_PATH) if self.profile.transport == "local" else self.remote("runner") + "/"
             killed = kill_leftover_runners(self.transport, pattern)
             if killed:
                 log.warning("%s: killed %d runner(s) left over by a broken run", self.profile.name, len(killed))
-        self.lock = DeviceLock(self.transport).acquire(resume=resume)
 
     def release(self) -> None:
         if self.lock is not None:

@@ -10,6 +10,8 @@
    spreads say it is not noise: a one-sided Mann-Whitney U test on the per-run samples when both LUTs keep
    them (sidecar ``NAME.samples.csv``/``.npz``), else the runs' p10-p90 intervals (base scaled by the
    drift) not overlapping, else mean +- 1.2816 std (the p10-p90 of a normal) when only mean/std are known.
+   Spreads are taken relative to their centre and applied to the statistic, so a calibrated or
+   reference-normalised statistic (``lut_ms``) is judged with the spread of its raw runs.
 4. **Impact**: how much a random subnet of the space moves, from ``LUTPredictor`` over ``samples``
    random subnets: per entry the mean relative change its own (drift-corrected) change causes (and the
    median over the subnets that use it); for the whole table the median relative change of the predicted
@@ -215,14 +217,23 @@ def _impact_order(e: EntryChange) -> tuple[float, float]:
     return (-abs(e.impact_pct) if e.impact_pct is not None else 0.0, -abs(e.change_pct))
 
 
-def _interval(lut: LUT, i: int, stat: float) -> tuple[float, float] | None:
+def _relative_spread(lut: LUT, i: int) -> tuple[float, float] | None:
+    """The runs' p10 and p90 relative to their centre (``median_ms``, else ``mean_ms``), or mean -+ Z80 std
+    relative to the mean when only mean/std are known.
+
+    Relative, so that they apply to the LUT's statistic even when that statistic is calibrated or
+    normalised (e.g. ``lut_ms`` from reference-normalised ``p10_ms``) while the spread columns are raw."""
     cols = lut.rows.columns
+    stat = float(lut.rows[lut.statistic].iat[i])
     if "p10_ms" in cols and "p90_ms" in cols:
-        return float(lut.rows["p10_ms"].iat[i]), float(lut.rows["p90_ms"].iat[i])
+        center = float(lut.rows["median_ms"].iat[i]) if "median_ms" in cols else stat
+        if center > 0:
+            return float(lut.rows["p10_ms"].iat[i]) / center, float(lut.rows["p90_ms"].iat[i]) / center
     if "std_ms" in cols:
-        sd = float(lut.rows["std_ms"].iat[i])
         center = float(lut.rows["mean_ms"].iat[i]) if "mean_ms" in cols else stat
-        return center - Z80 * sd, center + Z80 * sd
+        if center > 0:
+            rel = Z80 * float(lut.rows["std_ms"].iat[i]) / center
+            return 1.0 - rel, 1.0 + rel
     return None
 
 
@@ -298,9 +309,17 @@ def diff_luts(
         unc: float | None = None
         bs = b_samples.get((key, res)) if b_samples else None
         ns = n_samples.get((key, res)) if n_samples else None
-        bi, ni = _interval(base, i, bv), _interval(new, j, nv)
-        if bs is not None and ns is not None and len(bs) >= MIN_SAMPLES and len(ns) >= MIN_SAMPLES:
+        rb, rn = _relative_spread(base, i), _relative_spread(new, j)
+        bi = (bv * rb[0], bv * rb[1]) if rb else None
+        ni = (nv * rn[0], nv * rn[1]) if rn else None
+        if (
+            bs is not None and ns is not None and len(bs) >= MIN_SAMPLES and len(ns) >= MIN_SAMPLES
+            and np.median(bs) > 0 and np.median(ns) > 0
+        ):
             method = "mann-whitney"
+            # runs rescaled to each table's statistic (which may be calibrated), the base's also by the drift
+            bs = bs * (bv / float(np.median(bs)))
+            ns = ns * (nv / float(np.median(ns)))
             p_up, p_down = _mann_whitney(bs * scale, ns)
             p_value = p_up if corrected >= 0 else p_down
             significant_up, significant_down = p_up < alpha, p_down < alpha

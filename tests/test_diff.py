@@ -107,6 +107,31 @@ def test_injected_slowdowns_are_exactly_the_regressions(tmp_path, seed):
     assert not result.improvements
 
 
+def test_calibrated_statistic_is_judged_with_relative_spreads(tmp_path):
+    """A normalised statistic (``lut_ms``, as the profiler writes) next to raw run columns that moved with
+    the machine: the raw spread is applied relative to the statistic, so a run on a machine 8% faster as
+    a whole still shows the real slowdowns, and only them."""
+    values = _base_values()
+    victims = _pick(values, 3, 31)
+    new_values = _noisy(values, 31)
+    for k, slow in zip(victims, (0.10, 0.15, 0.25), strict=True):
+        new_values[k] *= 1 + slow
+
+    def save(path: Path, vals: dict, machine: float, seed: int) -> LUT:
+        rows = _rows({k: v * machine for k, v in vals.items()}, seed)  # raw columns: as measured
+        for row, v in zip(rows, vals.values(), strict=True):
+            row["lut_ms"] = v * 0.9  # the calibrated, reference-normalised statistic
+        lut = LUT(metadata=_meta(statistic="lut_ms"), rows=pd.DataFrame(rows))
+        lut.save(path)
+        return LUT.load(path)
+
+    base = save(tmp_path / "a.csv", values, 1.0, 1)
+    new = save(tmp_path / "b.csv", new_values, 0.92, 131)
+    result = diff_luts(base, new, samples=0)
+    assert abs(result.drift) < 0.01
+    assert {(e.key, e.resolution) for e in result.regressions} == set(victims)
+
+
 def test_uniform_drift_is_drift_not_regressions(tmp_path):
     values = _base_values()
     base = LUT.load(_save(tmp_path / "a.csv", values, seed=1))
