@@ -6,8 +6,10 @@
 2. **Drift**: rows are matched by (key, resolution); the uniform drift of the whole table is the median
    of the per-entry log ratios ``log(new / base)`` (robust to the few entries that really changed). It is
    reported, factored out of every entry, and is itself a finding beyond ``drift_threshold_pct``.
-3. **Entries**: an entry regresses when its drift-corrected change exceeds ``threshold_pct`` *and* its
-   spreads say it is not noise: a one-sided Mann-Whitney U test on the per-run samples when both LUTs keep
+3. **Entries**: an entry regresses when its drift-corrected change exceeds ``threshold_pct``, stands out
+   from the table's own between-run noise (more than ``noise_z`` robust standard deviations of the
+   drift-corrected log ratios of entries of similar size: an empirical null), *and* its spreads say it
+   is not noise: a one-sided Mann-Whitney U test on the per-run samples when both LUTs keep
    them (sidecar ``NAME.samples.csv``/``.npz``), else the runs' p10-p90 intervals (base scaled by the
    drift) not overlapping, else mean +- 1.2816 std (the p10-p90 of a normal) when only mean/std are known.
    Spreads are taken relative to their centre and applied to the statistic, so a calibrated or
@@ -124,6 +126,7 @@ class EntryChange:
     p_value: float | None
     method: str
     verdict: str  # regression | improvement | noise | ok
+    noise_pct: float | None = None
     impact_pct: float | None = None
     impact_when_used_pct: float | None = None
 
@@ -143,6 +146,9 @@ class DiffResult:
     drift: float | None = None
     drift_uncertainty_pct: float | None = None
     drift_finding: bool = False
+    noise_pct: float | None = None
+    noise_z: float = 4.0
+    detectable_pct: float | None = None
     entries: list[EntryChange] = field(default_factory=list)
     missing: list[dict[str, Any]] = field(default_factory=list)
     added: list[dict[str, Any]] = field(default_factory=list)
@@ -200,6 +206,9 @@ class DiffResult:
             "drift_finding": self.drift_finding,
             "threshold_pct": self.threshold_pct,
             "drift_threshold_pct": self.drift_threshold_pct,
+            "noise_pct": self.noise_pct,
+            "noise_z": self.noise_z,
+            "detectable_pct": self.detectable_pct,
             "entries_compared": len(self.entries),
             "regressions": [short(e) for e in self.regressions],
             "improvements": [short(e) for e in self.improvements],
@@ -245,6 +254,7 @@ def diff_luts(
     drift_threshold_pct: float = 10.0,
     allow: Sequence[str] = (),
     alpha: float = 0.001,
+    noise_z: float = 4.0,
     samples: int = 1000,
     seed: int = 0,
 ) -> DiffResult:
@@ -295,12 +305,18 @@ def diff_luts(
         drift_log = 0.0
         result.drift = 0.0
     scale = math.exp(drift_log)
+    sigma = _between_run_noise(logs - drift_log, np.array([b_vals[i] for _, i, _ in positive]))
+    if len(logs):
+        overall = 1.4826 * float(np.median(np.abs(logs - drift_log)))
+        result.noise_pct = 100.0 * overall
+        result.detectable_pct = 100.0 * math.expm1(max(math.log1p(threshold_pct / 100.0), noise_z * overall))
+    result.noise_z = float(noise_z)
 
     # ---- per entry
     b_samples = base.samples()
     n_samples = new.samples()
     thr = threshold_pct / 100.0
-    for (key, res), i, j in positive:
+    for n_entry, ((key, res), i, j) in enumerate(positive):
         bv, nv = float(b_vals[i]), float(n_vals[j])
         corrected = nv / (bv * scale) - 1.0
         raw = nv / bv - 1.0
@@ -336,9 +352,11 @@ def diff_luts(
             hb = (bi[1] - bi[0]) / (2.0 * bv)
             hn = (ni[1] - ni[0]) / (2.0 * nv)
             unc = 100.0 * math.hypot(hb, hn) * (1.0 + corrected)
-        if corrected > thr and significant_up:
+        # beyond what the table's own between-run noise (entries of similar size) explains
+        outlier = abs(math.log1p(corrected)) > noise_z * sigma[n_entry]
+        if corrected > thr and significant_up and outlier:
             verdict = "regression"
-        elif corrected < -thr and significant_down:
+        elif corrected < -thr and significant_down and outlier:
             verdict = "improvement"
         elif abs(corrected) > thr:
             verdict = "noise"
@@ -356,6 +374,7 @@ def diff_luts(
                 p_value=p_value,
                 method=method,
                 verdict=verdict,
+                noise_pct=100.0 * float(sigma[n_entry]),
             )
         )
     for (key, res) in common:
@@ -367,6 +386,20 @@ def diff_luts(
         result.notes.append(f"{len(result.missing)} entries of the base are missing from the new table")
     _impacts(result, base, new, scale, samples=samples, seed=seed)
     return result
+
+
+def _between_run_noise(corrected_logs: np.ndarray, base_ms: np.ndarray, min_bin: int = 50) -> np.ndarray:
+    """Robust scale of the drift-corrected log ratios, per entry: entries are binned by base latency
+    (up to 4 bins of at least ``min_bin`` entries; small ops are noisier than large ones) and each gets
+    its bin's 1.4826 * median |log ratio| -- the empirical null that a real change must stand out from."""
+    n = len(corrected_logs)
+    out = np.zeros(n)
+    if n == 0:
+        return out
+    order = np.argsort(base_ms, kind="stable")
+    for chunk in np.array_split(order, max(1, min(4, n // min_bin))):
+        out[chunk] = 1.4826 * float(np.median(np.abs(corrected_logs[chunk])))
+    return out
 
 
 def _mann_whitney(base: np.ndarray, new: np.ndarray) -> tuple[float, float]:

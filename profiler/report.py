@@ -102,6 +102,11 @@ def _summary_lines(result: DiffResult) -> list[str]:
             f"{result.threshold_pct:g}%: {len(result.regressions)} regressions, {len(result.improvements)} "
             f"improvements, {sum(e.verdict == 'noise' for e in result.entries)} changes within noise"
         )
+        if result.noise_pct is not None:
+            lines.append(
+                f"- between-run noise {result.noise_pct:.1f}% (robust sd of the drift-corrected changes): changes "
+                f"from about {result.detectable_pct:.1f}% up can be told from noise ({result.noise_z:g} sd)"
+            )
         net = result.network
         if net:
             lines.append(

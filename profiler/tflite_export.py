@@ -8,8 +8,11 @@ cost what the same operators cost inside a network, which holds no such transpos
 ``int8``: full-integer post-training quantisation, weights *and* activations, of that float model with
 ``ai_edge_quantizer`` (the quantiser litert-torch brings) and its recipe ``static_wi8_ai8``: weights
 int8 symmetric per channel, activations int8 from min/max calibration, int8 model input and output.
-Calibration data: ``CALIBRATION_SAMPLES`` standard-normal inputs of the example's shape (seeded) plus
-the example itself. Chosen over litert-torch's PT2E ``PT2EQuantizer``: that quantiser annotates only
+Calibration data: by default the workload's own example input (a latency workload needs valid
+ranges, not accuracy; ai-edge-quantizer folds further samples in with a moving average of factor 0.95,
+so random extra samples would narrow the ranges below what the example needs and clip it); pass
+``calibration=`` real inputs for a model meant to be accurate (``hwnas export --dtype int8``).
+Chosen over litert-torch's PT2E ``PT2EQuantizer``: that quantiser annotates only
 conv/linear/add/pooling, so an MobileNetV3 block keeps float ``HARD_SWISH``/``MUL``/``ADD`` islands
 between ``DEQUANTIZE``/``QUANTIZE`` pairs -- not the model a phone runs -- while ``static_wi8_ai8``
 leaves every operator integer (and costs ~0.1 s on top of the float conversion instead of a second
@@ -40,8 +43,6 @@ log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "int8")
 INT8_RECIPE = "static_wi8_ai8"
-CALIBRATION_SAMPLES = 16
-CALIBRATION_SEED = 0
 EXPORT_VERSION = 1  # bump when the export recipe changes (invalidates cached files)
 
 
@@ -86,7 +87,7 @@ def exporter_info(dtype: str = "float32") -> dict[str, Any]:
             "tool": "ai-edge-quantizer",
             "version": _version("ai-edge-quantizer"),
             "recipe": INT8_RECIPE,
-            "calibration": {"samples": CALIBRATION_SAMPLES + 1, "data": "standard normal + example", "seed": CALIBRATION_SEED},
+            "calibration": {"data": "the workload's example input", "ranges": "min/max (moving average 0.95)"},
         }
     return info
 
@@ -132,7 +133,7 @@ def _float_bytes(module: Any, example: Any) -> bytes:
     return bytes(edge.model_content())
 
 
-def _quantize_int8(float_model: bytes, example: Any) -> bytes:
+def _quantize_int8(float_model: bytes, samples: Sequence[Any]) -> bytes:
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import quantizer, recipe
@@ -144,10 +145,7 @@ def _quantize_int8(float_model: bytes, example: Any) -> bytes:
     names = sig[key]["inputs"]
     if len(names) != 1:
         raise ExportError(f"expected one model input, got {names}")
-    x = example.detach().numpy().astype(np.float32)
-    rng = np.random.default_rng(CALIBRATION_SEED)
-    data = [{names[0]: rng.standard_normal(x.shape).astype(np.float32)} for _ in range(CALIBRATION_SAMPLES)]
-    data.append({names[0]: x})
+    data = [{names[0]: np.asarray(x.detach().numpy(), dtype=np.float32)} for x in samples]
     qt = quantizer.Quantizer(bytearray(float_model))
     qt.load_quantization_recipe(getattr(recipe, INT8_RECIPE)())
     calib = qt.calibrate({key: data}, num_threads=1)
@@ -169,10 +167,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def export_tflite(module: Any, example: Any, path: Path, dtype: str = "float32") -> Path:
+def export_tflite(
+    module: Any, example: Any, path: Path, dtype: str = "float32", *, calibration: Sequence[Any] | None = None
+) -> Path:
     """Convert an eval-mode torch ``module`` (input ``example``, NCHW) to ``path`` (written atomically).
 
-    Image inputs/outputs (rank >= 3) become NHWC in the file. Raises ProfilerError for an unknown
+    Image inputs/outputs (rank >= 3) become NHWC in the file. ``int8`` calibrates on ``calibration``
+    (NCHW inputs like ``example``; default: the example alone). Raises ProfilerError for an unknown
     dtype, ExportError when the conversion or the quantisation fails.
     """
     _check_dtype(dtype)
@@ -180,10 +181,11 @@ def export_tflite(module: Any, example: Any, path: Path, dtype: str = "float32")
     try:
         with _quiet():
             module = module.eval()
-            wrapped, ex, _, _ = _wrap(module, example)
+            wrapped, ex, in_cl, _ = _wrap(module, example)
             data = _float_bytes(wrapped, ex)
             if dtype == "int8":
-                data = _quantize_int8(data, ex)
+                samples = [example] if calibration is None else list(calibration)
+                data = _quantize_int8(data, [_channel_last(x) if in_cl else x for x in samples])
     except ImportError as exc:
         raise ExportError(f"{path.name}: cannot convert to .tflite: {exc} (run `make .venv`)") from exc
     except ExportError as exc:
@@ -198,7 +200,8 @@ def check_tflite(path: Path, module: Any, example: Any) -> float:
     """Max abs difference between the ``.tflite`` at ``path`` and ``module`` on ``example`` (NCHW).
 
     Runs the file with ``ai_edge_litert`` (XNNPACK, one thread); int8 inputs are quantised and int8
-    outputs dequantised with the file's own scales; NHWC tensors are permuted back to NCHW.
+    outputs dequantised with the file's own scales; rank >= 3 tensors are NHWC in the file (as
+    :func:`export_tflite` writes them) and are permuted from/to the module's NCHW.
     Raises ExportError when the file does not load or its shapes do not match the module's.
     """
     import numpy as np
@@ -214,7 +217,7 @@ def check_tflite(path: Path, module: Any, example: Any) -> float:
         raise ExportError(f"{path}: does not load in ai_edge_litert: {exc}") from exc
     inp = it.get_input_details()[0]
     x = example.detach().numpy().astype(np.float32)
-    if tuple(inp["shape"]) != x.shape and x.ndim >= 3:
+    if x.ndim >= 3:  # images are NHWC in the file (see export_tflite)
         x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
     if tuple(inp["shape"]) != x.shape:
         raise ExportError(f"{path}: input shape {tuple(inp['shape'])} does not match the module's {example.shape}")
@@ -229,7 +232,7 @@ def check_tflite(path: Path, module: Any, example: Any) -> float:
     if np.issubdtype(out["dtype"], np.integer):
         scale, zero = out["quantization"]
         y = (y.astype(np.float32) - zero) * scale
-    if y.shape != ref.shape and y.ndim >= 3:
+    if y.ndim >= 3:
         y = np.moveaxis(y, -1, 1)
     if y.shape != ref.shape:
         raise ExportError(f"{path}: output shape {y.shape} does not match the module's {ref.shape}")
@@ -331,7 +334,6 @@ def convert_many(
 
 
 __all__ = [
-    "CALIBRATION_SAMPLES",
     "ConvertJob",
     "DTYPES",
     "ExportError",

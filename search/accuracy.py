@@ -214,12 +214,17 @@ class AccuracyPredictor:
             y += b
         return y + np.float32(self.base_acc_)
 
-    def predict_genes(self, genes: Genes) -> np.ndarray:
-        """Predicted top-1 (float64, (n,)) of index-form architectures (no validation), in batches."""
+    def predict_genes(self, genes: Genes, encoding: ArchEncoding | None = None) -> np.ndarray:
+        """Predicted top-1 (float64, (n,)) of index-form architectures (no validation), in batches.
+        ``encoding`` is the one ``genes`` index into (its resolutions); default: the predictor's own."""
         self._check_fitted()
         n = len(genes)
         out = np.empty(n, dtype=np.float64)
-        enc = self.encoding_
+        enc = self.encoding_ if encoding is None else encoding
+        if enc.n_features != self.encoding_.n_features or enc.space.name != self.encoding_.space.name:
+            raise PredictorError(
+                f"architectures of space {enc.space.name} given to an accuracy predictor for {self.encoding_.space.name}"
+            )
         buf = np.empty((min(BATCH, max(n, 1)), enc.n_features), dtype=np.float32)
         for i in range(0, n, BATCH):
             part = genes.take(slice(i, i + BATCH))

@@ -245,7 +245,7 @@ class SearchProblem:
         """Predicted top-1, counted in :attr:`evaluations`."""
         if count:
             self.evaluations += len(genes)
-        return self.accuracy_predictor.predict_genes(genes)
+        return self.accuracy_predictor.predict_genes(genes, self.encoding)
 
     def evaluate(self, genes: Genes, latency: np.ndarray | None = None, *, archive: bool = True) -> Evaluated:
         """Latency and accuracy of a batch; adds the batch to the Pareto front (``archive``)."""
@@ -353,6 +353,14 @@ class SearchProblem:
             self._min_cache = (best_g, best_lat)
         return self._min_cache
 
+    def min_latency_at(self, r_index: int) -> float:
+        """Lower bound of the latency at resolution index ``r_index`` (the smallest choices there), ignoring
+        the limits; an island whose bound exceeds the budget is skipped."""
+        g = self.encoding.fill(1, ks=0, e=0, d=0, r=r_index)
+        nb, _ = self.neighbours(g)
+        nb = nb.take(nb.r == r_index)
+        return float(min(self.latency(g)[0], self.latency(nb).min()))
+
     def feasible(self, genes: Genes, budget: float, latency: np.ndarray | None = None) -> np.ndarray:
         lat = self.latency(genes) if latency is None else latency
         ok = lat <= budget
@@ -361,12 +369,19 @@ class SearchProblem:
         return ok
 
     def repair(
-        self, genes: Genes, budget: float, rng: np.random.Generator, latency: np.ndarray | None = None
+        self,
+        genes: Genes,
+        budget: float,
+        rng: np.random.Generator,
+        latency: np.ndarray | None = None,
+        *,
+        fixed_resolution: bool = False,
     ) -> tuple[Genes, np.ndarray]:
         """Make every row feasible (latency <= ``budget``, within the limits), in place, by shrinking one
-        randomly chosen active choice at a time (kernel, expand ratio, depth or resolution one step down);
-        a row that reaches the smallest choices and is still infeasible becomes the minimum-latency
-        architecture. Returns ``(genes, latency)``. The budget must be feasible (>= :meth:`min_latency`)."""
+        randomly chosen active choice at a time (kernel, expand ratio, depth or -- unless
+        ``fixed_resolution`` -- resolution one step down); a row that reaches the smallest choices and is
+        still infeasible becomes the minimum-latency architecture. Returns ``(genes, latency)``. The budget
+        must be feasible (>= :meth:`min_latency`)."""
         enc = self.encoding
         lat = self.latency(genes) if latency is None else latency.copy()
         bad = ~self.feasible(genes, budget, lat)
@@ -380,7 +395,8 @@ class SearchProblem:
             active = enc.active(sub)
             # candidate decrements: ks (B), e (B), d (S), r (1)
             can = np.concatenate(
-                [active & (sub.ks > 0), active & (sub.e > 0), sub.d > 0, (sub.r > 0)[:, None]], axis=1
+                [active & (sub.ks > 0), active & (sub.e > 0), sub.d > 0,
+                 ((sub.r > 0) & (not fixed_resolution))[:, None]], axis=1
             )
             score = np.where(can, rng.random(can.shape), -1.0)
             pick = np.argmax(score, axis=1)

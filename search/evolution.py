@@ -30,6 +30,9 @@ from .encoding import Genes
 
 log = logging.getLogger(__name__)
 
+#: The best answer of a run: (genes (1 row), latency, accuracy, fitness).
+Best = tuple[Genes, float, float, float]
+
 __all__ = ["EvolutionSearch", "MnasSearch", "RandomSearch", "local_search"]
 
 
@@ -114,10 +117,17 @@ class EvolutionSearch(Searcher):
     population_size, generations, parent_ratio, mutation_ratio, mutate_prob:
         OFA's evolution parameters (OFA: 100, 500, 0.25, 0.5, 0.1). The defaults here are tuned for the
         array form: a larger population for fewer generations (see ``benchmarks/bench_search.py``).
+    islands:
+        ``"resolution"``: one run per resolution (the resolution fixed in it; the best answer wins), since
+        a resolution change moves the latency of every layer and rarely survives as a mutation;
+        ``"none"``: one run over all resolutions (OFA).
     restarts:
-        Independent runs per budget; the best answer is kept.
+        Independent runs per budget (and island); the best answer is kept.
     shared:
-        Run the budgets in ascending order, seeding each run with the previous budget's parents.
+        Run the budgets in ascending order, seeding each run with ``seed_fraction`` of its population from
+        the previous budget's final population (which fits the larger budget).
+    seed_fraction:
+        Share of the population seeded with ``shared``.
     local_search_rounds:
         Rounds of the final local search per answer (0: none).
     seed:
@@ -131,8 +141,10 @@ class EvolutionSearch(Searcher):
         "parent_ratio": Interval(float, 0.0, 1.0, closed_low=False),
         "mutation_ratio": Interval(float, 0.0, 1.0),
         "mutate_prob": Interval(float, 0.0, 1.0),
+        "islands": Options(("resolution", "none")),
         "restarts": Interval(int, 1, None),
         "shared": Options((True, False)),
+        "seed_fraction": Interval(float, 0.0, 1.0),
         "local_search_rounds": Interval(int, 0, None),
         "seed": Interval(int, 0, None),
     }
@@ -141,17 +153,21 @@ class EvolutionSearch(Searcher):
         self,
         *,
         problem: SearchProblem,
-        population_size: int = 512,
+        population_size: int = 256,
         generations: int = 40,
         parent_ratio: float = 0.25,
         mutation_ratio: float = 0.5,
         mutate_prob: float = 0.1,
+        islands: str = "resolution",
         restarts: int = 1,
-        shared: bool = True,
-        local_search_rounds: int = 8,
+        shared: bool = False,
+        seed_fraction: float = 0.1,
+        local_search_rounds: int = 4,
         seed: int = 0,
     ) -> None:
         super().__init__(problem=problem, seed=seed)
+        self.islands = islands
+        self.seed_fraction = seed_fraction
         self.population_size = population_size
         self.generations = generations
         self.parent_ratio = parent_ratio
@@ -174,58 +190,79 @@ class EvolutionSearch(Searcher):
 
     # ---- the run -------------------------------------------------------------------------------------
 
-    def _prepare(self, genes: Genes, budget: float, rng: np.random.Generator) -> tuple[Genes, np.ndarray]:
+    def _prepare(
+        self, genes: Genes, budget: float, rng: np.random.Generator, fixed_r: bool
+    ) -> tuple[Genes, np.ndarray]:
         if self.repair_offspring:
-            return self.problem.repair(genes, budget, rng)
+            return self.problem.repair(genes, budget, rng, fixed_resolution=fixed_r)
         return genes, self.problem.latency(genes)
 
     def _evolve(
-        self, budget: float, seed_pop: Evaluated | None, rng: np.random.Generator
-    ) -> tuple[Evaluated, np.ndarray, tuple[Genes, float, float] | None]:
-        """One run for one budget; returns the final population, its fitness and the best feasible answer
-        seen as (genes, latency, accuracy)."""
+        self, budget: float, islands: list[int | None], seed_pop: Evaluated | None, rng: np.random.Generator
+    ) -> tuple[Evaluated, np.ndarray, Best | None]:
+        """One run for one budget: ``len(islands)`` populations evolved side by side in one array
+        (island-major rows), each at its own resolution index (``None``: one population over all
+        resolutions). Returns the final population, its fitness and the best feasible answer seen."""
         problem, enc = self.problem, self.problem.encoding
-        pop_size = self.population_size
+        n_isl, pop_size = len(islands), self.population_size
         n_par = max(1, int(round(self.parent_ratio * pop_size)))
         n_mut = int(round(self.mutation_ratio * pop_size))
         n_cross = pop_size - n_mut
-        n_seed = 0 if seed_pop is None else min(len(seed_pop.genes), pop_size // 2)
-        fresh, lat = self._prepare(enc.sample(rng, pop_size - n_seed), budget, rng)
-        pop = problem.evaluate(fresh, lat)
-        if n_seed and seed_pop is not None:
-            s = seed_pop.genes.take(slice(0, n_seed)).copy()
-            s, s_lat = self._prepare(s, budget, rng)
-            seeded = problem.evaluate(s, s_lat)
-            pop = Evaluated(Genes.concat([pop.genes, seeded.genes]),
-                            np.concatenate([pop.latency, seeded.latency]),
-                            np.concatenate([pop.accuracy, seeded.accuracy]))
+        fixed_r = islands[0] is not None
+        r_of = np.asarray([0 if r is None else r for r in islands], dtype=np.int16)
+        n_res = 1 if fixed_r else len(enc.resolutions)
+        isl = np.arange(n_isl)
+
+        start = enc.sample(rng, n_isl * pop_size)
+        if fixed_r:
+            start.r[:] = np.repeat(r_of, pop_size)
+        if seed_pop is not None and self.seed_fraction > 0:
+            n_seed = int(pop_size * self.seed_fraction)
+            for k in range(n_isl):
+                rows = np.flatnonzero(seed_pop.genes.r == r_of[k]) if fixed_r else np.arange(len(seed_pop.genes))
+                rows = rows[:n_seed]
+                if len(rows):
+                    start.put(k * pop_size + np.arange(len(rows)), seed_pop.genes.take(rows))
+        genes, lat = self._prepare(start, budget, rng, fixed_r)
+        pop = problem.evaluate(genes, lat)
         fit = self._fitness(pop, budget)
         best = self._track(None, pop, fit, budget)
+        width = pop_size
+        child_island = np.concatenate([np.repeat(isl, n_mut), np.repeat(isl, n_cross)])
+        child_order = np.argsort(child_island, kind="stable")
+        merged_island = np.concatenate([np.repeat(isl, n_par), np.repeat(isl, pop_size)])
+        merged_order = np.argsort(merged_island, kind="stable")
         for _ in range(self.generations):
-            order = np.argsort(-fit, kind="stable")[:n_par]
-            parents = Evaluated(pop.genes.take(order), pop.latency[order], pop.accuracy[order])
-            p_fit = fit[order]
+            top = np.argsort(-fit.reshape(n_isl, width), axis=1, kind="stable")[:, :n_par]
+            rows = (top + isl[:, None] * width).ravel()
+            parents = Evaluated(*_take3(pop, rows))
+            p_fit = fit[rows]
+            base = isl[:, None] * n_par
             kids = []
             if n_mut:
-                kids.append(mutate(parents.genes.take(rng.integers(0, n_par, n_mut)), self.mutate_prob,
-                                   len(enc.resolutions), rng, enc.nk, enc.ne, enc.nd))
+                pick = (rng.integers(0, n_par, (n_isl, n_mut)) + base).ravel()
+                kids.append(mutate(parents.genes.take(pick), self.mutate_prob, n_res, rng, enc.nk, enc.ne, enc.nd))
             if n_cross:
-                a = parents.genes.take(rng.integers(0, n_par, n_cross))
-                b = parents.genes.take(rng.integers(0, n_par, n_cross))
-                kids.append(crossover(a, b, rng))
-            children, c_lat = self._prepare(Genes.concat(kids), budget, rng)
+                a = (rng.integers(0, n_par, (n_isl, n_cross)) + base).ravel()
+                b = (rng.integers(0, n_par, (n_isl, n_cross)) + base).ravel()
+                kids.append(crossover(parents.genes.take(a), parents.genes.take(b), rng))
+            children = Genes.concat(kids).take(child_order)
+            if fixed_r:
+                children.r[:] = np.repeat(r_of, pop_size)
+            children, c_lat = self._prepare(children, budget, rng, fixed_r)
             child_ev = problem.evaluate(children, c_lat)
             c_fit = self._fitness(child_ev, budget)
             best = self._track(best, child_ev, c_fit, budget)
-            pop = Evaluated(Genes.concat([parents.genes, child_ev.genes]),
-                            np.concatenate([parents.latency, child_ev.latency]),
-                            np.concatenate([parents.accuracy, child_ev.accuracy]))
-            fit = np.concatenate([p_fit, c_fit])
+            pop = Evaluated(
+                Genes.concat([parents.genes, child_ev.genes]).take(merged_order),
+                np.concatenate([parents.latency, child_ev.latency])[merged_order],
+                np.concatenate([parents.accuracy, child_ev.accuracy])[merged_order],
+            )
+            fit = np.concatenate([p_fit, c_fit])[merged_order]
+            width = n_par + pop_size
         return pop, fit, best
 
-    def _track(
-        self, best: tuple[Genes, float, float, float] | None, ev: Evaluated, fit: np.ndarray, budget: float
-    ) -> tuple[Genes, float, float, float] | None:
+    def _track(self, best: Best | None, ev: Evaluated, fit: np.ndarray, budget: float) -> Best | None:
         """Keep the best answer (by fitness among feasible rows) as (genes, latency, accuracy, fitness)."""
         ok = self.problem.feasible(ev.genes, budget, ev.latency)
         if not ok.any():
@@ -241,21 +278,24 @@ class EvolutionSearch(Searcher):
         rng = np.random.default_rng(self.seed)
         answers: dict[float, dict[str, Any]] = {}
         carry: Evaluated | None = None
+        n_res = len(problem.encoding.resolutions)
         total = len(budgets) * self.restarts
         done = 0
         for budget in budgets:
-            best: tuple[Genes, float, float, float] | None = None
-            final: Evaluated | None = None
-            final_fit: np.ndarray | None = None
+            if self.islands == "resolution" and n_res > 1:
+                islands: list[int | None] = [ri for ri in range(n_res) if problem.min_latency_at(ri) <= budget]
+            else:
+                islands = [None]
+            best: Best | None = None
+            final: tuple[Evaluated, np.ndarray] | None = None
             for _ in range(self.restarts):
-                pop, fit, run_best = self._evolve(budget, carry if self.shared else None, rng)
+                pop, fit, run_best = self._evolve(budget, islands, carry if self.shared else None, rng)
                 if run_best is not None and (best is None or run_best[3] > best[3]):
-                    best, final, final_fit = run_best, pop, fit
+                    best, final = run_best, (pop, fit)
                 done += 1
                 if on_progress is not None:
                     on_progress(done, total, f"{budget:g} ms")
-            if best is None:  # only possible without repair (MnasNet reward): repair the fittest one
-                assert final is None
+            if best is None:  # only without repair (MnasNet reward): repair the fastest architecture
                 g, lat = problem.repair(problem.min_latency()[0].copy(), budget, rng)
                 acc = problem.evaluate(g, lat).accuracy
                 best = (g, float(lat[0]), float(acc[0]), 0.0)
@@ -263,12 +303,14 @@ class EvolutionSearch(Searcher):
             if self.local_search_rounds and self.repair_offspring:
                 genes, lat, acc = local_search(problem, genes, lat, acc, budget, rounds=self.local_search_rounds)
             answers[budget] = problem.result(budget, genes, 0, lat, acc)
-            if final is not None and final_fit is not None:
-                order = np.argsort(-final_fit, kind="stable")
-                carry = Evaluated(final.genes.take(order), final.latency[order], final.accuracy[order])
-                carry = Evaluated(Genes.concat([genes, carry.genes]), np.concatenate([[lat], carry.latency]),
-                                  np.concatenate([[acc], carry.accuracy]))
+            if final is not None:
+                order = np.argsort(-final[1], kind="stable")
+                carry = Evaluated(*_take3(final[0], order))
         return answers
+
+
+def _take3(ev: Evaluated, rows: Any) -> tuple[Genes, np.ndarray, np.ndarray]:
+    return ev.genes.take(rows), ev.latency[rows], ev.accuracy[rows]
 
 
 class MnasSearch(EvolutionSearch):
@@ -291,20 +333,23 @@ class MnasSearch(EvolutionSearch):
         problem: SearchProblem,
         alpha: float = -0.07,
         beta: float = -0.07,
-        population_size: int = 512,
+        population_size: int = 256,
         generations: int = 40,
         parent_ratio: float = 0.25,
         mutation_ratio: float = 0.5,
         mutate_prob: float = 0.1,
+        islands: str = "resolution",
         restarts: int = 1,
-        shared: bool = True,
+        shared: bool = False,
+        seed_fraction: float = 0.1,
         local_search_rounds: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__(
             problem=problem, population_size=population_size, generations=generations,
             parent_ratio=parent_ratio, mutation_ratio=mutation_ratio, mutate_prob=mutate_prob,
-            restarts=restarts, shared=shared, local_search_rounds=local_search_rounds, seed=seed,
+            islands=islands, restarts=restarts, shared=shared, seed_fraction=seed_fraction,
+            local_search_rounds=local_search_rounds, seed=seed,
         )
         self.alpha = alpha
         self.beta = beta

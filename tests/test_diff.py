@@ -132,12 +132,26 @@ def test_calibrated_statistic_is_judged_with_relative_spreads(tmp_path):
     assert {(e.key, e.resolution) for e in result.regressions} == set(victims)
 
 
+def test_noisy_table_does_not_cry_wolf(tmp_path):
+    """5% between-run noise but only 1.5-3% within-run spreads: the spreads alone would flag dozens of
+    entries; the table's own noise (empirical null) keeps them quiet and says what is detectable."""
+    values = _base_values()
+    base = LUT.load(_save(tmp_path / "a.csv", values, seed=1))
+    new = LUT.load(_save(tmp_path / "b.csv", _noisy(values, 0, noise=0.05), seed=100))
+    result = diff_luts(base, new, samples=0)
+    assert not result.regressions and not result.improvements and result.exit_code == 0
+    assert result.noise_pct == pytest.approx(5.0, abs=1.0) and result.detectable_pct > 15
+    assert sum(e.verdict == "noise" for e in result.entries) > 20
+    assert len(diff_luts(base, new, samples=0, noise_z=0.0).regressions) > 10  # what the spreads alone say
+
+
 def test_uniform_drift_is_drift_not_regressions(tmp_path):
     values = _base_values()
     base = LUT.load(_save(tmp_path / "a.csv", values, seed=1))
     new = LUT.load(_save(tmp_path / "b.csv", _noisy(values, 5, drift=0.08), seed=2))
     result = diff_luts(base, new, samples=200)
     assert result.drift == pytest.approx(0.08, abs=0.01)
+    assert result.noise_pct == pytest.approx(1.0, abs=0.3) and result.detectable_pct == pytest.approx(5.0)
     assert not result.regressions and not result.improvements
     assert not result.drift_finding and result.exit_code == 0
     assert abs(result.network["change_pct"]) < 1.0 and result.network["raw_change_pct"] == pytest.approx(8, abs=1.5)

@@ -231,6 +231,7 @@ def diff_cmd(
     drift_threshold: float = typer.Option(10.0, "--drift-threshold", min=0.0, help="Uniform drift of the whole table (percent) that is itself a finding."),
     allow: list[str] = typer.Option([], "--allow", help="Metadata field allowed to differ (repeatable), e.g. runtime.version."),
     report: Path | None = typer.Option(None, "--report", help="Write a report: FILE.md (plots beside it) or FILE.html."),
+    noise_z: float = typer.Option(4.0, "--noise-z", min=0.0, help="How many robust standard deviations of the table's own between-run noise a change must exceed."),
     samples: int = typer.Option(1000, "--samples", min=0, help="Random subnets for the whole-network impact."),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = JsonOption,
@@ -247,7 +248,7 @@ def diff_cmd(
     start = time.perf_counter()
     result = diff_luts(
         base_lut, new_lut, threshold_pct=threshold, drift_threshold_pct=drift_threshold, allow=allow,
-        samples=samples, seed=seed,
+        noise_z=noise_z, samples=samples, seed=seed,
     )
     files: list[str] = []
     if report is not None:
@@ -282,6 +283,11 @@ def _human_diff(d: dict[str, Any]) -> None:
         f"{d['entries_compared']} entries, {len(d['regressions'])} regressions, {len(d['improvements'])} "
         f"improvements, {d['within_noise']} changes within noise (threshold {d['threshold_pct']:g}%)"
     )
+    if d["noise_pct"] is not None:
+        say(
+            f"  between-run noise {d['noise_pct']:.1f}% (robust sd of drift-corrected changes): changes from "
+            f"about {d['detectable_pct']:.1f}% up can be told from noise"
+        )
     if d["drift_finding"]:
         say(f"  the whole table drifted beyond +-{d['drift_threshold_pct']:g}%")
     if d["network"]:
