@@ -237,6 +237,7 @@ def test_unreachable_port_names_the_device(netns: str, tmp_path: Path) -> None:
 
 def test_adb_key_created_with_0600_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from adb_shell.auth.sign_cryptography import CryptographySigner
+
     from hwnas.agents.adb import default_key_path, load_or_create_adb_key
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))

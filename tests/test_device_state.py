@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from hwnas.agents.device_state import (
     STATE_COMMANDS,
     STATE_PATHS,
