@@ -143,14 +143,17 @@ class WorkloadBuilder:
         }
         return self.cache / self.fmt / f"{_digest(parts)}{self.suffix}"
 
+    def _entry_path(self, entry: Entry) -> Path:
+        return self._path({"entry": entry.key, "r": entry.resolution})
+
     def entry(self, entry: Entry) -> Workload:
         import torch
 
         def make() -> tuple[Any, Any]:
             torch.manual_seed(0)
-            return self.space.build_entry(entry), self.space.entry_input(entry, batch=self.batch)
+            return _build_entry(self.space, entry, self.batch)
 
-        path = _export(make, self.fmt, self.dtype, self._path({"entry": entry.key, "r": entry.resolution}))
+        path = _export(make, self.fmt, self.dtype, self._entry_path(entry))
         return Workload(id=f"{entry.key}@{entry.resolution}", path=path, kind="entry", key=entry.key, resolution=entry.resolution)
 
     def subnet(self, arch: Arch) -> Workload:
@@ -186,12 +189,33 @@ class WorkloadBuilder:
         return Workload(id="reference", path=w.path, kind="reference", resolution=arch.r)
 
     def entries(self, entries: Sequence[Entry], on_progress: Callable[[int, int, str], None] | None = None) -> list[Workload]:
+        if self.fmt == "tflite":
+            self._convert_parallel(entries, on_progress)
         out = []
         for i, entry in enumerate(entries):
             out.append(self.entry(entry))
             if on_progress is not None:
                 on_progress(i + 1, len(entries), entry.key)
         return out
+
+    def _convert_parallel(self, entries: Sequence[Entry], on_progress: Callable[[int, int, str], None] | None) -> None:
+        """Convert the entries missing from the cache in worker processes (a .tflite takes seconds)."""
+        from . import tflite_export
+
+        jobs = [
+            tflite_export.ConvertJob(
+                path=self._entry_path(e), dtype=self.dtype, build=_build_entry, args=(self.space, e, self.batch), what=e.key
+            )
+            for e in entries
+            if not self._entry_path(e).exists()
+        ]
+        if len(jobs) > 1:
+            tflite_export.convert_many(jobs, on_progress=on_progress)
+
+
+def _build_entry(space: SearchSpace, entry: Entry, batch: int) -> tuple[Any, Any]:
+    """The module and example input of a LUT entry (module-level: conversion workers call it)."""
+    return space.build_entry(entry), space.entry_input(entry, batch=batch)
 
 
 class _Overhead:  # built lazily so importing this module does not import torch

@@ -121,6 +121,9 @@ class EvolutionSearch(Searcher):
         ``"resolution"``: one run per resolution (the resolution fixed in it; the best answer wins), since
         a resolution change moves the latency of every layer and rarely survives as a mutation;
         ``"none"``: one run over all resolutions (OFA).
+    halving:
+        With islands: after a quarter and after half of the generations, drop the worse half of the
+        islands (successive halving), so that the evaluations go to the promising resolutions.
     restarts:
         Independent runs per budget (and island); the best answer is kept.
     shared:
@@ -142,6 +145,7 @@ class EvolutionSearch(Searcher):
         "mutation_ratio": Interval(float, 0.0, 1.0),
         "mutate_prob": Interval(float, 0.0, 1.0),
         "islands": Options(("resolution", "none")),
+        "halving": Options((True, False)),
         "restarts": Interval(int, 1, None),
         "shared": Options((True, False)),
         "seed_fraction": Interval(float, 0.0, 1.0),
@@ -159,6 +163,7 @@ class EvolutionSearch(Searcher):
         mutation_ratio: float = 0.5,
         mutate_prob: float = 0.1,
         islands: str = "resolution",
+        halving: bool = True,
         restarts: int = 1,
         shared: bool = False,
         seed_fraction: float = 0.1,
@@ -167,6 +172,7 @@ class EvolutionSearch(Searcher):
     ) -> None:
         super().__init__(problem=problem, seed=seed)
         self.islands = islands
+        self.halving = halving
         self.seed_fraction = seed_fraction
         self.population_size = population_size
         self.generations = generations
@@ -212,7 +218,6 @@ class EvolutionSearch(Searcher):
         r_of = np.asarray([0 if r is None else r for r in islands], dtype=np.int16)
         n_res = 1 if fixed_r else len(enc.resolutions)
         isl = np.arange(n_isl)
-
         start = enc.sample(rng, n_isl * pop_size)
         if fixed_r:
             start.r[:] = np.repeat(r_of, pop_size)
@@ -228,11 +233,14 @@ class EvolutionSearch(Searcher):
         fit = self._fitness(pop, budget)
         best = self._track(None, pop, fit, budget)
         width = pop_size
-        child_island = np.concatenate([np.repeat(isl, n_mut), np.repeat(isl, n_cross)])
-        child_order = np.argsort(child_island, kind="stable")
-        merged_island = np.concatenate([np.repeat(isl, n_par), np.repeat(isl, pop_size)])
-        merged_order = np.argsort(merged_island, kind="stable")
-        for _ in range(self.generations):
+        drops = {max(1, self.generations // 4), max(2, self.generations // 2)} if self.halving else set()
+        for gen in range(self.generations):
+            if gen in drops and n_isl > 1:  # successive halving: keep the better half of the islands
+                keep = np.sort(np.argsort(-fit.reshape(n_isl, width).max(axis=1), kind="stable")[: (n_isl + 1) // 2])
+                rows = (keep[:, None] * width + np.arange(width)[None, :]).ravel()
+                pop, fit = Evaluated(*_take3(pop, rows)), fit[rows]
+                r_of, n_isl = r_of[keep], len(keep)
+                isl = np.arange(n_isl)
             top = np.argsort(-fit.reshape(n_isl, width), axis=1, kind="stable")[:, :n_par]
             rows = (top + isl[:, None] * width).ravel()
             parents = Evaluated(*_take3(pop, rows))
@@ -246,6 +254,7 @@ class EvolutionSearch(Searcher):
                 a = (rng.integers(0, n_par, (n_isl, n_cross)) + base).ravel()
                 b = (rng.integers(0, n_par, (n_isl, n_cross)) + base).ravel()
                 kids.append(crossover(parents.genes.take(a), parents.genes.take(b), rng))
+            child_order = np.argsort(np.concatenate([np.repeat(isl, n_mut), np.repeat(isl, n_cross)]), kind="stable")
             children = Genes.concat(kids).take(child_order)
             if fixed_r:
                 children.r[:] = np.repeat(r_of, pop_size)
@@ -253,12 +262,13 @@ class EvolutionSearch(Searcher):
             child_ev = problem.evaluate(children, c_lat)
             c_fit = self._fitness(child_ev, budget)
             best = self._track(best, child_ev, c_fit, budget)
+            merged = np.argsort(np.concatenate([np.repeat(isl, n_par), np.repeat(isl, pop_size)]), kind="stable")
             pop = Evaluated(
-                Genes.concat([parents.genes, child_ev.genes]).take(merged_order),
-                np.concatenate([parents.latency, child_ev.latency])[merged_order],
-                np.concatenate([parents.accuracy, child_ev.accuracy])[merged_order],
+                Genes.concat([parents.genes, child_ev.genes]).take(merged),
+                np.concatenate([parents.latency, child_ev.latency])[merged],
+                np.concatenate([parents.accuracy, child_ev.accuracy])[merged],
             )
-            fit = np.concatenate([p_fit, c_fit])[merged_order]
+            fit = np.concatenate([p_fit, c_fit])[merged]
             width = n_par + pop_size
         return pop, fit, best
 
@@ -339,6 +349,7 @@ class MnasSearch(EvolutionSearch):
         mutation_ratio: float = 0.5,
         mutate_prob: float = 0.1,
         islands: str = "resolution",
+        halving: bool = True,
         restarts: int = 1,
         shared: bool = False,
         seed_fraction: float = 0.1,
@@ -348,7 +359,7 @@ class MnasSearch(EvolutionSearch):
         super().__init__(
             problem=problem, population_size=population_size, generations=generations,
             parent_ratio=parent_ratio, mutation_ratio=mutation_ratio, mutate_prob=mutate_prob,
-            islands=islands, restarts=restarts, shared=shared, seed_fraction=seed_fraction,
+            islands=islands, halving=halving, restarts=restarts, shared=shared, seed_fraction=seed_fraction,
             local_search_rounds=local_search_rounds, seed=seed,
         )
         self.alpha = alpha

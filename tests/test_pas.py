@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
 from hwnas.search.errors import BudgetError, PredictorError
 from hwnas.search.pas import (
     LatencyCost,
@@ -32,7 +34,6 @@ from hwnas.supernet.pas_net import (
     init_gates_by_importance,
     reparameterize,
 )
-from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = PasNetConfig(name="tiny", in_channels=1, resolution=8, num_classes=10, layers=((4, 1), (8, 2)))

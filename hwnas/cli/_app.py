@@ -33,6 +33,15 @@ app = typer.Typer(
 )
 
 stderr = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Hardware-aware latency profiling and neural-architecture search.
+
+    Global flag: --debug (anywhere) prints tracebacks and debug logs.
+    """
+
 _state = {"debug": False, "json": False}
 
 JsonOption = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
