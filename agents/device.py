@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .bench_binary import BINARY_RUNTIMES, measure_with_binary
 from .errors import DeviceError, LinkLost
 from .lock import DeviceLock, kill_leftover_runners
 from .profiles import PYTHON_RUNTIMES, DeviceProfile
@@ -151,7 +152,7 @@ class Device:
         res = self.transport.run(
             ["tar", "-x", "-f", "-", "-C", self.workdir],
             description=f"unpack {len(inside)} files on the device",
-            timeout=120 + buf.tell() / 1e6,
+            timeout=300 + buf.tell() / 50e3,  # a hang only: a dead link is noticed by the transport
             check=False,
             stdin=buf.getvalue(),
         )
@@ -225,15 +226,24 @@ class Device:
         on_result: ResultCallback | None = None,
         timeout: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Measure ``models`` with the Python runner; each result dict also goes to ``on_result``.
+        """Measure ``models`` with the Python runner (or, for runtimes ``tflite-benchmark`` and
+        ``onnxruntime-perf-test``, the profile's benchmark program: see ``bench_binary``); each result
+        dict also goes to ``on_result``.
 
         Raises DeviceError when the runtime is unusable on the device or the runner
         fails, DeviceTimeout when it hangs past ``timeout``, LinkLost on a lost link.
         """
         runtime = runtime or self.profile.runtime
+        m = self.profile.measure
+        if runtime in BINARY_RUNTIMES:  # a benchmark program on the device, one process per model
+            return measure_with_binary(
+                self, models, runtime=runtime, threads=threads or self.profile.threads,
+                runs=m.runs if runs is None else runs, warmup=m.warmup if warmup is None else warmup,
+                min_seconds=m.min_seconds if min_seconds is None else min_seconds, rounds=rounds,
+                profile_ops=profile_ops, temp_paths=temp_paths, extra=extra, on_result=on_result, timeout=timeout,
+            )
         if runtime not in PYTHON_RUNTIMES:
             raise DeviceError(f"runtime {runtime!r} is not driven by the Python runner", device=self.profile.name)
-        m = self.profile.measure
         job: dict[str, Any] = {
             "runtime": runtime,
             "threads": threads or self.profile.threads,

@@ -172,6 +172,12 @@ class LiteRTModel:
             kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         self.interpreter = mod.Interpreter(**kwargs)
         self.interpreter.allocate_tensors()
+        # which delegates took nodes (XNNPACK, when on): read back, not assumed from the setting
+        try:
+            n = sum(1 for op in self.interpreter._get_ops_details() if op.get("op_name") == "DELEGATE")
+            self.delegates = ["XNNPACK"] if n and xnnpack else (["delegate"] if n else [])
+        except Exception:  # a private API: informative only
+            self.delegates = None
         rng = np.random.default_rng(0)
         for detail in self.interpreter.get_input_details():
             shape = [int(d) if d > 0 else 1 for d in detail["shape"]]
@@ -382,11 +388,19 @@ def main(argv):
                 result["thermal_wait_s"] = waits.get(mid, 0.0)
                 if state_paths:
                     result["state"] = {p: read_text(p) for p in state_paths}
+                delegates = getattr(models.get(mid), "delegates", None)
+                if delegates is not None:
+                    result["delegates"] = delegates
                 if job.get("profile_ops") and runtime == "onnxruntime":
                     try:
                         result["ops"] = op_profile(job, spec, path, int(job.get("profile_runs", 20)))
                     except Exception as exc:  # per-op data is optional
                         result["ops_error"] = f"{type(exc).__name__}: {exc}"
+                elif job.get("profile_ops"):
+                    result["ops_error"] = (
+                        f"runtime {runtime} has no op profiler in its Python API; "
+                        "per-op times: runtime tflite-benchmark with benchmark_model --enable_op_profiling"
+                    )
                 emit(result)
                 measured += 1
                 models.pop(mid, None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..agents.device import Device
+from ..agents.errors import DeviceError
 from ..agents.profiles import DeviceProfile
 from ..supernet import SearchSpace, get_space
 from .errors import LUTError
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 LUT_STATISTIC = "lut_ms"
 LUT_COLUMNS = ("key", "resolution", "op", *OP_FIELDS, "runs", *STAT_KEYS, "ref_ms", LUT_STATISTIC)
 CALIBRATION_SUBNETS = 8
+# Building and exporting workloads uses torch's global state (export flags, manual_seed): one thread
+# at a time when several devices are profiled concurrently (`hwnas profile A B`).
+_BUILD_LOCK = threading.Lock()
 Progress = Callable[[int, int, str], None]
 
 
@@ -123,7 +128,16 @@ def profile_device(
     try:
         if device.lock is None:
             device.acquire(resume=request.resume)
-        return _profile(device, space, resolutions, runtime, threads, request, builder, out, started, on_progress)
+        try:
+            return _profile(device, space, resolutions, runtime, threads, request, builder, out, started, on_progress)
+        except DeviceError as exc:
+            # A link may drop between two commands: the reconnect's error then speaks of
+            # connecting only. Whatever failed, the rows measured are kept: say how to go on
+            # (an error without a hint gets the CLI's resume hint).
+            if exc.exit_code == 1 and exc.hint and "--resume" not in exc.hint:
+                exc.hint += f"; then rerun with --resume: the rows measured so far are kept in {out}"
+                exc.args = (exc.one_line(),)
+            raise
     finally:
         if own_device:
             device.close()
@@ -162,7 +176,8 @@ def _profile(
         },
     )
     # The runtime version is known once the runner said hello; find it first with a tiny batch.
-    reference = builder.reference()
+    with _BUILD_LOCK:
+        reference = builder.reference()
     hello_version = _runtime_version(device, reference, runtime, threads)
     meta["runtime"]["version"] = hello_version
 
@@ -178,10 +193,11 @@ def _profile(
             on_progress(count[0], total, what)
 
     progress("exporting workloads")
-    overheads = [builder.overhead(r) for r in resolutions if (OVERHEAD_KEY, r) not in done]
-    entry_work = overheads + builder.entries(todo_entries)
     calib_archs = _calibration_archs(space, resolutions, request)
-    calib_work = [builder.subnet(a) for a in calib_archs]
+    with _BUILD_LOCK:
+        overheads = [builder.overhead(r) for r in resolutions if (OVERHEAD_KEY, r) not in done]
+        entry_work = overheads + builder.entries(todo_entries)
+        calib_work = [builder.subnet(a) for a in calib_archs]
     workloads = _interleave(entry_work, calib_work)
     results: list[dict[str, Any]] = []
     calib: list[dict[str, Any]] = []

@@ -30,6 +30,7 @@ import io
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 DTYPES = ("float32", "int8")
 INT8_RECIPE = "static_wi8_ai8"
 EXPORT_VERSION = 1  # bump when the export recipe changes (invalidates cached files)
+MIN_PARALLEL_JOBS = 4  # fewer conversions run in this process: starting a worker costs a few seconds
 
 
 class ExportError(ProfilerError, RuntimeError):
@@ -100,7 +102,8 @@ def _quiet() -> Any:
     """Keep the converters' progress output off stdout (``--json`` prints one object there)."""
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the converters' deprecation chatter
         yield buf
     text = buf.getvalue().strip()
     if text:
@@ -269,11 +272,16 @@ def _run_job(job: ConvertJob) -> str:
 
 
 def _worker_init() -> None:
-    # One thread per worker (the workers are the parallelism), and nothing on the parent's stdout.
+    # One thread per worker (the workers are the parallelism). The converters' native logs (oneDNN,
+    # absl) would land on the parent's stdout/stderr, through its progress bar and `--json` output:
+    # a worker's own output goes nowhere; its errors come back to the parent as exceptions.
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with contextlib.suppress(OSError):
-        os.dup2(2, 1)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
     import torch
 
     torch.set_num_threads(1)
@@ -294,15 +302,15 @@ def convert_many(
 ) -> list[Path]:
     """Make every job's file, ``workers`` conversions at a time in spawned processes.
 
-    Files that exist are skipped (the cache). With one worker (or one job) the work runs in this
-    process. Returns the paths in job order. Raises ExportError naming the first job that failed
+    Files that exist are skipped (the cache). With one worker, or fewer than ``MIN_PARALLEL_JOBS``
+    files to make, the work runs in this process. Returns the paths in job order. Raises ExportError naming the first job that failed
     (the others still finish, so their files are cached).
     """
     todo = [j for j in jobs if not j.path.exists()]
     total = len(todo)
     n = default_workers(total) if workers is None else max(1, min(int(workers), max(1, total)))
     done = 0
-    if total and (n == 1 or total == 1):
+    if total and (n == 1 or total < MIN_PARALLEL_JOBS):
         for job in todo:
             _run_job(job)
             done += 1

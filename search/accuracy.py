@@ -406,8 +406,6 @@ class AccuracyPredictor:
 
 
 def _torch_load(path: str | os.PathLike[str]) -> Any:
-    import pickle
-
     import torch
 
     path = Path(path)
@@ -415,7 +413,7 @@ def _torch_load(path: str | os.PathLike[str]) -> Any:
         raise PredictorError(f"{path}: no such predictor file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # torch and pickle raise many kinds of errors for a foreign or truncated file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PredictorError(f"{path}: not a readable predictor file ({first[:160]})") from None
 
@@ -435,28 +433,43 @@ def generate_accuracy_dataset(
     data: str,
     *,
     seed: int = 0,
+    bn_images: int = 500,
     resolutions: Sequence[int] | None = None,
     on_progress: Progress | None = None,
-) -> tuple[list[Any], list[float]]:
+) -> tuple[str, list[Any], list[float]]:
     """Sample ``samples`` subnets of the supernet checkpoint ``ckpt``, recalibrate each one's BN statistics
-    and evaluate its top-1 on ``data`` (``digits``, ``cifar10:PATH``, ``imagefolder:PATH``).
+    on ``bn_images`` training images and evaluate its top-1 on the validation split of ``data``
+    (``digits``, ``cifar10:PATH``, ``imagefolder:PATH``).
 
-    Returns ``(archs, top1)`` (top-1 as fractions). The work is the supernet package's
-    (:func:`hwnas.supernet.train.evaluate_subnets`); this function only draws the architectures."""
-    try:
-        from ..supernet import train as sn_train
-    except ImportError as exc:  # the supernet training code is not installed in this checkout
-        raise PredictorError(f"cannot evaluate supernet subnets: {exc}") from None
-    evaluate = getattr(sn_train, "evaluate_subnets", None)
-    load = getattr(sn_train, "load_checkpoint", None)
-    if evaluate is None or load is None:
-        raise PredictorError("hwnas.supernet.train lacks evaluate_subnets/load_checkpoint")
+    Returns ``(space name, archs, top1)`` (top-1 as fractions). The work is the supernet package's
+    (:func:`hwnas.supernet.train.evaluate_arch`); this function only draws the architectures (uniformly,
+    distinct, seeded) and loops. Raises PredictorError for too few samples; the supernet package's errors
+    for a bad checkpoint or data set."""
+    from ..supernet.data import load_dataset
+    from ..supernet.train import evaluate_arch, load_checkpoint
+
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 5:
         raise PredictorError(f"--samples must be an int >= 5, got {samples!r}")
-    supernet = load(ckpt)
-    space = get_space(supernet.space)
-    rng = np.random.default_rng(seed)
+    ckpt_data = load_checkpoint(ckpt)
+    net = ckpt_data.supernet()
+    space = net.space
     rs = space.check_resolutions(resolutions) if resolutions is not None else space.resolutions
-    archs = space.archs_from_arrays(space.sample_arrays(rng, samples, rs))
-    top1 = evaluate(supernet, archs, data, seed=seed, on_progress=on_progress)
-    return archs, [float(t) for t in top1]
+    r_max = max(rs)
+    train = load_dataset(data, resolution=r_max, split="train")
+    val = load_dataset(data, resolution=r_max, split="val")
+    rng = np.random.default_rng(seed)
+    archs: list[Any] = []
+    seen: set[Any] = set()
+    for _ in range(100):  # distinct architectures; a tiny space may hold fewer than asked
+        for a in space.archs_from_arrays(space.sample_arrays(rng, samples, rs)):
+            if a not in seen and len(archs) < samples:
+                seen.add(a)
+                archs.append(a)
+        if len(archs) >= samples:
+            break
+    top1 = []
+    for i, a in enumerate(archs):
+        top1.append(float(evaluate_arch(net, a, train=train, val=val, bn_images=bn_images, seed=seed)))
+        if on_progress is not None:
+            on_progress(i + 1, len(archs), "subnet")
+    return space.name, archs, top1

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Evaluated, Interval, Options, Progress, SearchProblem, Searcher, best_feasible
+from .base import Evaluated, Interval, Options, Progress, Searcher, SearchProblem, best_feasible
 from .encoding import Genes
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,78 @@ def local_search(
     return genes, latency, accuracy
 
 
+def knapsack_polish(
+    problem: SearchProblem, genes: Genes, latency: float, accuracy: float, budget: float, *, rounds: int,
+    bins: int = 2000,
+) -> tuple[Genes, float, float]:
+    """Re-choose every active block's (kernel, expand) pair at once, keeping depths and resolution.
+
+    Each round measures, for every active block and every pair, the accuracy and latency change of that
+    single change, and solves the multiple-choice knapsack "maximise the summed accuracy changes with the
+    summed latency changes within the budget's slack" exactly by dynamic programming (latencies rounded
+    *up* to ``budget / bins``). The solution is evaluated for real and kept if more accurate; latency is
+    additive over blocks for the LUT sum and the learned predictor, and checked anyway.
+    Returns (genes (1 row), latency, accuracy)."""
+    enc = problem.encoding
+    n_pairs = enc.nk * enc.ne
+    pair_k = np.repeat(np.arange(enc.nk), enc.ne).astype(np.int8)
+    pair_e = np.tile(np.arange(enc.ne), enc.nk).astype(np.int8)
+    step = budget / bins
+    for _ in range(rounds):
+        act = np.flatnonzero(enc.active(genes)[0])
+        n_act = len(act)
+        cand = genes.take(np.zeros(n_act * n_pairs, dtype=np.int64))
+        rows = np.arange(n_act * n_pairs)
+        blocks = np.repeat(act, n_pairs)
+        cand.ks[rows, blocks] = np.tile(pair_k, n_act)
+        cand.e[rows, blocks] = np.tile(pair_e, n_act)
+        c_lat = problem.latency(cand)
+        c_acc = problem.evaluate(cand, c_lat).accuracy
+        w = (c_lat - latency).reshape(n_act, n_pairs)
+        v = (c_acc - accuracy).reshape(n_act, n_pairs)
+        w_min = w.min(axis=1)
+        cap = budget - latency - w_min.sum()
+        if cap < 0:
+            break
+        q = np.ceil((w - w_min[:, None]) / step - 1e-9).astype(np.int64)
+        n_cap = int(np.floor(cap / step + 1e-9))
+        dp = np.full(n_cap + 1, -np.inf)
+        dp[0] = 0.0
+        choice = np.zeros((n_act, n_cap + 1), dtype=np.int16)
+        for i in range(n_act):
+            new = np.full(n_cap + 1, -np.inf)
+            arg = np.zeros(n_cap + 1, dtype=np.int16)
+            for c in range(n_pairs):
+                qc = q[i, c]
+                if qc > n_cap:
+                    continue
+                shifted = np.full(n_cap + 1, -np.inf)
+                shifted[qc:] = dp[: n_cap + 1 - qc] + v[i, c]
+                better = shifted > new
+                new[better] = shifted[better]
+                arg[better] = c
+            dp, choice[i] = new, arg
+        t = int(np.argmax(dp))
+        if not np.isfinite(dp[t]) or dp[t] <= 1e-9:
+            break
+        picks = np.zeros(n_act, dtype=np.int64)
+        for i in range(n_act - 1, -1, -1):
+            c = int(choice[i, t])
+            picks[i] = c
+            t -= int(q[i, c])
+        new_g = genes.copy()
+        new_g.ks[0, act] = pair_k[picks]
+        new_g.e[0, act] = pair_e[picks]
+        n_lat = problem.latency(new_g)
+        if not problem.feasible(new_g, budget, n_lat)[0]:
+            break
+        n_acc = float(problem.evaluate(new_g, n_lat).accuracy[0])
+        if n_acc <= accuracy + 1e-9:
+            break
+        genes, latency, accuracy = new_g, float(n_lat[0]), n_acc
+    return genes, latency, accuracy
+
+
 class EvolutionSearch(Searcher):
     """Array-encoded regularised evolution (see the module docstring).
 
@@ -124,6 +196,14 @@ class EvolutionSearch(Searcher):
     halving:
         With islands: after a quarter and after half of the generations, drop the worse half of the
         islands (successive halving), so that the evaluations go to the promising resolutions.
+    retries:
+        Candidates drawn per child (mutations of the same parent, or crossovers of the same two parents);
+        the first that fits is kept, and only when none fits is the first one repaired. Latency is a cheap
+        table gather, so this costs no accuracy evaluations.
+    polish_top, polish_rounds:
+        After the run, the fittest member of each of the ``polish_top`` best distinct (resolution,
+        depths) pairs is polished by :func:`knapsack_polish` (``polish_rounds`` rounds): evolution finds
+        good depths and resolutions, the knapsack the best kernels and expand ratios for them.
     restarts:
         Independent runs per budget (and island); the best answer is kept.
     shared:
@@ -146,6 +226,9 @@ class EvolutionSearch(Searcher):
         "mutate_prob": Interval(float, 0.0, 1.0),
         "islands": Options(("resolution", "none")),
         "halving": Options((True, False)),
+        "retries": Interval(int, 1, None),
+        "polish_top": Interval(int, 0, None),
+        "polish_rounds": Interval(int, 1, None),
         "restarts": Interval(int, 1, None),
         "shared": Options((True, False)),
         "seed_fraction": Interval(float, 0.0, 1.0),
@@ -164,6 +247,9 @@ class EvolutionSearch(Searcher):
         mutate_prob: float = 0.1,
         islands: str = "resolution",
         halving: bool = True,
+        retries: int = 4,
+        polish_top: int = 4,
+        polish_rounds: int = 4,
         restarts: int = 1,
         shared: bool = False,
         seed_fraction: float = 0.1,
@@ -173,6 +259,9 @@ class EvolutionSearch(Searcher):
         super().__init__(problem=problem, seed=seed)
         self.islands = islands
         self.halving = halving
+        self.retries = retries
+        self.polish_top = polish_top
+        self.polish_rounds = polish_rounds
         self.seed_fraction = seed_fraction
         self.population_size = population_size
         self.generations = generations
@@ -246,18 +335,27 @@ class EvolutionSearch(Searcher):
             parents = Evaluated(*_take3(pop, rows))
             p_fit = fit[rows]
             base = isl[:, None] * n_par
+            # every child slot gets `retries` candidates from the same parent(s) (OFA's rejection loop, bounded
+            # and vectorised); the first feasible one is kept, else the first one is repaired
+            m = self.retries if self.repair_offspring else 1
             kids = []
             if n_mut:
                 pick = (rng.integers(0, n_par, (n_isl, n_mut)) + base).ravel()
-                kids.append(mutate(parents.genes.take(pick), self.mutate_prob, n_res, rng, enc.nk, enc.ne, enc.nd))
+                kids.append(mutate(parents.genes.take(np.repeat(pick, m)), self.mutate_prob, n_res, rng,
+                                   enc.nk, enc.ne, enc.nd))
             if n_cross:
                 a = (rng.integers(0, n_par, (n_isl, n_cross)) + base).ravel()
                 b = (rng.integers(0, n_par, (n_isl, n_cross)) + base).ravel()
-                kids.append(crossover(parents.genes.take(a), parents.genes.take(b), rng))
-            child_order = np.argsort(np.concatenate([np.repeat(isl, n_mut), np.repeat(isl, n_cross)]), kind="stable")
-            children = Genes.concat(kids).take(child_order)
+                kids.append(crossover(parents.genes.take(np.repeat(a, m)), parents.genes.take(np.repeat(b, m)), rng))
+            slot_island = np.concatenate([np.repeat(isl, n_mut), np.repeat(isl, n_cross)])
+            cand = Genes.concat(kids)
             if fixed_r:
-                children.r[:] = np.repeat(r_of, pop_size)
+                cand.r[:] = np.repeat(r_of[slot_island], m)
+            if m > 1:
+                ok = problem.feasible(cand, budget).reshape(-1, m)
+                choice = np.argmax(ok, axis=1)
+                cand = cand.take(np.arange(len(choice)) * m + choice)
+            children = cand.take(np.argsort(slot_island, kind="stable"))
             children, c_lat = self._prepare(children, budget, rng, fixed_r)
             child_ev = problem.evaluate(children, c_lat)
             c_fit = self._fitness(child_ev, budget)
@@ -271,6 +369,28 @@ class EvolutionSearch(Searcher):
             fit = np.concatenate([p_fit, c_fit])[merged]
             width = n_par + pop_size
         return pop, fit, best
+
+    def _polish(
+        self, pop: Evaluated, fit: np.ndarray, best: tuple[Genes, float, float], budget: float
+    ) -> tuple[Genes, float, float]:
+        """Knapsack-polish the fittest feasible member of each of the ``polish_top`` best distinct
+        (resolution, depths) pairs of the final population; return the best result (or ``best``)."""
+        problem = self.problem
+        ok = problem.feasible(pop.genes, budget, pop.latency)
+        order = np.argsort(-np.where(ok, fit, -np.inf), kind="stable")
+        order = order[ok[order]]
+        keys = np.concatenate([pop.genes.d[order].astype(np.int64), pop.genes.r[order, None].astype(np.int64)], axis=1)
+        _, first = np.unique(keys, axis=0, return_index=True)
+        chosen = order[np.sort(first)][: self.polish_top]
+        out = best
+        for row in chosen.tolist():
+            g, lat, acc = knapsack_polish(
+                problem, pop.genes.take(slice(row, row + 1)), float(pop.latency[row]), float(pop.accuracy[row]),
+                budget, rounds=self.polish_rounds,
+            )
+            if acc > out[2]:
+                out = (g, lat, acc)
+        return out
 
     def _track(self, best: Best | None, ev: Evaluated, fit: np.ndarray, budget: float) -> Best | None:
         """Keep the best answer (by fitness among feasible rows) as (genes, latency, accuracy, fitness)."""
@@ -310,6 +430,8 @@ class EvolutionSearch(Searcher):
                 acc = problem.evaluate(g, lat).accuracy
                 best = (g, float(lat[0]), float(acc[0]), 0.0)
             genes, lat, acc, _ = best
+            if self.repair_offspring and final is not None and self.polish_top:
+                genes, lat, acc = self._polish(final[0], final[1], (genes, lat, acc), budget)
             if self.local_search_rounds and self.repair_offspring:
                 genes, lat, acc = local_search(problem, genes, lat, acc, budget, rounds=self.local_search_rounds)
             answers[budget] = problem.result(budget, genes, 0, lat, acc)
@@ -350,6 +472,9 @@ class MnasSearch(EvolutionSearch):
         mutate_prob: float = 0.1,
         islands: str = "resolution",
         halving: bool = True,
+        retries: int = 4,
+        polish_top: int = 4,
+        polish_rounds: int = 4,
         restarts: int = 1,
         shared: bool = False,
         seed_fraction: float = 0.1,
@@ -359,7 +484,8 @@ class MnasSearch(EvolutionSearch):
         super().__init__(
             problem=problem, population_size=population_size, generations=generations,
             parent_ratio=parent_ratio, mutation_ratio=mutation_ratio, mutate_prob=mutate_prob,
-            islands=islands, halving=halving, restarts=restarts, shared=shared, seed_fraction=seed_fraction,
+            islands=islands, halving=halving, retries=retries, polish_top=polish_top,
+            polish_rounds=polish_rounds, restarts=restarts, shared=shared, seed_fraction=seed_fraction,
             local_search_rounds=local_search_rounds, seed=seed,
         )
         self.alpha = alpha

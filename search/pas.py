@@ -6,23 +6,24 @@ base_cost)**2``), snap the gates to the target if the last step left the cost ou
 fine-tune the weights with the gates frozen, and reparameterise into a plain network.
 
 The cost is pluggable (:class:`Cost`): :class:`MacsCost` (default) or :class:`LatencyCost`, whose table maps
-per-layer widths to milliseconds; :class:`LayerLatencyTable` is such a table, measured per 3x3 layer at a few
-widths with ONNX Runtime (:func:`measure_layer_table`) and stored as a LUT text file (``# hwnas-lut 1``).
+per-layer widths to milliseconds. :class:`LayerLatencyTable` is such a table, measured the profiler's way on a
+device profile (:func:`measure_layer_table`: one workload per 3x3 layer and width, exported by
+:mod:`hwnas.profiler.workloads`, measured by :func:`hwnas.profiler.measure.measure_batches` with a reference
+workload, calibrated on whole plain networks) and kept as an hwnas LUT file (:mod:`hwnas.profiler.lut`).
+Whole networks (multi-branch vs reparameterised, the achieved latency) are measured the same way
+(:func:`measure_networks`). Devices come in open (:class:`hwnas.agents.device.Device`, from the CLI): this
+package does not import ``agents``.
 Everything :attr:`PruningAsSearch.record_` holds is plain data (names and numbers).
 """
 
 from __future__ import annotations
 
 import bisect
-import contextlib
-import csv
 import dataclasses
-import datetime as _dt
-import io
+import hashlib
 import json
 import logging
 import math
-import platform
 import statistics
 import time
 import warnings
@@ -36,6 +37,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..profiler.lut import LUT, OVERHEAD_KEY, OVERHEAD_OP, LUTWriter, default_metadata, entry_row
+from ..profiler.measure import RAW_STATISTIC, STAT_KEYS, MeasurePlan, measure_batches
+from ..profiler.profile import LUT_COLUMNS, LUT_STATISTIC, _fingerprint, _robust_line
+from ..profiler.workloads import (
+    ONNX_OPSET,
+    RUNTIME_FORMAT,
+    Workload,
+    _Overhead,
+    cache_dir,
+    export_onnx,
+    exporter_info,
+)
 from ..supernet.errors import DatasetError
 from ..supernet.pas_net import (
     PasNet,
@@ -107,8 +120,9 @@ class Cost(ABC):
     def of_config(self, config: PasNetConfig, widths: Sequence[int] | None = None) -> float:
         return float(self.of_widths(config.widths if widths is None else list(widths)))
 
-    def minimum(self, config: PasNetConfig) -> float:
-        return self.of_config(config, [1] * len(config.layers))
+    def minimum(self, config: PasNetConfig, multiple: int = 1) -> float:
+        """The cost of the narrowest network: ``multiple`` channels per layer (one by default)."""
+        return self.of_config(config, [min(multiple, w) for w in config.widths])
 
 
 class MacsCost(Cost):
@@ -141,10 +155,17 @@ def width_grid(channels: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) ->
 
 
 def layer_key(h_in: int, c_in: int, h_out: int, c_out: int, kernel: int, stride: int) -> str:
-    """LUT key of one plain 3x3 conv + ReLU layer (OFA-style key schema)."""
+    """LUT key of one plain 3x3 conv + ReLU layer (OFA-style key schema: op ``pas_conv``)."""
     return (
         f"pas_conv-input:{h_in}x{h_in}x{c_in}-output:{h_out}x{h_out}x{c_out}-kernel:{kernel}-stride:{stride}"
     )
+
+
+def lut_space(config: PasNetConfig) -> str:
+    """The ``space`` a PaS latency LUT names in its metadata (``pas-digits``): not a registered search space,
+    so ``hwnas lut show`` reads the file while the OFA-space commands (``lut predict``, ``lut validate``)
+    refuse it by name."""
+    return f"pas-{config.name}"
 
 
 def _interp_axis(grid: Sequence[int], value: Any) -> tuple[int, int, Any]:
@@ -158,8 +179,12 @@ def _interp_axis(grid: Sequence[int], value: Any) -> tuple[int, int, Any]:
 class LayerLatencyTable:
     """Per-layer latency (ms) over a grid of (input width, output width), interpolated bilinearly.
 
-    Calling it with per-layer widths sums the layers' interpolated latencies; with scalar tensors the sum is
-    differentiable, which is what :class:`LatencyCost` needs in the regulariser. The classifier is not counted.
+    ``values`` maps :func:`layer_key` s to ms; ``overhead_ms`` is added once per network (the LUT's
+    ``Overhead-inference`` row: what an inference costs beyond its layers, pooling and classifier included).
+    Calling the table with per-layer widths sums the layers' interpolated latencies and the overhead; with
+    scalar tensors the sum is differentiable, which is what :class:`LatencyCost` needs in the regulariser.
+    Tables are measured on a device by :func:`measure_layer_table` and kept as hwnas LUT files
+    (:mod:`hwnas.profiler.lut`); :meth:`load` reads one back.
     """
 
     def __init__(
@@ -168,11 +193,14 @@ class LayerLatencyTable:
         config: PasNetConfig,
         values: dict[str, float],
         fractions: Sequence[float],
+        overhead_ms: float = 0.0,
         meta: dict[str, Any] | None = None,
+        source: str = "latency table",
     ) -> None:
         self.config = config
         self.fractions = tuple(fractions)
         self.values = dict(values)
+        self.overhead_ms = float(overhead_ms)
         self.meta = dict(meta or {})
         self.grids: list[tuple[list[int], list[int], list[list[float]]]] = []
         for i, shape in enumerate(config.layer_shapes()):
@@ -185,7 +213,7 @@ class LayerLatencyTable:
                     key = layer_key(shape["h_in"], ci, shape["h_out"], co, shape["kernel"], shape["stride"])
                     if key not in self.values:
                         raise PredictorError(
-                            f"latency table: no row for key '{key}' at resolution {config.resolution} "
+                            f"{source}: no row for key '{key}' at resolution {config.resolution} "
                             f"(made for another base network or width grid?)"
                         )
                     row.append(self.values[key])
@@ -206,7 +234,7 @@ class LayerLatencyTable:
         widths = list(widths)
         if len(widths) != len(self.grids):
             raise PredictorError(f"latency table: expected {len(self.grids)} widths, got {len(widths)}")
-        total: Any = 0.0
+        total: Any = self.overhead_ms
         c_in: Any = self.config.in_channels
         for (gi, go, ms), c_out in zip(self.grids, widths, strict=True):
             i0, i1, ti = _interp_axis(gi, c_in)
@@ -220,201 +248,370 @@ class LayerLatencyTable:
             c_in = c_out
         return total
 
-    def save(self, path: Path) -> None:
-        """Write the table as a LUT text file: ``# hwnas-lut 1``, JSON metadata, then CSV rows."""
-        rows = []
-        for shape, points in zip(
-            self.config.layer_shapes(), self.layer_keys(self.config, self.fractions), strict=True
+    @property
+    def reference_ms(self) -> float | None:
+        """The unpruned network's measured latency when the table was made (``metadata.reference.ms``)."""
+        ref = self.meta.get("reference")
+        return float(ref["ms"]) if isinstance(ref, dict) and ref.get("ms") is not None else None
+
+    @classmethod
+    def from_lut(cls, lut: LUT, config: PasNetConfig) -> LayerLatencyTable:
+        """The table in a PaS latency LUT (its ``statistic`` column at the config's resolution); PredictorError
+        when the LUT was measured for another base network."""
+        pas_meta = lut.metadata.get("pas")
+        if not isinstance(pas_meta, dict) or not isinstance(pas_meta.get("base"), dict):
+            raise PredictorError(
+                f"{lut.source}: not a PaS latency table (metadata has no 'pas.base'; space {lut.space!r})"
+            )
+        made_for = PasNetConfig.from_dict(pas_meta["base"])
+        if (made_for.in_channels, made_for.resolution, made_for.layers) != (
+            config.in_channels,
+            config.resolution,
+            config.layers,
         ):
-            for _, ci, co in points:
-                key = layer_key(shape["h_in"], ci, shape["h_out"], co, shape["kernel"], shape["stride"])
-                rows.append(
-                    {
-                        "key": key,
-                        "resolution": self.config.resolution,
-                        "c_in": ci,
-                        "c_out": co,
-                        "kernel": shape["kernel"],
-                        "stride": shape["stride"],
-                        "h_in": shape["h_in"],
-                        "h_out": shape["h_out"],
-                        "median_ms": f"{self.values[key]:.6f}",
-                    }
-                )
-        seen: set[str] = set()
-        buf = io.StringIO()
-        buf.write("# hwnas-lut 1\n")
-        for line in json.dumps(self.meta, indent=1).splitlines():
-            buf.write(f"# {line}\n")
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            if row["key"] not in seen:
-                seen.add(row["key"])
-                writer.writerow(row)
-        Path(path).write_text(buf.getvalue())
+            raise PredictorError(
+                f"{lut.source}: measured for base network '{made_for.name}' "
+                f"({made_for.resolution}px, widths {made_for.widths}), not '{config.name}' "
+                f"({config.resolution}px, widths {config.widths})"
+            )
+        values: dict[str, float] = {}
+        overhead = 0.0
+        for (key, res), ms in lut.values().items():
+            if res != config.resolution:
+                continue
+            if key == OVERHEAD_KEY:
+                overhead = ms
+            else:
+                values[key] = ms
+        fractions = pas_meta.get("fractions") or DEFAULT_FRACTIONS
+        return cls(
+            config=config,
+            values=values,
+            fractions=fractions,
+            overhead_ms=overhead,
+            meta=lut.metadata,
+            source=lut.source,
+        )
 
     @classmethod
     def load(cls, path: Path, config: PasNetConfig) -> LayerLatencyTable:
-        """Read a LUT text file (``# hwnas-lut 1`` + metadata + CSV) holding this base network's layer keys."""
-        try:
-            text = Path(path).read_text()
-        except UnicodeDecodeError as exc:
-            raise PredictorError(f"{path}: not a LUT text file ({exc.reason})") from None
-        lines = text.splitlines()
-        if not lines or not lines[0].startswith("# hwnas-lut"):
-            raise PredictorError(f"{path}: not a LUT file (first line must be '# hwnas-lut 1')")
-        meta_lines = [ln[2:] if ln.startswith("# ") else ln[1:] for ln in lines[1:] if ln.startswith("#")]
-        try:
-            meta = json.loads("\n".join(meta_lines)) if meta_lines else {}
-        except json.JSONDecodeError:
-            import yaml
-
-            meta = yaml.safe_load("\n".join(meta_lines)) or {}
-        statistic = str(meta.get("statistic", "median_ms"))
-        values: dict[str, float] = {}
-        reader = csv.DictReader([ln for ln in lines if ln and not ln.startswith("#")])
-        for row in reader:
-            if statistic not in row or "key" not in row:
-                raise PredictorError(f"{path}: rows need columns 'key' and '{statistic}'")
-            if int(float(row.get("resolution") or config.resolution)) != config.resolution:
-                continue
-            try:
-                values[row["key"]] = float(row[statistic])
-            except (TypeError, ValueError):
-                raise PredictorError(f"{path}: row '{row['key']}': {statistic} is not a number") from None
-        fractions = meta.get("pas_fractions", DEFAULT_FRACTIONS)
-        return cls(config=config, values=values, fractions=fractions, meta=meta)
+        """Read a PaS latency LUT file (LUTError, exit 2, for a file that is not a LUT)."""
+        return cls.from_lut(LUT.load(path), config)
 
 
-def _conv_onnx(c_in: int, c_out: int, h: int, stride: int) -> bytes:
-    """A one-layer ONNX model: 3x3 conv (bias) + ReLU on a 1 x c_in x h x h input, random weights."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+# ------------------------------------------------------------------------------------- workloads, measuring
 
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32) * 0.1, "w")
-    b = numpy_helper.from_array(np.zeros(c_out, np.float32), "b")
-    nodes = [
-        helper.make_node(
-            "Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[stride, stride]
-        ),
-        helper.make_node("Relu", ["c"], ["y"]),
-    ]
-    h_out = (h - 1) // stride + 1
-    graph = helper.make_graph(
-        nodes,
-        "pas_layer",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, h, h])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c_out, h_out, h_out])],
-        initializer=[w, b],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+PAS_WORKLOAD_VERSION = 1
+#: Interleaved measurement of whole networks (multi-branch vs reparameterised, achieved latency).
+COMPARE_PLAN = MeasurePlan(rounds=5, runs=10, warmup=10)
 
 
-def _ort_session(model: bytes | str, threads: int) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def _time_ms(
-    session: Any, feed: dict[str, np.ndarray], *, warmup: int = 5, runs: int = 30, min_seconds: float = 0.05
-) -> list[float]:
-    for _ in range(warmup):
-        session.run(None, feed)
-    samples: list[float] = []
-    start = time.perf_counter()
-    while len(samples) < runs or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        session.run(None, feed)
-        samples.append((time.perf_counter() - t0) * 1e3)
-        if len(samples) >= 20 * runs:
-            break
-    return samples
+def plain_network(config: PasNetConfig, widths: Sequence[int]) -> nn.Sequential:
+    """A plain network of ``config`` at ``widths`` with random weights: exactly the layers
+    :func:`~hwnas.supernet.pas_net.reparameterize` produces (3x3 conv + ReLU per block, pool, linear)."""
+    layers: list[nn.Module] = []
+    c_in = config.in_channels
+    for (_, stride), width in zip(config.layers, widths, strict=True):
+        layers += [nn.Conv2d(c_in, int(width), 3, stride=stride, padding=1, bias=True), nn.ReLU()]
+        c_in = int(width)
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, config.num_classes)]
+    return nn.Sequential(*layers).eval()
 
 
-def compare_latency_ms(
-    sessions: dict[str, Any], feed: dict[str, np.ndarray], *, rounds: int = 10, per_round: int = 20
-) -> dict[str, float]:
-    """Median latency (ms) of each ONNX Runtime session, measured in interleaved rounds so that a change of
-    machine load affects all of them alike."""
-    samples: dict[str, list[float]] = {name: [] for name in sessions}
-    for session in sessions.values():
-        _time_ms(session, feed, warmup=20, runs=0, min_seconds=0.0)
-    for _ in range(rounds):
-        for name, session in sessions.items():
-            samples[name] += _time_ms(session, feed, warmup=2, runs=per_round, min_seconds=0.0)
-    return {name: statistics.median(values) for name, values in samples.items()}
+class PasWorkloads:
+    """The model files a PaS latency table measures, exported with the profiler's exporters for a runtime's
+    format and cached by content in :func:`hwnas.profiler.workloads.cache_dir` (as the profiler's are)."""
+
+    def __init__(self, *, config: PasNetConfig, fmt: str = "onnx", dtype: str = "float32") -> None:
+        self.config = config
+        self.fmt = fmt
+        self.dtype = dtype
+        self.exporter = exporter_info(fmt, dtype)
+
+    def _path(self, parts: dict[str, Any]) -> Path:
+        parts = {
+            **parts,
+            "pas": PAS_WORKLOAD_VERSION,
+            "batch": 1,
+            "dtype": self.dtype,
+            "exporter": self.exporter,
+        }
+        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+        return cache_dir() / self.fmt / f"pas-{digest}.{self.fmt}"
+
+    def _export(self, make: Callable[[], nn.Module], path: Path, in_shape: Sequence[int]) -> Path:
+        if path.exists():
+            return path
+        torch.manual_seed(0)
+        module = make().eval()
+        example = torch.randn(1, *in_shape)
+        if self.fmt == "onnx":
+            return export_onnx(module, example, path)
+        from ..profiler import tflite_export
+
+        return tflite_export.export_tflite(module, example, path, dtype=self.dtype)
+
+    def layer(self, shape: dict[str, int], c_in: int, c_out: int) -> Workload:
+        key = layer_key(shape["h_in"], c_in, shape["h_out"], c_out, shape["kernel"], shape["stride"])
+
+        def make() -> nn.Module:
+            conv = nn.Conv2d(c_in, c_out, shape["kernel"], stride=shape["stride"], padding=1, bias=True)
+            return nn.Sequential(conv, nn.ReLU())
+
+        path = self._export(make, self._path({"layer": key}), (c_in, shape["h_in"], shape["h_in"]))
+        return Workload(id=key, path=path, kind="entry", key=key, resolution=self.config.resolution)
+
+    def network(self, widths: Sequence[int], *, id: str, kind: str = "subnet") -> Workload:
+        widths = [int(w) for w in widths]
+        cfg = self.config
+        path = self._path({"net": {**cfg.as_dict(), "name": ""}, "widths": widths})
+        path = self._export(
+            lambda: plain_network(cfg, widths), path, (cfg.in_channels, cfg.resolution, cfg.resolution)
+        )
+        return Workload(id=id, path=path, kind=kind, resolution=cfg.resolution)
+
+    def reference(self) -> Workload:
+        """The unpruned plain network: the reference workload of every batch (measures machine drift)."""
+        return self.network(self.config.widths, id="reference", kind="reference")
+
+    def overhead(self) -> Workload:
+        """The smallest model with the network's input and output (the profiler's overhead workload)."""
+        cfg = self.config
+        path = self._path({"overhead": cfg.num_classes, "input": [cfg.in_channels, cfg.resolution]})
+        path = self._export(
+            lambda: _Overhead(cfg.num_classes), path, (cfg.in_channels, cfg.resolution, cfg.resolution)
+        )
+        return Workload(
+            id=f"{OVERHEAD_KEY}@{cfg.resolution}",
+            path=path,
+            kind="overhead",
+            key=OVERHEAD_KEY,
+            resolution=cfg.resolution,
+        )
+
+
+def _device_settings(device: Any, runtime: str | None, threads: int | None) -> tuple[str, int, str]:
+    runtime = runtime or device.profile.runtime
+    threads = threads or device.profile.threads
+    if runtime not in RUNTIME_FORMAT:
+        raise PredictorError(
+            f"runtime {runtime!r} cannot measure PaS latency tables; expected one of {sorted(RUNTIME_FORMAT)}"
+        )
+    return runtime, int(threads), RUNTIME_FORMAT[runtime]
+
+
+def _calibration_widths(config: PasNetConfig, fractions: Sequence[float], n: int, seed: int) -> list[list[int]]:
+    """Widths of the whole networks measured beside the layers: the narrowest one, then random grid points
+    (the unpruned network is the reference workload, measured in every batch)."""
+    rng = np.random.default_rng(seed + 7919)
+    out = [[1] * len(config.layers)]
+    grids = [width_grid(w, fractions) for w in config.widths]
+    while len(out) < max(1, n):
+        out.append([int(rng.choice(g)) for g in grids])
+    return out
 
 
 def measure_layer_table(
     config: PasNetConfig,
     *,
+    device: Any,
+    out: Path,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    threads: int = 1,
-    runs: int = 30,
+    runtime: str | None = None,
+    threads: int | None = None,
+    plan: MeasurePlan = MeasurePlan(),
+    calibration_nets: int = 8,
+    seed: int = 0,
     on_progress: ProgressFn | None = None,
 ) -> LayerLatencyTable:
-    """Measure every 3x3 layer of ``config`` at each (input, output) width of its grid with ONNX Runtime on
-    this machine (batch 1, float32, median of ``runs``)."""
-    import onnxruntime as ort
+    """Measure every 3x3 layer of ``config`` at each (input, output) width of its grid on ``device`` (an open
+    :class:`hwnas.agents.device.Device`, lock held by the caller) and write the table as an hwnas LUT to ``out``.
 
-    jobs = []
-    for shape, points in zip(
-        config.layer_shapes(), LayerLatencyTable.layer_keys(config, fractions), strict=True
-    ):
-        for _, ci, co in points:
-            jobs.append(
-                (
-                    layer_key(shape["h_in"], ci, shape["h_out"], co, shape["kernel"], shape["stride"]),
-                    ci,
-                    co,
-                    shape,
-                )
-            )
-    values: dict[str, float] = {}
-    for n, (key, ci, co, shape) in enumerate(jobs):
-        if key not in values:
-            sess = _ort_session(_conv_onnx(ci, co, shape["h_in"], shape["stride"]), threads)
-            x = (
-                np.random.default_rng(0)
-                .standard_normal((1, ci, shape["h_in"], shape["h_in"]))
-                .astype(np.float32)
-            )
-            values[key] = statistics.median(_time_ms(sess, {"x": x}, runs=runs))
+    The profiler's way, step for step: one model file per grid point (a plain 3x3 conv + ReLU, batch 1,
+    float32) in the runtime's format, measured with :func:`hwnas.profiler.measure.measure_batches` (batches
+    with the unpruned plain network as the reference workload, interleaved rounds, statistic ``p10_ms``),
+    plus the per-inference overhead workload and ``calibration_nets`` whole plain networks. Values are
+    normalised to the run's median reference speed; per resolution ``whole = a * sum(layer - o) + b`` is
+    fitted on the whole networks and the LUT column ``lut_ms`` holds ``a * (p10 - o)`` per layer and ``b``
+    in the ``Overhead-inference`` row, so the table's sum predicts a whole plain network's latency.
+    """
+    runtime, threads, fmt = _device_settings(device, runtime, threads)
+    out = Path(out)
+    if str(out.parent) and not out.parent.is_dir():
+        raise PredictorError(f"{out}: cannot write the latency table: no such folder {out.parent}")
+    fractions = tuple(float(f) for f in fractions)
+    fingerprint, temp_paths, temp_before = _fingerprint(device)
+    builder = PasWorkloads(config=config, fmt=fmt)
+    points: dict[str, tuple[dict[str, int], int, int]] = {}
+    for shape, grid in zip(config.layer_shapes(), LayerLatencyTable.layer_keys(config, fractions), strict=True):
+        for _, ci, co in grid:
+            points.setdefault(layer_key(shape["h_in"], ci, shape["h_out"], co, 3, shape["stride"]), (shape, ci, co))
+    calib_widths = _calibration_widths(config, fractions, calibration_nets, seed)
+    total = len(points) + 1 + len(calib_widths)
+    if on_progress is not None:
+        on_progress(0, total, "exporting workloads")
+    layers = [builder.layer(*p) for p in points.values()]
+    calib = [builder.network(w, id=f"calibration:{i}") for i, w in enumerate(calib_widths)]
+    overhead = builder.overhead()
+    reference = builder.reference()
+    # the whole networks spread among the layers, so that every batch sees some of both
+    workloads: list[Workload] = [overhead]
+    step = max(1, len(layers) // max(1, len(calib)))
+    for i, w in enumerate(layers):
+        if i % step == 0 and i // step < len(calib):
+            workloads.append(calib[i // step])
+        workloads.append(w)
+    workloads += [c for c in calib if c not in workloads]
+    got: dict[str, tuple[dict[str, Any], float]] = {}
+
+    def on_result(w: Workload, res: dict[str, Any], ref_ms: float) -> None:
+        got[w.id] = (res, ref_ms)
         if on_progress is not None:
-            on_progress(n + 1, len(jobs), key)
-    meta = {
-        "space": f"pas-{config.name}",
-        "resolutions": [config.resolution],
-        "statistic": "median_ms",
-        "runtime": {
-            "name": "onnxruntime",
-            "version": ort.__version__,
-            "execution_provider": "CPUExecutionProvider",
+            on_progress(len(got), total, w.id[:48])
+
+    refs = measure_batches(
+        device, workloads, reference=reference, plan=plan, runtime=runtime, threads=threads,
+        on_result=on_result, temp_paths=temp_paths,
+    )
+    ref_run = float(np.median(refs))
+    norm = {wid: float(res[RAW_STATISTIC]) * ref_run / ref_ms for wid, (res, ref_ms) in got.items()}
+    o = norm[overhead.id]
+
+    def layer_sum(widths: Sequence[int]) -> float:
+        total_ms, c_in = 0.0, config.in_channels
+        for shape, c_out in zip(config.layer_shapes(), widths, strict=True):
+            total_ms += norm[layer_key(shape["h_in"], c_in, shape["h_out"], c_out, 3, shape["stride"])] - o
+            c_in = c_out
+        return total_ms
+
+    nets = [(config.widths, ref_run)] + [(w, norm[c.id]) for w, c in zip(calib_widths, calib, strict=True)]
+    xs = np.array([layer_sum(w) for w, _ in nets])
+    ys = np.array([m for _, m in nets])
+    a, b = _robust_line(xs, ys) if len(nets) >= 3 else (float(np.median((ys - o) / xs)), o)
+    predicted = a * xs + b
+    residual = np.abs(predicted - ys) / ys * 100
+
+    meta = default_metadata(space=lut_space(config), resolutions=[config.resolution], statistic=LUT_STATISTIC)
+    temps = [res.get("temp_c") for res, _ in got.values() if res.get("temp_c") is not None]
+    meta.update(
+        runtime={"name": runtime, "version": (device.hello or {}).get("runtime_version"), "threads": threads},
+        exporter=builder.exporter,
+        dtype=builder.dtype,
+        batch=1,
+        threads=threads,
+        cores=device.profile.cores,
+        device=fingerprint,
+        temperatures_c={"before": temp_before, "after": max(temps) if temps else None},
+        reference={
+            "name": "unpruned plain (reparameterised) network",
+            "widths": config.widths,
+            "statistic": RAW_STATISTIC,
+            "ms": ref_run,
+            "spread_pct": float((max(refs) - min(refs)) / ref_run * 100) if len(refs) > 1 else None,
         },
-        "exporter": {"name": "onnx.helper", "opset": 17},
-        "dtype": "float32",
-        "batch": 1,
-        "threads": threads,
-        "cores": "all",
-        "device": {"model": platform.node(), "machine": platform.machine()},
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "pas_base": config.as_dict(),
-        "pas_fractions": list(fractions),
-    }
-    return LayerLatencyTable(config=config, values=values, fractions=fractions, meta=meta)
+        measurement={
+            "raw_statistic": RAW_STATISTIC,
+            "rounds": plan.rounds,
+            "runs_per_round": plan.runs,
+            "warmup": plan.warmup,
+            "batch_size": plan.batch_size,
+            "note": "lut_ms = calibration.a * (p10_ms * reference/ref_ms - overhead); see calibration",
+        },
+        calibration={
+            str(config.resolution): {
+                "a": float(a),
+                "b_ms": float(b),
+                "overhead_ms": o,
+                "subnets": len(nets),
+                "max_abs_residual_pct": float(residual.max()),
+            }
+        },
+        pas={
+            "base": config.as_dict(),
+            "fractions": list(fractions),
+            "calibration_nets": [
+                {"widths": list(w), "measured_ms": float(m), "predicted_ms": float(p)}
+                for (w, m), p in zip(nets, predicted, strict=True)
+            ],
+        },
+    )
+    with LUTWriter(out, metadata=meta, columns=LUT_COLUMNS, keep_samples=True) as writer:
+        for w in [overhead, *layers]:
+            res, ref_ms = got[w.id]
+            stats = {k: float(res[k]) for k in STAT_KEYS}
+            is_overhead = w.kind == "overhead"
+            row = entry_row(w.key, w.resolution, runs=int(res["runs"]), stats=stats, op=OVERHEAD_OP if is_overhead else None)
+            row["ref_ms"] = ref_ms
+            row[LUT_STATISTIC] = b if is_overhead else max(a * (norm[w.id] - o), 0.0)
+            writer.write(row, samples=res.get("samples_ms"))
+        lut = writer.finish()
+    log.info(
+        "latency table %s: %d layers, calibration a=%.3f b=%.4f ms, max residual %.1f%%",
+        out, len(layers), a, b, float(residual.max()),
+    )
+    return LayerLatencyTable.from_lut(lut, config)
+
+
+def measure_networks(
+    device: Any,
+    models: dict[str, Path],
+    *,
+    reference: Workload,
+    runtime: str | None = None,
+    threads: int | None = None,
+    plan: MeasurePlan = COMPARE_PLAN,
+    repeats: int = 5,
+) -> dict[str, Any]:
+    """Measure whole model files on ``device`` ``repeats`` times, all of them in one batch with the reference
+    workload each time (interleaved rounds, :func:`hwnas.profiler.measure.measure_batches`).
+
+    Returns ``{"ms": {name: [p10 per repeat]}, "reference_ms": [p10 per repeat], "statistic": "p10_ms"}``;
+    ratios of two models are taken within a repeat, so machine load moves both alike."""
+    runtime, threads, _ = _device_settings(device, runtime, threads)
+    work = [Workload(id=name, path=Path(p), kind="subnet") for name, p in models.items()]
+    per: dict[str, list[float]] = {name: [] for name in models}
+    refs: list[float] = []
+    for _ in range(max(1, repeats)):
+        got: dict[str, float] = {}
+
+        def on_result(w: Workload, res: dict[str, Any], ref_ms: float, got: dict[str, float] = got) -> None:
+            got[w.id] = float(res[RAW_STATISTIC])
+
+        refs += measure_batches(
+            device, work, reference=reference, plan=dataclasses.replace(plan, batch_size=len(work)),
+            runtime=runtime, threads=threads, on_result=on_result,
+        )
+        for name in models:
+            per[name].append(got[name])
+    return {"ms": per, "reference_ms": refs, "statistic": RAW_STATISTIC}
+
+
+def ratio_summary(values: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of ``values`` and the max-min spread in percent of the median."""
+    v = sorted(float(x) for x in values)
+    med = statistics.median(v)
+    return {"median": med, "min": v[0], "max": v[-1], "spread_pct": (v[-1] - v[0]) / med * 100 if med else math.nan}
 
 
 # ----------------------------------------------------------------------------------------------- target
+
+
+def parse_target(target: float | str, *, what: str = "--target-macs", unit: str = "MACs") -> tuple[float, bool]:
+    """``(value, is_percentage)`` of a target: a positive number, or ``"PCT%"`` with PCT in (0, 100]."""
+    text = str(target).strip()
+    try:
+        value = float(text[:-1]) if text.endswith("%") else float(text)
+    except ValueError:
+        raise BudgetError(
+            f"{what} '{target}': expected a number of {unit} or a percentage like 40%"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise BudgetError(
+            f"{what} '{target}': must be a positive number of {unit} or a percentage in (0, 100]%"
+        )
+    if text.endswith("%") and value > 100 * (1 + 1e-12):
+        raise BudgetError(f"{what} '{target}': {value:g}% is larger than the unpruned network (100%)")
+    return value, text.endswith("%")
 
 
 def resolve_target(
@@ -425,17 +622,9 @@ def resolve_target(
     Raises :class:`BudgetError` for a target that is not a positive number, is larger than the unpruned
     network (``base``) or smaller than the narrowest network (``minimum``, one channel per layer).
     """
-    text = str(target).strip()
-    try:
-        value = float(text[:-1]) / 100.0 * base if text.endswith("%") else float(text)
-    except ValueError:
-        raise BudgetError(
-            f"{what} '{target}': expected a number of {unit} or a percentage like 40%"
-        ) from None
-    if not math.isfinite(value) or value <= 0:
-        raise BudgetError(
-            f"{what} '{target}': must be a positive number of {unit} or a percentage in (0, 100]%"
-        )
+    value, pct = parse_target(target, what=what, unit=unit)
+    if pct:
+        value = value / 100.0 * base
     if value > base * (1 + 1e-9):
         raise BudgetError(
             f"{what} '{target}': {value:.6g} {unit} is larger than the unpruned network ({base:.6g})"
@@ -496,6 +685,7 @@ class PruningAsSearch:
         gate_init: float = 0.6,
         importance_init: bool = True,
         tolerance: float = 0.05,
+        width_multiple: int = 1,
         seed: int = 0,
     ) -> None:
         self.base = base
@@ -512,6 +702,7 @@ class PruningAsSearch:
         self.gate_init = gate_init
         self.importance_init = importance_init
         self.tolerance = tolerance
+        self.width_multiple = width_multiple
         self.seed = seed
 
     def _validate(self) -> None:
@@ -521,7 +712,7 @@ class PruningAsSearch:
                 raise BudgetError(
                     f"The '{name}' parameter of PruningAsSearch must be an int in [0, inf). Got {v!r} instead."
                 )
-        for name in ("batch_size",):
+        for name in ("batch_size", "width_multiple"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise BudgetError(
@@ -553,7 +744,9 @@ class PruningAsSearch:
         config = base_config(self.base) if isinstance(self.base, str) else self.base
         cost = self.cost if self.cost is not None else MacsCost(config=config)
         base_cost = cost.of_config(config)
-        target = resolve_target(self.target, base_cost, cost.minimum(config), what="target", unit=cost.unit)
+        target = resolve_target(
+            self.target, base_cost, cost.minimum(config, self.width_multiple), what="target", unit=cost.unit
+        )
         torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         net = PasNet(config=config, gate_init=self.gate_init)
@@ -670,6 +863,7 @@ class PruningAsSearch:
                     "gate_init",
                     "importance_init",
                     "tolerance",
+                    "width_multiple",
                     "seed",
                 )
             },
@@ -680,79 +874,167 @@ class PruningAsSearch:
         return self
 
     def _snap(self, net: PasNet, cost: Cost, config: PasNetConfig, target: float) -> int:
-        """Close (open) gates one by one, lowest (highest) weight first, until the cost is within tolerance."""
-        changes = 0
+        """Bring every width to a multiple of ``width_multiple`` (keeping each layer's strongest gates), then
+        close (open) gates, lowest (highest) weight first and ``width_multiple`` at a time, until the cost lies
+        within ``tolerance`` of the target; returns the number of gates changed. Should the band be too narrow
+        for the steps, the widths closest to the target are kept."""
+        step = self.width_multiple
         hi, lo = target * (1 + self.tolerance), target * (1 - self.tolerance)
+        gates = net.gates()
+        before = [g.keep().clone() for g in gates]
         with torch.no_grad():
+            if step > 1:
+                for gate in gates:
+                    n = int(gate.keep().sum())
+                    _set_width(gate, min(gate.channels, max(step, step * round(n / step))))
+            best: tuple[float, list[torch.Tensor]] | None = None
+            seen: set[tuple[int, ...]] = set()
             for _ in range(sum(config.widths)):
-                now = cost.of_config(config, net.widths())
-                if lo <= now <= hi:
+                widths = tuple(net.widths())
+                now = cost.of_config(config, widths)
+                if best is None or abs(now - target) < best[0]:
+                    best = (abs(now - target), [g.weight.clone() for g in gates])
+                if lo <= now <= hi or widths in seen:
                     break
-                best: tuple[float, Any, int] | None = None
-                for gate in net.gates():
-                    keep = gate.keep()
-                    if now > hi and int(keep.sum()) > 1:
-                        w = gate.weight.masked_fill(~keep, math.inf)
-                        j = int(torch.argmin(w))
-                        if best is None or float(w[j]) < best[0]:
-                            best = (float(w[j]), gate, j)
-                    elif now < lo and int((~keep).sum()) > 0:
-                        w = gate.weight.masked_fill(keep, -math.inf)
-                        j = int(torch.argmax(w))
-                        if best is None or -float(w[j]) < best[0]:
-                            best = (-float(w[j]), gate, j)
-                if best is None:
+                seen.add(widths)
+                choice: tuple[float, Any, int] | None = None
+                for gate in gates:
+                    n = int(gate.keep().sum())
+                    if now > hi and n > min(step, gate.channels):
+                        new = step * ((n - 1) // step) if step > 1 else n - 1
+                        score = float(gate.weight.sort(descending=True).values[new:n].mean())
+                    elif now < lo and n < gate.channels:
+                        new = min(gate.channels, step * (n // step + 1))
+                        score = -float(gate.weight.sort(descending=True).values[n:new].mean())
+                    else:
+                        continue
+                    if choice is None or score < choice[0]:
+                        choice = (score, gate, max(1, new))
+                if choice is None:
                     break
-                _, gate, j = best
-                gate.weight[j] = gate.threshold + (-1e-3 if now > hi else 1e-3)
-                changes += 1
+                _set_width(choice[1], choice[2])
+            if best is not None and not lo <= cost.of_config(config, net.widths()) <= hi:
+                for gate, weight in zip(gates, best[1], strict=True):
+                    gate.weight.copy_(weight)
+        changes = sum(int((g.keep() != b).sum()) for g, b in zip(gates, before, strict=True))
         if changes:
             log.info(
-                "snapped %d gates to bring the cost within %.0f%% of the target",
+                "snapped %d gates (widths in multiples of %d) to bring the cost within %.0f%% of the target",
                 changes,
+                step,
                 self.tolerance * 100,
             )
         return changes
 
     def export(
-        self, out_dir: Path, *, measure: bool = True, threads: int = 1, tflite: bool = False
+        self,
+        out_dir: Path,
+        *,
+        device: Any = None,
+        runtime: str | None = None,
+        threads: int | None = None,
+        table: LayerLatencyTable | None = None,
+        repeats: int = 5,
+        tflite: bool = False,
     ) -> dict[str, Any]:
-        """Write ``pas.onnx`` (plain), ``multibranch.onnx``, ``widths.png`` and ``pas.json`` into ``out_dir``;
-        check ONNX Runtime against torch and, with ``measure``, time both ONNX models (batch 1, ``threads``)."""
+        """Write ``pas.onnx`` (plain), ``multibranch.onnx``, ``widths.png`` and ``pas.json`` into ``out_dir`` and
+        check ONNX Runtime against torch.
+
+        With ``device`` (an open :class:`hwnas.agents.device.Device`, lock held by the caller), measure the
+        multi-branch and the reparameterised network there (:func:`measure_networks`, in the device runtime's
+        format: ``.tflite`` files for ``litert``) and record the speed-up (median ratio over ``repeats``
+        interleaved measurements, with its spread). With ``table`` too, the reparameterised latency is also
+        reported at the table's machine speed (``measured_ms``, scaled by the reference workload) beside the
+        table's prediction (``predicted_ms``)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         config = self.net_.config
         shape = (config.in_channels, config.resolution, config.resolution)
         plain_path, multi_path = out / "pas.onnx", out / "multibranch.onnx"
-        onnx_diff = export_onnx(self.plain_, plain_path, shape, self.x_example_)
-        export_onnx(self.net_, multi_path, shape, self.x_example_)
+        onnx_diff = export_deploy_onnx(self.plain_, plain_path, shape, self.x_example_)
+        export_deploy_onnx(self.net_, multi_path, shape, self.x_example_)
         extra: dict[str, Any] = {
             "file": str(plain_path),
             "multibranch_file": str(multi_path),
             "onnx_max_abs_diff": onnx_diff,
         }
-        if measure:
-            sessions = {
-                "multibranch": _ort_session(str(multi_path), threads),
-                "reparameterised": _ort_session(str(plain_path), threads),
+        fmt = None
+        if device is not None:
+            runtime, threads, fmt = _device_settings(device, runtime, threads)
+        if tflite or fmt == "tflite":
+            from ..profiler import tflite_export
+
+            example = self.x_example_[:1]
+            tfl = tflite_export.export_tflite(self.plain_, example, out / "pas.tflite")
+            extra["tflite_file"] = str(tfl)
+            extra["tflite_max_abs_diff"] = tflite_export.check_tflite(tfl, self.plain_, example)
+            if fmt == "tflite":
+                extra["multibranch_tflite_file"] = str(
+                    tflite_export.export_tflite(self.net_, example, out / "multibranch.tflite")
+                )
+        if device is not None:
+            files = {
+                "multibranch": Path(extra["multibranch_tflite_file"] if fmt == "tflite" else multi_path),
+                "reparameterised": Path(extra["tflite_file"] if fmt == "tflite" else plain_path),
             }
-            ms = compare_latency_ms(sessions, {"x": self.x_example_[:1].numpy()})
-            extra["latency_ms"] = ms
-            extra["speedup"] = ms["multibranch"] / ms["reparameterised"]
-        if tflite:
-            exported = export_tflite(self.plain_, out / "pas.tflite", self.x_example_[:1])
-            extra["tflite_file"], extra["tflite_max_abs_diff"] = exported if exported else (None, None)
+            reference = PasWorkloads(config=config, fmt=str(fmt)).reference()
+            m = measure_networks(
+                device, files, reference=reference, runtime=runtime, threads=threads, repeats=repeats
+            )
+            multi, plain, refs = m["ms"]["multibranch"], m["ms"]["reparameterised"], m["reference_ms"]
+            ratios = [a / b for a, b in zip(multi, plain, strict=True)]
+            extra.update(
+                device=device.profile.name,
+                runtime=runtime,
+                threads=threads,
+                latency_statistic=m["statistic"],
+                latency_ms={
+                    "multibranch": statistics.median(multi),
+                    "reparameterised": statistics.median(plain),
+                    "reference": statistics.median(refs),
+                },
+                latency_samples_ms={"multibranch": multi, "reparameterised": plain, "reference": refs},
+                speedup=statistics.median(ratios),
+                speedup_summary=ratio_summary(ratios),
+                measured_ms=statistics.median(plain),
+                measured_raw_ms=statistics.median(plain),
+            )
+            if table is not None:
+                extra["predicted_ms"] = float(table(self.record_["widths"]))
+                lut_ref = table.reference_ms
+                if lut_ref:
+                    extra["measured_ms"] = statistics.median(
+                        [p * lut_ref / r for p, r in zip(plain, refs, strict=True)]
+                    )
+                    extra["drift"] = statistics.median(refs) / lut_ref
         extra["plot"] = str(plot_widths(self.record_, out / "widths.png"))
         self.record_.update(extra)
         (out / "pas.json").write_text(json.dumps(self.record_, indent=1) + "\n")
         return extra
 
 
+@torch.no_grad()
+def _set_width(gate: Any, width: int) -> None:
+    """Open exactly the ``width`` channels of ``gate`` with the highest weights. Weights that must cross the
+    threshold are moved just across it, monotonically, so that the order of the weights (which the next snapping
+    step reads) is kept."""
+    order = torch.argsort(gate.weight, descending=True)
+    keep = torch.zeros(gate.channels, dtype=torch.bool)
+    keep[order[:width]] = True
+    w, thr = gate.weight, gate.threshold
+    is_open = w > thr
+    moved = thr + 1e-4 * (w - thr)
+    w.copy_(torch.where(keep & ~is_open, moved + 1e-3, torch.where(~keep & is_open, moved - 1e-3, w)))
+
+
 # ----------------------------------------------------------------------------------------------- export, plot
 
 
-def export_onnx(model: nn.Module, path: Path, input_shape: Sequence[int], example: torch.Tensor) -> float:
-    """Export ``model`` (eval mode, dynamic batch) to ONNX and return max |onnxruntime - torch| on ``example``."""
+def export_deploy_onnx(model: nn.Module, path: Path, input_shape: Sequence[int], example: torch.Tensor) -> float:
+    """Export ``model`` (eval mode, dynamic batch, input ``x``, output ``logits``) as the deployable ONNX file
+    and return max |onnxruntime - torch| on ``example`` (a correctness check, not a measurement)."""
+    import onnxruntime as ort
+
     model.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -761,40 +1043,15 @@ def export_onnx(model: nn.Module, path: Path, input_shape: Sequence[int], exampl
             (torch.zeros(1, *input_shape),),
             str(path),
             dynamo=False,
-            opset_version=17,
+            opset_version=ONNX_OPSET,
             input_names=["x"],
             output_names=["logits"],
             dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
         )
         expected = model(example).numpy()
-    got = _ort_session(str(path), 1).run(None, {"x": example.numpy()})[0]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": example.numpy()})[0]
     return float(np.abs(got - expected).max())
-
-
-def export_tflite(model: nn.Module, path: Path, example: torch.Tensor) -> tuple[str, float | None] | None:
-    """TFLite through litert-torch when it is installed (else ``None``): ``(file, max |litert - torch|)``, the
-    difference ``None`` when ai-edge-litert is missing. The converter's chatter goes to the log, not stdout."""
-    try:
-        import litert_torch
-    except ImportError:
-        log.warning("litert-torch is not installed: no TFLite export")
-        return None
-    model.eval()
-    chatter = io.StringIO()
-    with contextlib.redirect_stdout(chatter):
-        litert_torch.convert(model, (example,)).export(str(path))
-    log.debug("litert-torch: %s", chatter.getvalue())
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        return str(path), None
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], example.numpy())
-    interpreter.invoke()
-    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    with torch.no_grad():
-        return str(path), float(np.abs(got - model(example).numpy()).max())
 
 
 def plot_widths(record: dict[str, Any], path: Path) -> Path:

@@ -58,7 +58,7 @@ def recalibrate_bn(
             if len(chunk) == 0:
                 continue
             x, _ = dataset.batch(torch.as_tensor(np.sort(chunk)), resolution)
-            model(x.to(device))
+            model(x.to(device).contiguous(memory_format=torch.channels_last))
     finally:
         for bn, m in zip(bns, momenta, strict=True):
             bn.momentum = m
@@ -85,7 +85,7 @@ def evaluate(
     try:
         for start in range(0, n, batch_size):
             x, y = dataset.batch(slice(start, min(n, start + batch_size)), resolution)
-            pred = model(x.to(device)).argmax(dim=1).cpu()
+            pred = model(x.to(device).contiguous(memory_format=torch.channels_last)).argmax(dim=1).cpu()
             correct += int((pred == y).sum())
             if on_progress is not None:
                 on_progress(min(n, start + batch_size), n, "evaluate")

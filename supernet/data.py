@@ -22,6 +22,7 @@ import logging
 import math
 import pickle
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 
 from .errors import DatasetError
 
-__all__ = ["DATASETS", "ElasticLoader", "ImageDataset", "load_dataset", "parse_spec"]
+__all__ = ["DATASETS", "Augment", "ElasticLoader", "ImageDataset", "load_dataset", "parse_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -161,18 +162,27 @@ class ImageDataset(torch.utils.data.Dataset):
         index: torch.Tensor | Sequence[int] | slice,
         resolution: int | None = None,
         *,
-        augment: bool = False,
+        augment: bool | Augment = False,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)``: the images at ``index`` resized to ``resolution`` (default: :attr:`resolution`) and
-        normalised, and their labels. ``augment``: a random translation of up to 1/8 of the side and a
-        scale in [0.9, 1.1] per image (zero padding), plus a random horizontal flip where :attr:`flip`."""
+        normalised, and their labels. ``augment``: True draws an :class:`Augment` per image with
+        ``generator`` (a random translation of up to 1/8 of the side, a scale in [0.9, 1.1], zero padding,
+        and a horizontal flip where :attr:`flip`); an :class:`Augment` applies the given one."""
         r = self.resolution if resolution is None else int(resolution)
         x = self.raw(index)
-        if augment:
-            x = _augment(x, flip=self.flip, generator=generator)
+        if augment is not False:
+            params = augment if isinstance(augment, Augment) else Augment.draw(x.shape[0], flip=self.flip, generator=generator)
+            x = params.apply(x)
         x = resize(x, r)
         return self.normalize(x), self.labels[index]
+
+    def random_images(self, n: int, resolution: int | None = None, *, seed: int = 0) -> torch.Tensor:
+        """``n`` images of uniform random pixels at the stored size, resized and normalised like the data
+        (test inputs in the range a model trained on the data sees)."""
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.rand(n, 3, *self.images.shape[-2:], generator=gen)
+        return self.normalize(resize(x, self.resolution if resolution is None else int(resolution)))
 
     def tensors(self, resolution: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Every image (resized, normalised) and label at once; for small datasets."""
@@ -205,19 +215,33 @@ def resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
     return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=shrink)
 
 
-def _augment(x: torch.Tensor, *, flip: bool, generator: torch.Generator | None) -> torch.Tensor:
-    n = x.shape[0]
-    scale = 0.9 + 0.2 * torch.rand(n, generator=generator)
-    shift = (torch.rand(n, 2, generator=generator) - 0.5) * 0.5  # up to 1/8 of the side (grid spans 2)
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = 1.0 / scale
-    theta[:, 1, 1] = 1.0 / scale
-    theta[:, :, 2] = shift
-    if flip:
+@dataclass(frozen=True)
+class Augment:
+    """Per-image random affine augmentation parameters: ``scale`` (n,), ``shift`` (n, 2) in units of half
+    the side, ``flip`` (n,) bool."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+    flip: torch.Tensor
+
+    @classmethod
+    def draw(cls, n: int, *, flip: bool, generator: torch.Generator | None = None) -> Augment:
+        scale = 0.9 + 0.2 * torch.rand(n, generator=generator)
+        shift = (torch.rand(n, 2, generator=generator) - 0.5) * 0.5  # up to 1/8 of the side (the grid spans 2)
         flips = torch.rand(n, generator=generator) < 0.5
-        theta[flips, 0, 0] *= -1.0
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return cls(scale=scale, shift=shift, flip=flips if flip else torch.zeros(n, dtype=torch.bool))
+
+    def select(self, index: torch.Tensor) -> Augment:
+        return Augment(scale=self.scale[index], shift=self.shift[index], flip=self.flip[index])
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        theta = torch.zeros(n, 2, 3, dtype=x.dtype)
+        theta[:, 0, 0] = torch.where(self.flip, -1.0, 1.0) / self.scale
+        theta[:, 1, 1] = 1.0 / self.scale
+        theta[:, :, 2] = self.shift
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -286,13 +310,17 @@ class ElasticLoader:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
         else:
             order = np.arange(n)
-        gen = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, self.epoch, self.rank, 1]).integers(2**62)))
         for step in range(len(self)):
             idx = order[step * self.batch_size : (step + 1) * self.batch_size]
             if len(idx) < self.world_size:  # a last batch too small to share: pad with the first images
                 idx = np.concatenate([idx, order[: self.world_size - len(idx)]])
-            mine = torch.as_tensor(idx[self.rank :: self.world_size], dtype=torch.int64)
-            yield self.dataset.batch(mine, self.resolution_of(step), augment=self.augment, generator=gen)
+            mine = torch.arange(self.rank, len(idx), self.world_size)
+            augment: bool | Augment = False
+            if self.augment:  # drawn for the global batch, so every rank count gives the same images
+                gen = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, self.epoch, step, 3]).integers(2**62)))
+                augment = Augment.draw(len(idx), flip=self.dataset.flip, generator=gen).select(mine)
+            index = torch.as_tensor(idx, dtype=torch.int64)[mine]
+            yield self.dataset.batch(index, self.resolution_of(step), augment=augment)
 
 
 # --------------------------------------------------------------------------------------------------------

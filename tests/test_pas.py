@@ -12,6 +12,12 @@ import pytest
 import torch
 from torch import nn
 
+from hwnas.agents.device import Device
+from hwnas.agents.profiles import load_profile
+from hwnas.profiler.lut import LUT, OVERHEAD_KEY, OVERHEAD_OP, LUTWriter, default_metadata, entry_row
+from hwnas.profiler.measure import MeasurePlan
+from hwnas.profiler.profile import LUT_COLUMNS, LUT_STATISTIC
+from hwnas.search import pas as pas_search
 from hwnas.search.errors import BudgetError, PredictorError
 from hwnas.search.pas import (
     LatencyCost,
@@ -19,6 +25,7 @@ from hwnas.search.pas import (
     MacsCost,
     layer_key,
     load_data,
+    lut_space,
     measure_layer_table,
     parse_data_spec,
     resolve_target,
@@ -161,41 +168,102 @@ def test_bad_data_spec(spec: str) -> None:
         parse_data_spec(spec)
 
 
-def test_latency_table_interpolates_and_round_trips(tmp_path: Path) -> None:
-    def fake_ms(c_in: int, c_out: int, h: int) -> float:
-        return 1e-4 * c_in * c_out * h * h + 0.01
+@pytest.fixture(autouse=True)
+def _workload_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "workload-cache"))
 
-    values = {}
-    for i, shape in enumerate(TINY.layer_shapes()):
-        for _, ci, co in LayerLatencyTable.layer_keys(TINY, (0.5, 1.0))[i]:
-            values[layer_key(shape["h_in"], ci, shape["h_out"], co, 3, shape["stride"])] = fake_ms(
-                ci, co, shape["h_out"]
-            )
-    meta = {"statistic": "median_ms", "pas_fractions": [0.5, 1.0]}
-    table = LayerLatencyTable(config=TINY, values=values, fractions=(0.5, 1.0), meta=meta)
-    # bilinear interpolation is exact for a function bilinear in (c_in, c_out)
-    assert table([3, 5]) == pytest.approx(fake_ms(1, 3, 8) + fake_ms(3, 5, 4))
+
+@pytest.fixture
+def device_yaml(tmp_path: Path) -> Path:
+    """The local device with its own work folder, so that its lock does not meet other tests' runs."""
+    path = tmp_path / "pastest.yaml"
+    path.write_text(
+        f"name: pastest\ntransport:\n  local: {{}}\nruntime: onnxruntime\nthreads: 1\nworkdir: {tmp_path}/work\n"
+    )
+    return path
+
+
+def _fake_ms(c_in: int, c_out: int, h_out: int) -> float:
+    return 1e-4 * c_in * c_out * h_out * h_out + 0.01
+
+
+def _fake_lut(path: Path, config: PasNetConfig, fractions: tuple[float, ...], overhead: float = 0.05) -> None:
+    """A PaS latency LUT with made-up numbers (bilinear in the widths), written with the profiler's LUTWriter."""
+    meta = default_metadata(space=lut_space(config), resolutions=[config.resolution], statistic=LUT_STATISTIC)
+    meta.update(
+        runtime={"name": "onnxruntime", "version": None, "threads": 1},
+        threads=1,
+        pas={"base": config.as_dict(), "fractions": list(fractions)},
+    )
+    stats = dict.fromkeys(("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms", "ref_ms"), 0.0)
+    rows = [entry_row(OVERHEAD_KEY, config.resolution, runs=1, stats=stats, op=OVERHEAD_OP) | {LUT_STATISTIC: overhead}]
+    seen = set()
+    for shape, grid in zip(config.layer_shapes(), LayerLatencyTable.layer_keys(config, fractions), strict=True):
+        for _, ci, co in grid:
+            key = layer_key(shape["h_in"], ci, shape["h_out"], co, 3, shape["stride"])
+            if key not in seen:
+                seen.add(key)
+                row = entry_row(key, config.resolution, runs=1, stats=stats)
+                rows.append(row | {LUT_STATISTIC: _fake_ms(ci, co, shape["h_out"])})
+    full = overhead + sum(_fake_ms(s["c_in"], s["c_out"], s["h_out"]) for s in config.layer_shapes())
+    meta["reference"] = {"ms": full, "statistic": "p10_ms"}
+    with LUTWriter(path, metadata=meta, columns=LUT_COLUMNS) as writer:
+        for row in rows:
+            writer.write(row)
+        writer.finish()
+
+
+def test_latency_table_interpolates_and_reads_luts(tmp_path: Path) -> None:
+    path = tmp_path / "lut.csv"
+    _fake_lut(path, TINY, (0.5, 1.0), overhead=0.05)
+    table = LayerLatencyTable.load(path, TINY)
+    assert table.overhead_ms == 0.05 and table.fractions == (0.5, 1.0)
+    # bilinear interpolation is exact for a function bilinear in (c_in, c_out); the overhead counts once
+    assert table([3, 5]) == pytest.approx(0.05 + _fake_ms(1, 3, 8) + _fake_ms(3, 5, 4))
+    assert table(TINY.widths) == pytest.approx(table.reference_ms)
     widths = [torch.tensor(3.0, requires_grad=True), torch.tensor(5.0, requires_grad=True)]
-    cost = LatencyCost(table=table)
-    value = cost.of_widths(widths)
+    value = LatencyCost(table=table).of_widths(widths)
     value.backward()
     assert widths[1].grad is not None and float(widths[1].grad) == pytest.approx(1e-4 * 3 * 16)
-    path = tmp_path / "lut.csv"
-    table.save(path)
-    assert path.read_text().startswith("# hwnas-lut 1\n")
-    again = LayerLatencyTable.load(path, TINY)
-    assert again([4, 8]) == pytest.approx(table([4, 8]))
-    with pytest.raises(PredictorError, match="no row for key"):
+    with pytest.raises(PredictorError, match="measured for base network 'tiny'"):
         LayerLatencyTable.load(path, base_config("digits"))
+    lut = LUT.load(path)
+    lut.metadata.pop("pas")
+    with pytest.raises(PredictorError, match="not a PaS latency table"):
+        LayerLatencyTable.from_lut(lut, TINY)
 
 
-def test_measure_layer_table_with_onnxruntime() -> None:
-    table = measure_layer_table(TINY, fractions=(1.0,), runs=3)
+def test_measure_layer_table_on_a_device_profile(tmp_path: Path, device_yaml: Path) -> None:
+    """Real ONNX Runtime through the on-device runner of the local transport, as `hwnas profile` measures."""
+    out = tmp_path / "tiny.csv"
+    with Device(load_profile(str(device_yaml))) as device:
+        device.acquire()
+        table = measure_layer_table(
+            TINY, device=device, out=out, fractions=(1.0,), plan=MeasurePlan(rounds=1, runs=3, warmup=1),
+            calibration_nets=3,
+        )
     assert width_grid(8, (1.0,)) == [1, 8]
-    assert len(table.values) == 2 + 4
-    assert all(v > 0 for v in table.values.values())
-    assert table.meta["runtime"]["name"] == "onnxruntime"
+    lut = LUT.load(out)  # the profiler's LUT format, read by its own reader
+    assert len(lut) == 1 + 2 + 4  # overhead row + the stem's and the body's grid points
+    assert lut.statistic == "lut_ms" and lut.space == "pas-tiny" and lut.resolutions == [8]
+    meta = lut.metadata
+    assert meta["runtime"]["name"] == "onnxruntime" and meta["runtime"]["version"]
+    assert meta["device"]["name"] == "pastest" and meta["reference"]["ms"] > 0
+    assert meta["calibration"]["8"]["subnets"] == 4
+    assert all(lut.rows[c].gt(0).all() for c in ("p10_ms", "median_ms", "ref_ms"))
+    assert lut.samples() is not None  # per-run samples in the sidecar, as the profiler keeps them
+    again = LayerLatencyTable.load(out, TINY)
+    assert again.values == table.values and again([4, 8]) == pytest.approx(table([4, 8]))
+    assert table.reference_ms == meta["reference"]["ms"]
     assert MacsCost(config=TINY).of_config(TINY) == TINY.macs()
+    proc = _hwnas("lut", "show", str(out), "--json", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["entries"] == 7
+
+
+def test_private_onnxruntime_timing_is_gone() -> None:
+    for name in ("_ort_session", "_time_ms", "compare_latency_ms", "_conv_onnx"):
+        assert not hasattr(pas_search, name)
 
 
 def _hwnas(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -210,10 +278,11 @@ def _hwnas(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_cli_pas_end_to_end(tmp_path: Path) -> None:
+def test_cli_pas_end_to_end(tmp_path: Path, device_yaml: Path) -> None:
     out = tmp_path / "pas"
     proc = _hwnas(
-        "pas", "--data", "digits", "--target-macs", "40%", "--out", str(out), "--epochs", "1", "--json"
+        "pas", "--data", "digits", "--target-macs", "40%", "--out", str(out), "--epochs", "1",
+        "--device", str(device_yaml), "--repeats", "2", "--json",
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -228,7 +297,55 @@ def test_cli_pas_end_to_end(tmp_path: Path) -> None:
     assert Path(result["file"]).is_file() and (out / "widths.png").is_file()
     record = json.loads((out / "pas.json").read_text())
     assert record["widths"] == result["widths"] and record["plain_macs_counted"] == result["macs"]
-    assert result["latency_ms"]["reparameterised"] > 0
+    assert result["device"] == "pastest" and result["latency_statistic"] == "p10_ms"
+    assert result["latency_ms"]["reparameterised"] > 0 and result["latency_ms"]["multibranch"] > 0
+    assert result["speedup"] == pytest.approx(result["speedup_summary"]["median"])
+    assert len(record["latency_samples_ms"]["reparameterised"]) == 2
+    assert "lut" not in result  # MACs cost: no latency table
+
+
+def test_cli_pas_latency_target_with_a_lut(tmp_path: Path, device_yaml: Path) -> None:
+    lut = tmp_path / "digits.csv"
+    config = base_config("digits")
+    _fake_lut(lut, config, pas_search.DEFAULT_FRACTIONS)
+    table = LayerLatencyTable.load(lut, config)
+    proc = _hwnas(
+        "pas", "--data", "digits", "--target-ms", "50%", "--lut", str(lut), "--out", str(tmp_path / "pas"),
+        "--epochs", "1", "--device", str(device_yaml), "--repeats", "1", "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["cost"] == "ms" and result["lut"] == str(lut) and result["lut_measured"] is False
+    assert result["target_macs"] is None
+    assert result["base_predicted_ms"] == pytest.approx(table(config.widths))
+    assert result["target_ms"] == pytest.approx(0.5 * result["base_predicted_ms"])
+    assert abs(result["predicted_ms"] / result["target_ms"] - 1) <= 0.05  # snapped into the tolerance band
+    assert result["predicted_ms"] == pytest.approx(table(result["widths"]))
+    assert result["measured_ms"] > 0 and result["drift"] > 0  # made-up table: the numbers are not comparable
+    assert result["width_multiple"] == 8
+    assert all(w % 8 == 0 for w in result["widths"]), result["widths"]
+
+
+@pytest.mark.parametrize(("multiple", "share"), [(1, 0.4), (8, 0.4), (8, 0.25), (4, 0.7)])
+def test_snap_reaches_the_target_in_width_multiples(multiple: int, share: float) -> None:
+    config = base_config("digits")
+    torch.manual_seed(0)
+    net = PasNet(config=config)
+    _randomise(net, 3, open_share=0.9)
+    init_gates_by_importance(net)
+    with torch.no_grad():  # a search that stopped off target, at widths that are no multiples
+        for i, gate in enumerate(net.gates()):
+            gate.weight[: 3 + i] = 0.2
+    cost = MacsCost(config=config)
+    searcher = pas_search.PruningAsSearch(base=config, width_multiple=multiple, tolerance=0.05)
+    target = share * config.macs()
+    order = [torch.argsort(g.weight, descending=True) for g in net.gates()]
+    assert searcher._snap(net, cost, config, target) > 0
+    widths = net.widths()
+    assert all(w % multiple == 0 for w in widths), widths
+    assert abs(cost.of_config(config, widths) / target - 1) <= 0.05
+    for gate, before in zip(net.gates(), order, strict=True):  # the strongest gates are the ones kept
+        assert set(torch.nonzero(gate.keep()).flatten().tolist()) == set(before[: int(gate.keep().sum())].tolist())
 
 
 @pytest.mark.parametrize(
@@ -238,13 +355,25 @@ def test_cli_pas_end_to_end(tmp_path: Path) -> None:
         ["--target-macs", "200%"],
         ["--target-macs", "40%", "--data", "mnist"],
         ["--target-macs", "40%", "--out", "{file}/sub"],
+        [],
+        ["--target-ms", "0"],
+        ["--target-ms", "fast"],
+        ["--target-ms", "150%"],
+        ["--target-macs", "40%", "--device", "no-such-device"],
+        ["--target-macs", "40%", "--lut", "{file}"],
+        ["--target-ms", "1e6", "--lut", "{tiny}"],
     ],
-    ids=["target-zero", "target-200pct", "unknown-data", "unwritable-out"],
+    ids=[
+        "target-zero", "target-200pct", "unknown-data", "unwritable-out", "no-target", "target-ms-zero",
+        "target-ms-text", "target-ms-150pct", "unknown-device", "lut-not-a-lut", "lut-other-base",
+    ],
 )
 def test_cli_pas_bad_input_exits_2(tmp_path: Path, args: list[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    args = [a.replace("{file}", str(blocker)) for a in args]
+    tiny = tmp_path / "tiny.csv"
+    _fake_lut(tiny, TINY, (1.0,))
+    args = [a.replace("{file}", str(blocker)).replace("{tiny}", str(tiny)) for a in args]
     base = {"--data": "digits", "--out": str(tmp_path / "out")}
     for flag, value in base.items():
         if flag not in args:
