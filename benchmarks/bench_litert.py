@@ -61,7 +61,22 @@ def conversion_cost(space_name: str, resolutions: tuple[int, ...], cache: Path, 
     return out
 
 
-def fidelity(dtype: str, resolutions: tuple[int, ...], samples: int, out_dir: Path, seed: int) -> dict[str, Any]:
+def _when_free(what: str, fn: Any, wait_s: float = 1800.0) -> Any:
+    """Run ``fn`` once the local device's lock is free (other runs on this machine take it too)."""
+    from hwnas.agents.errors import DeviceBusy
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return fn()
+        except DeviceBusy as exc:
+            if time.monotonic() > deadline:
+                raise
+            _say(f"{what}: device busy, waiting ({exc.message})")
+            time.sleep(20)
+
+
+def fidelity(dtype: str, resolutions: tuple[int, ...], samples: int, out_dir: Path, seed: int, reuse: bool) -> dict[str, Any]:
     from hwnas.agents.profiles import load_profile
     from hwnas.profiler.lut import LUT
     from hwnas.profiler.profile import ProfileRequest, profile_device
@@ -70,14 +85,18 @@ def fidelity(dtype: str, resolutions: tuple[int, ...], samples: int, out_dir: Pa
     profile = load_profile("local")
     lut_path = out_dir / f"compact_litert_{dtype}.csv"
     load0 = _load()
-    _say(f"profile litert {dtype}")
-    prof = profile_device(
-        profile,
-        ProfileRequest(space="compact", resolutions=resolutions, runtime="litert", dtype=dtype, out=lut_path),
-        on_progress=lambda d, t, w: _say(f"profile {dtype} {d}/{t}") if d % 40 == 0 else None,
-    )
+    if reuse and lut_path.exists():
+        _say(f"reusing {lut_path}")
+        table = LUT.load(lut_path)
+        prof = {"entries": len(table), "seconds": float("nan")}
+    else:
+        _say(f"profile litert {dtype}")
+        request = ProfileRequest(space="compact", resolutions=resolutions, runtime="litert", dtype=dtype, out=lut_path)
+        prof = _when_free(f"profile {dtype}", lambda: profile_device(
+            profile, request, on_progress=lambda d, t, w: _say(f"profile {dtype} {d}/{t}") if d % 40 == 0 else None,
+        ))
     _say(f"validate litert {dtype} on {samples} subnets")
-    val = validate_lut(profile, LUT.load(lut_path), samples=samples, seed=seed)
+    val = _when_free(f"validate {dtype}", lambda: validate_lut(profile, LUT.load(lut_path), samples=samples, seed=seed))
     # the same points without the reference-drift correction (measured * drift undoes it)
     import numpy as np
 
@@ -134,6 +153,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=None, help="conversion processes (default: one per core)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="where the LUTs and the workload cache go (default: a temp dir)")
+    ap.add_argument("--reuse", action="store_true", help="keep LUTs already in --out (validate only) and skip the conversion-cost step")
     args = ap.parse_args()
 
     from hwnas.supernet import get_space
@@ -146,8 +166,8 @@ def main() -> int:
     os.environ["HWNAS_CACHE_DIR"] = str(cache)  # the profiler and validation reuse the converted files
     started = time.perf_counter()
     _say(f"out {out_dir}; {os.cpu_count()} cores")
-    conv = conversion_cost("compact", resolutions, cache, args.workers)
-    fid = [fidelity(dt, resolutions, args.samples, out_dir, args.seed) for dt in args.dtypes.split(",")]
+    conv = None if args.reuse else conversion_cost("compact", resolutions, cache, args.workers)
+    fid = [fidelity(dt, resolutions, args.samples, out_dir, args.seed, args.reuse) for dt in args.dtypes.split(",")]
     speed = int8_speedup(fid[0]["lut"], fid[1]["lut"]) if len(fid) == 2 else {}
 
     print(f"## LiteRT on this machine (`compact`, resolutions {','.join(map(str, resolutions))})\n")
@@ -162,11 +182,12 @@ def main() -> int:
         print(f"| {f['dtype']} | {f['entries']} | {args.samples} | {f['within_10pct']:.0%} | {f['within_5pct']:.0%} | {f['mape']:.1%} | "
               f"{rho} | {drift} | {f['raw_within_10pct']:.0%} / {f['raw_mape']:.1%} | {f['profile_s']:.0f} | "
               f"{f['validate_s']:.0f} | {f['load']:.1f} |")
-    print("\n| conversion (float32, full LUT) | workloads | seconds | s / workload | load |")
-    print("|---|---|---|---|---|")
-    for label in ("cold", "cached"):
-        s = conv[f"{label}_s"]
-        print(f"| {label} | {conv['workloads']} | {s:.1f} | {s / conv['workloads']:.3f} | {conv[f'{label}_load']:.1f} |")
+    if conv is not None:
+        print("\n| conversion (float32, full LUT) | workloads | seconds | s / workload | load |")
+        print("|---|---|---|---|---|")
+        for label in ("cold", "cached"):
+            s = conv[f"{label}_s"]
+            print(f"| {label} | {conv['workloads']} | {s:.1f} | {s / conv['workloads']:.3f} | {conv[f'{label}_load']:.1f} |")
     if speed:
         print("\n| op type | int8 speed-up (f32 p10 / int8 p10, median) | entries |")
         print("|---|---|---|")

@@ -34,13 +34,20 @@ from hwnas.supernet.pas_net import base_config
 from ._harness import header, load_average, spread, table
 
 
-def _hwnas(*args: str) -> tuple[dict[str, Any], str, float]:
+def _hwnas(*args: str, ok: tuple[int, ...] = (0,)) -> tuple[dict[str, Any], str, float]:
+    """Run a CLI command (``--json``); a device another run holds is waited for (up to 15 minutes)."""
     argv = [sys.executable, "-m", "hwnas", *args]
     shown = "hwnas " + " ".join(shlex.quote(a) for a in args)
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 900
+    while True:
+        proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if proc.returncode == 1 and "holds the device" in proc.stderr and time.monotonic() < deadline:
+            time.sleep(10)
+            continue
+        break
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
+    if proc.returncode not in ok or not proc.stdout.strip():
         raise SystemExit(f"{shown} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout), shown, wall
 
@@ -79,6 +86,11 @@ def main() -> None:
     ap.add_argument("--share", type=float, default=0.5, help="latency target as a share of the unpruned network")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--ofa-budgets", default="0.12,0.14",
+                    help="(e) budgets in ms for PaS vs OFA (inside both methods' latency ranges); '' skips (e)")
+    ap.add_argument("--supernet", type=Path, default=None,
+                    help="(e) an existing compact supernet checkpoint (default: train one into OUT/ofa)")
+    ap.add_argument("--accuracy-samples", type=int, default=100, help="(e) subnets for OFA's accuracy predictor")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-pas-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +200,103 @@ def main() -> None:
                  "measured / X", "measured / unpruned", "top-1", "top-1 unpruned"], rows))
     print(f"\nIn the CLI run: predicted {lat['predicted_ms']:.4f} ms, measured {lat['measured_ms']:.4f} ms at the "
           f"table's speed (drift {lat['drift']:.3f}), target {lat['target_ms']:.4f} ms.")
+    if args.ofa_budgets:
+        budgets = [float(b) for b in args.ofa_budgets.split(",") if b.strip()]
+        _ofa_vs_pas(args, out, profile, config, tab, lut, budgets, common, loads)
     print(f"\nMachine load: {'; '.join(loads)}. Files under `{out}`.")
+
+
+def _ofa_vs_pas(
+    args: argparse.Namespace, out: Path, profile: Any, config: Any, tab: Any, lut: Path, budgets: list[float],
+    common: list[str], loads: list[str],
+) -> None:
+    """(e) PaS vs the OFA search on the compact supernet, at the same latency budgets, measured together."""
+    ofa = out / "ofa"
+    ofa.mkdir(exist_ok=True)
+    cmds: list[str] = []
+    compact_lut = ofa / "compact-lut.csv"
+    prof, cmd, _ = _hwnas("profile", args.device, "--space", "compact", "--out", str(compact_lut), "--json")
+    cmds.append(cmd)
+    if args.supernet is not None:
+        ckpt = args.supernet
+        cmds.append(f"(supernet: existing checkpoint `{ckpt}`)")
+    else:
+        ckpt = ofa / "supernet.pt"
+        _, cmd, _ = _hwnas("supernet", "train", "--space", "compact", "--data", "digits", "--out", str(ckpt), "--json")
+        cmds.append(cmd)
+    acc = ofa / "accuracy.pt"
+    fit, cmd, _ = _hwnas(
+        "predictor", "accuracy", str(ckpt), "--samples", str(args.accuracy_samples), "--data", "digits",
+        "--out", str(acc), "--json",
+    )
+    cmds.append(cmd)
+    budget_arg = ",".join(f"{b:g}" for b in budgets)
+    found, cmd, _ = _hwnas(
+        "search", "--space", "compact", "--lut", str(compact_lut), "--accuracy", str(acc), "--latency-ms", budget_arg,
+        "--seed", str(args.seed), "--out", str(ofa / "search"), "--json", ok=(0, 1),  # 1: a budget infeasible
+    )
+    cmds.append(cmd)
+    files: dict[str, Path] = {}
+    rows: list[dict[str, Any]] = []
+    for res in found["results"]:
+        b = float(res["budget_ms"])
+        row: dict[str, Any] = {"budget": b, "ofa": res}
+        if res.get("arch"):
+            arch = json.dumps(res["arch"], separators=(",", ":"))
+            ev, cmd, _ = _hwnas("supernet", "eval", str(ckpt), "--arch", arch, "--data", "digits", "--json")
+            cmds.append(cmd)
+            path = ofa / f"ofa-{b:g}ms.onnx"
+            ex, cmd, _ = _hwnas(
+                "export", str(ckpt), "--arch", arch, "--format", "onnx", "--data", "digits", "--out", str(path), "--json"
+            )
+            cmds.append(cmd)
+            row.update(ofa_top1=ev["top1"], ofa_macs=ev.get("macs", ex.get("macs")))
+            files[f"OFA {b:g}"] = path
+        pas, cmd, _ = _hwnas(
+            "pas", "--data", "digits", "--target-ms", f"{b:g}", "--lut", str(lut), "--device", args.device,
+            "--out", str(out / f"pas-{b:g}ms"), *common, "--json",
+        )
+        cmds.append(cmd)
+        row["pas"] = pas
+        files[f"PaS {b:g}"] = Path(pas["file"])
+        rows.append(row)
+    reference = pas_search.PasWorkloads(config=config).reference()
+    with Device(profile) as device:
+        _acquire(device)
+        m = pas_search.measure_networks(device, files, reference=reference, repeats=args.repeats)
+    loads.append(load_average())
+    ref_ms = tab.reference_ms
+    norm = {k: [v * ref_ms / r for v, r in zip(vals, m["reference_ms"], strict=True)] for k, vals in m["ms"].items()}
+
+    print("\n### (e) PaS vs OFA at equal measured latency (digits, local)\n")
+    print("Commands:\n")
+    for c in cmds:
+        print(f"- `{c}`" if not c.startswith("(") else f"- {c}")
+    print(f"\nOFA: compact space LUT ({prof['entries']} entries), accuracy predictor on {fit.get('samples')} subnets "
+          f"(Kendall tau {fit.get('kendall_tau')}), evolution search at each budget; the subnet's top-1 after BN "
+          "recalibration (`supernet eval`). PaS: the digits base network at `--target-ms` on its own latency table. "
+          f"Both networks of a budget measured in the same runner batches ({args.repeats} repeats, p10), normalised "
+          "to the PaS table's reference speed.\n")
+    out_rows = []
+    for row in rows:
+        b, pas = row["budget"], row["pas"]
+        if row["ofa"].get("arch"):
+            s = spread(norm[f"OFA {b:g}"])
+            arch = row["ofa"]["arch"]
+            out_rows.append([
+                f"{b:g}", "OFA (compact)", f"r={arch['r']} d={arch['d']}", row["ofa"]["predicted_latency_ms"],
+                f"{s['median']:.4f} ({s['min']:.4f}-{s['max']:.4f})", f"{s['median'] / b:.2f}",
+                row["ofa_macs"], row["ofa_top1"],
+            ])
+        else:
+            out_rows.append([f"{b:g}", "OFA (compact)", "infeasible", row["ofa"].get("min_latency_ms"), "-", "-", "-", "-"])
+        s = spread(norm[f"PaS {b:g}"])
+        out_rows.append([
+            f"{b:g}", "PaS (digits)", "widths " + "/".join(map(str, pas["widths"])), pas["predicted_ms"],
+            f"{s['median']:.4f} ({s['min']:.4f}-{s['max']:.4f})", f"{s['median'] / b:.2f}", pas["macs"], pas["top1"],
+        ])
+    print(table(["budget ms", "method", "network", "predicted ms", "measured ms (min-max)", "measured / budget",
+                 "MACs", "top-1"], out_rows))
 
 
 if __name__ == "__main__":

@@ -127,11 +127,23 @@ def run_demo(
     search_dir = out / "search"
 
     def search() -> dict[str, Any]:
-        from hwnas.search.runner import budgets_in_range, run_search
+        from hwnas.search.accuracy import AccuracyPredictor
+        from hwnas.search.base import SearchProblem
+        from hwnas.search.latency import LUTLatency
+        from hwnas.search.registry import make_searcher
+        from hwnas.search.results import write_results
 
-        budgets = budgets_in_range(lut, acc_path, fractions=(0.25, 0.5, 0.8))
-        res = run_search(lut=lut, accuracy=acc_path, budgets=budgets, algo="evolution", seed=0, out=search_dir)
-        return res
+        latency = LUTLatency(lut, space=SPACE)
+        problem = SearchProblem(latency=latency, accuracy=AccuracyPredictor.load(acc_path, space=SPACE))
+        _, lo = problem.min_latency()
+        space = problem.space
+        hi = float(max(latency.predict_arrays(space.arrays_from_archs([space.max_arch(r)]))[0] for r in lut.resolutions))
+        budgets = [round(lo + f * (hi - lo), 4) for f in (0.25, 0.5, 0.8)]
+        searcher = make_searcher("evolution", problem, seed=0)
+        results = searcher.search(budgets)
+        write_results(search_dir, results=results, front=searcher.front_, info={"algo": "evolution", "budgets": budgets})
+        return {"budgets": budgets, "min_latency_ms": lo, "max_latency_ms": hi, "results": results,
+                "front": searcher.front_, "evaluations": searcher.evaluations_}
 
     found = pipe.step("search", {"lut": prof, "acc": acc}, search, files=("search",))
     chosen = [r for r in found["results"] if r.get("arch")]

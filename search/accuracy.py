@@ -160,6 +160,7 @@ class AccuracyPredictor:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs * steps_per_epoch)
         gen = torch.Generator().manual_seed(self.seed)
         threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a small MLP: a second thread gains little and spins on a busy machine
         try:
             for epoch in range(self.epochs):
                 perm = torch.randperm(len(train), generator=gen)
@@ -171,7 +172,7 @@ class AccuracyPredictor:
                     opt.step()
                     sched.step()
                 if on_progress is not None:
-                    on_progress(epoch + 1, self.epochs, f"loss {float(loss):.2e}")
+                    on_progress(epoch + 1, self.epochs, f"loss {float(loss.detach()):.2e}")
         finally:
             torch.set_num_threads(threads)
 
@@ -243,6 +244,12 @@ class AccuracyPredictor:
         if not len(archs):
             return np.zeros(0)
         return self.predict_arrays(self.encoding_.space.arrays_from_archs(archs))
+
+    @property
+    def metrics_(self) -> dict[str, Any]:
+        """``{"samples", "kendall_tau", "rmse"}`` of the fit (None when imported)."""
+        self._check_fitted()
+        return {"samples": self.samples_, "kendall_tau": self.kendall_tau_, "rmse": self.rmse_}
 
     @property
     def space_name(self) -> str:
@@ -436,12 +443,12 @@ def generate_accuracy_dataset(
     bn_images: int = 500,
     resolutions: Sequence[int] | None = None,
     on_progress: Progress | None = None,
-) -> tuple[str, list[Any], list[float]]:
+) -> tuple[list[Any], list[float]]:
     """Sample ``samples`` subnets of the supernet checkpoint ``ckpt``, recalibrate each one's BN statistics
     on ``bn_images`` training images and evaluate its top-1 on the validation split of ``data``
     (``digits``, ``cifar10:PATH``, ``imagefolder:PATH``).
 
-    Returns ``(space name, archs, top1)`` (top-1 as fractions). The work is the supernet package's
+    Returns ``(archs, top1)`` (top-1 as fractions; the archs are the checkpoint's space's). The work is the supernet package's
     (:func:`hwnas.supernet.train.evaluate_arch`); this function only draws the architectures (uniformly,
     distinct, seeded) and loops. Raises PredictorError for too few samples; the supernet package's errors
     for a bad checkpoint or data set."""
@@ -472,4 +479,4 @@ def generate_accuracy_dataset(
         top1.append(float(evaluate_arch(net, a, train=train, val=val, bn_images=bn_images, seed=seed)))
         if on_progress is not None:
             on_progress(i + 1, len(archs), "subnet")
-    return space.name, archs, top1
+    return archs, top1

@@ -1,21 +1,27 @@
-"""Regularised evolution on array-encoded populations (OFA's ``EvolutionFinder``, made fast), its MnasNet
-reward variant, and the random-search baseline.
+"""Regularised evolution on array-encoded populations (OFA's ``EvolutionFinder``, made fast and better),
+its MnasNet-reward variant, and the random-search baseline.
 
 :class:`EvolutionSearch` keeps OFA's scheme -- each generation keeps the best ``parent_ratio`` of the
 population as parents and refills it with mutated parents (``mutation_ratio``; every block's kernel and
 expand ratio, every stage's depth and the resolution resampled with probability ``mutate_prob``) and uniform
-crossovers of two parents -- but works on whole populations as int arrays (one latency gather and one
-batched MLP call per generation), makes offspring feasible by *repair* (shrinking random choices until they
-fit; OFA resamples in an unbounded loop), and runs the budgets in ascending order as one shared run: the
-final parents of a budget fit every larger budget and seed its population. A short local search (single
-changes, and pairs of one change up and one down that trade latency between blocks) polishes each answer
-at the budget's edge.
+crossovers of two parents -- and changes how it is run:
 
-:class:`MnasSearch` is the same evolution with MnasNet's reward ``ACC * (LAT / T) ** w`` (``w = alpha`` if
-``LAT <= T`` else ``beta``; soft: alpha = beta = -0.07, hard: alpha = 0, beta = -1) as fitness and no
-repair; the answer is the best-reward architecture that meets the budget (hard limits hold for every
-algorithm). :class:`RandomSearch` draws uniform architectures, repairs them into each budget and keeps the
-most accurate.
+- whole populations are int arrays: one latency gather and one batched MLP call per generation;
+- offspring are feasible by construction: each child draws ``retries`` candidates from its parent(s) (a
+  bounded, vectorised version of OFA's rejection loop, costing latency look-ups only) and keeps the first
+  that fits; when none fits, the first is *repaired* (random choices shrunk one step at a time);
+- one island per resolution (a resolution change moves every layer's latency and rarely survives as a
+  mutation), evolved side by side in one array, with successive halving of the islands;
+- the fittest member of the best distinct (resolution, depths) pairs is polished by a multiple-choice
+  knapsack over every block's (kernel, expand) pair (:func:`knapsack_polish`), then a short local search
+  (single changes, and pairs of one change up and one down) finishes at the budget's edge.
+
+``benchmarks/bench_search.py`` measures it against OFA's own finder. :class:`MnasSearch` is the same
+evolution with MnasNet's reward ``ACC * (LAT / T) ** w`` (``w = alpha`` if ``LAT <= T`` else ``beta``;
+soft: alpha = beta = -0.07, hard: alpha = 0, beta = -1) as fitness and no repair; its answer is the
+best-reward architecture that meets the budget (hard limits hold for every algorithm).
+:class:`RandomSearch` draws uniform architectures, repairs them into each budget and keeps the most
+accurate.
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ from .base import Evaluated, Interval, Options, Progress, Searcher, SearchProble
 from .encoding import Genes
 
 log = logging.getLogger(__name__)
+
+#: With more resolutions than this (e.g. ``ofa-mbv3-w1.0`` searched at all 25 under a learned latency
+#: predictor) one population covers them all instead of one island each.
+MAX_ISLANDS = 8
 
 #: The best answer of a run: (genes (1 row), latency, accuracy, fitness).
 Best = tuple[Genes, float, float, float]
@@ -192,7 +202,8 @@ class EvolutionSearch(Searcher):
     islands:
         ``"resolution"``: one run per resolution (the resolution fixed in it; the best answer wins), since
         a resolution change moves the latency of every layer and rarely survives as a mutation;
-        ``"none"``: one run over all resolutions (OFA).
+        ``"none"``: one run over all resolutions (OFA), also used with more than :data:`MAX_ISLANDS`
+        resolutions.
     halving:
         With islands: after a quarter and after half of the generations, drop the worse half of the
         islands (successive halving), so that the evaluations go to the promising resolutions.
@@ -240,8 +251,8 @@ class EvolutionSearch(Searcher):
         self,
         *,
         problem: SearchProblem,
-        population_size: int = 256,
-        generations: int = 40,
+        population_size: int = 192,
+        generations: int = 36,
         parent_ratio: float = 0.25,
         mutation_ratio: float = 0.5,
         mutate_prob: float = 0.1,
@@ -253,7 +264,7 @@ class EvolutionSearch(Searcher):
         restarts: int = 1,
         shared: bool = False,
         seed_fraction: float = 0.1,
-        local_search_rounds: int = 4,
+        local_search_rounds: int = 2,
         seed: int = 0,
     ) -> None:
         super().__init__(problem=problem, seed=seed)
@@ -357,7 +368,7 @@ class EvolutionSearch(Searcher):
                 cand = cand.take(np.arange(len(choice)) * m + choice)
             children = cand.take(np.argsort(slot_island, kind="stable"))
             children, c_lat = self._prepare(children, budget, rng, fixed_r)
-            child_ev = problem.evaluate(children, c_lat)
+            child_ev = _evaluate_new(problem, parents, children, c_lat)
             c_fit = self._fitness(child_ev, budget)
             best = self._track(best, child_ev, c_fit, budget)
             merged = np.argsort(np.concatenate([np.repeat(isl, n_par), np.repeat(isl, pop_size)]), kind="stable")
@@ -412,7 +423,7 @@ class EvolutionSearch(Searcher):
         total = len(budgets) * self.restarts
         done = 0
         for budget in budgets:
-            if self.islands == "resolution" and n_res > 1:
+            if self.islands == "resolution" and 1 < n_res <= MAX_ISLANDS:
                 islands: list[int | None] = [ri for ri in range(n_res) if problem.min_latency_at(ri) <= budget]
             else:
                 islands = [None]
@@ -441,6 +452,25 @@ class EvolutionSearch(Searcher):
         return answers
 
 
+def _evaluate_new(problem: SearchProblem, parents: Evaluated, children: Genes, latency: np.ndarray) -> Evaluated:
+    """Evaluate the children, predicting each distinct architecture once: a child equal to a parent (or to
+    an earlier child) takes its accuracy without an evaluation. Late generations of a converged population
+    breed many copies; the search trajectory is the same, only cheaper."""
+    n_par = len(parents.genes)
+    keys = Genes.concat([parents.genes, children]).flat()
+    keys = np.ascontiguousarray(keys).view(np.dtype((np.void, keys.dtype.itemsize * keys.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    child_ids = inverse[n_par:]
+    new_ids = np.unique(child_ids[first[child_ids] >= n_par])
+    acc_of = np.empty(len(first), dtype=np.float64)
+    known = first < n_par
+    acc_of[known] = parents.accuracy[first[known]]
+    if len(new_ids):
+        rows = first[new_ids] - n_par
+        acc_of[new_ids] = problem.evaluate(children.take(rows), latency[rows]).accuracy
+    return Evaluated(children, latency, acc_of[child_ids])
+
+
 def _take3(ev: Evaluated, rows: Any) -> tuple[Genes, np.ndarray, np.ndarray]:
     return ev.genes.take(rows), ev.latency[rows], ev.accuracy[rows]
 
@@ -465,8 +495,8 @@ class MnasSearch(EvolutionSearch):
         problem: SearchProblem,
         alpha: float = -0.07,
         beta: float = -0.07,
-        population_size: int = 256,
-        generations: int = 40,
+        population_size: int = 192,
+        generations: int = 36,
         parent_ratio: float = 0.25,
         mutation_ratio: float = 0.5,
         mutate_prob: float = 0.1,

@@ -66,7 +66,8 @@ ProgressFn = Callable[[int, int, str], None]
 
 #: dataset name -> the base network it trains by default
 DATASETS: dict[str, str] = {"digits": "digits", "cifar10": "cifar", "imagefolder": "cifar"}
-DEFAULT_FRACTIONS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+#: A latency table measures every layer at every multiple of this many channels (and at 1 and the full width).
+DEFAULT_WIDTH_STEP = 8
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -149,9 +150,12 @@ class LatencyCost(Cost):
         return self.table(widths)
 
 
-def width_grid(channels: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> list[int]:
-    """The widths a latency table measures for a layer of ``channels`` channels (always includes 1)."""
-    return sorted({1, channels, *(max(1, round(f * channels)) for f in fractions)})
+def width_grid(channels: int, step: int = DEFAULT_WIDTH_STEP) -> list[int]:
+    """The widths a latency table measures for a layer of ``channels`` channels: 1, every multiple of ``step``
+    and ``channels``. Runtimes are markedly slower at widths off their vector blocks (on an AVX-512 CPU, ONNX
+    Runtime's conv at 25 or 37 channels costs more than at 32 or 48), which no interpolation between a few
+    widths sees: a table holds every width a search with ``width_multiple == step`` can choose."""
+    return sorted({1, channels, *range(step, channels + 1, step)})
 
 
 def layer_key(h_in: int, c_in: int, h_out: int, c_out: int, kernel: int, stride: int) -> str:
@@ -181,9 +185,14 @@ class LayerLatencyTable:
 
     ``values`` maps :func:`layer_key` s to ms; ``overhead_ms`` is added once per network (the LUT's
     ``Overhead-inference`` row: what an inference costs beyond its layers, pooling and classifier included).
-    Calling the table with per-layer widths sums the layers' interpolated latencies and the overhead; with
-    scalar tensors the sum is differentiable, which is what :class:`LatencyCost` needs in the regulariser.
-    Tables are measured on a device by :func:`measure_layer_table` and kept as hwnas LUT files
+    Calling the table with per-layer widths sums the layers' interpolated latencies and the overhead.
+
+    With scalar tensors (the regulariser of :class:`LatencyCost`) the *value* is the same measured sum, but the
+    *gradient* is that of a smooth surrogate: per layer, ``ms = a + b * c_in + c * c_out + d * c_in * c_out``
+    fitted to the layer's grid by non-negative least squares (monotone in both widths). Measured latency is a
+    step function of width (a runtime pads channels to its vector blocks; timing noise adds jitter), so the
+    interpolated table's local slopes are often zero or negative and would stall the search; its values are
+    right at the widths the search finally takes (every multiple of ``step`` is measured). Tables are measured on a device by :func:`measure_layer_table` and kept as hwnas LUT files
     (:mod:`hwnas.profiler.lut`); :meth:`load` reads one back.
     """
 
@@ -192,20 +201,20 @@ class LayerLatencyTable:
         *,
         config: PasNetConfig,
         values: dict[str, float],
-        fractions: Sequence[float],
+        step: int = DEFAULT_WIDTH_STEP,
         overhead_ms: float = 0.0,
         meta: dict[str, Any] | None = None,
         source: str = "latency table",
     ) -> None:
         self.config = config
-        self.fractions = tuple(fractions)
+        self.step = int(step)
         self.values = dict(values)
         self.overhead_ms = float(overhead_ms)
         self.meta = dict(meta or {})
         self.grids: list[tuple[list[int], list[int], list[list[float]]]] = []
         for i, shape in enumerate(config.layer_shapes()):
-            gi = [shape["c_in"]] if i == 0 else width_grid(shape["c_in"], self.fractions)
-            go = width_grid(shape["c_out"], self.fractions)
+            gi = [shape["c_in"]] if i == 0 else width_grid(shape["c_in"], self.step)
+            go = width_grid(shape["c_out"], self.step)
             ms = []
             for ci in gi:
                 row = []
@@ -219,21 +228,34 @@ class LayerLatencyTable:
                     row.append(self.values[key])
                 ms.append(row)
             self.grids.append((gi, go, ms))
+        self.smooth = [_monotone_bilinear(gi, go, ms) for gi, go, ms in self.grids]
 
     @staticmethod
-    def layer_keys(config: PasNetConfig, fractions: Sequence[float]) -> list[list[tuple[str, int, int]]]:
+    def layer_keys(config: PasNetConfig, step: int = DEFAULT_WIDTH_STEP) -> list[list[tuple[str, int, int]]]:
         """Per layer, the ``(role, c_in, c_out)`` points of its grid (role ``stem`` for the first layer)."""
         out = []
         for i, shape in enumerate(config.layer_shapes()):
-            gi = [shape["c_in"]] if i == 0 else width_grid(shape["c_in"], fractions)
+            gi = [shape["c_in"]] if i == 0 else width_grid(shape["c_in"], step)
             role = "stem" if i == 0 else "body"
-            out.append([(role, ci, co) for ci in gi for co in width_grid(shape["c_out"], fractions)])
+            out.append([(role, ci, co) for ci in gi for co in width_grid(shape["c_out"], step)])
         return out
 
     def __call__(self, widths: Sequence[Any]) -> Any:
         widths = list(widths)
         if len(widths) != len(self.grids):
             raise PredictorError(f"latency table: expected {len(self.grids)} widths, got {len(widths)}")
+        measured = self.measured(widths)
+        if not any(isinstance(w, torch.Tensor) and w.requires_grad for w in widths):
+            return measured
+        smooth: Any = 0.0
+        c_in: Any = self.config.in_channels
+        for (a, b, c, d), c_out in zip(self.smooth, widths, strict=True):
+            smooth = smooth + a + b * c_in + c * c_out + d * c_in * c_out
+            c_in = c_out
+        return measured.detach() + (smooth - smooth.detach())
+
+    def measured(self, widths: Sequence[Any]) -> Any:
+        """The overhead plus every layer's latency interpolated bilinearly in the measured grid."""
         total: Any = self.overhead_ms
         c_in: Any = self.config.in_channels
         for (gi, go, ms), c_out in zip(self.grids, widths, strict=True):
@@ -283,11 +305,11 @@ class LayerLatencyTable:
                 overhead = ms
             else:
                 values[key] = ms
-        fractions = pas_meta.get("fractions") or DEFAULT_FRACTIONS
+        step = int(pas_meta.get("width_step") or DEFAULT_WIDTH_STEP)
         return cls(
             config=config,
             values=values,
-            fractions=fractions,
+            step=step,
             overhead_ms=overhead,
             meta=lut.metadata,
             source=lut.source,
@@ -400,12 +422,12 @@ def _device_settings(device: Any, runtime: str | None, threads: int | None) -> t
     return runtime, int(threads), RUNTIME_FORMAT[runtime]
 
 
-def _calibration_widths(config: PasNetConfig, fractions: Sequence[float], n: int, seed: int) -> list[list[int]]:
+def _calibration_widths(config: PasNetConfig, step: int, n: int, seed: int) -> list[list[int]]:
     """Widths of the whole networks measured beside the layers: the narrowest one, then random grid points
     (the unpruned network is the reference workload, measured in every batch)."""
     rng = np.random.default_rng(seed + 7919)
     out = [[1] * len(config.layers)]
-    grids = [width_grid(w, fractions) for w in config.widths]
+    grids = [width_grid(w, step) for w in config.widths]
     while len(out) < max(1, n):
         out.append([int(rng.choice(g)) for g in grids])
     return out
@@ -416,7 +438,7 @@ def measure_layer_table(
     *,
     device: Any,
     out: Path,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    step: int = DEFAULT_WIDTH_STEP,
     runtime: str | None = None,
     threads: int | None = None,
     plan: MeasurePlan = MeasurePlan(),
@@ -439,14 +461,15 @@ def measure_layer_table(
     out = Path(out)
     if str(out.parent) and not out.parent.is_dir():
         raise PredictorError(f"{out}: cannot write the latency table: no such folder {out.parent}")
-    fractions = tuple(float(f) for f in fractions)
+    if not isinstance(step, int) or step < 1:
+        raise PredictorError(f"latency table: the width step must be a positive integer, got {step!r}")
     fingerprint, temp_paths, temp_before = _fingerprint(device)
     builder = PasWorkloads(config=config, fmt=fmt)
     points: dict[str, tuple[dict[str, int], int, int]] = {}
-    for shape, grid in zip(config.layer_shapes(), LayerLatencyTable.layer_keys(config, fractions), strict=True):
+    for shape, grid in zip(config.layer_shapes(), LayerLatencyTable.layer_keys(config, step), strict=True):
         for _, ci, co in grid:
             points.setdefault(layer_key(shape["h_in"], ci, shape["h_out"], co, 3, shape["stride"]), (shape, ci, co))
-    calib_widths = _calibration_widths(config, fractions, calibration_nets, seed)
+    calib_widths = _calibration_widths(config, step, calibration_nets, seed)
     total = len(points) + 1 + len(calib_widths)
     if on_progress is not None:
         on_progress(0, total, "exporting workloads")
@@ -456,10 +479,10 @@ def measure_layer_table(
     reference = builder.reference()
     # the whole networks spread among the layers, so that every batch sees some of both
     workloads: list[Workload] = [overhead]
-    step = max(1, len(layers) // max(1, len(calib)))
+    every = max(1, len(layers) // max(1, len(calib)))
     for i, w in enumerate(layers):
-        if i % step == 0 and i // step < len(calib):
-            workloads.append(calib[i // step])
+        if i % every == 0 and i // every < len(calib):
+            workloads.append(calib[i // every])
         workloads.append(w)
     workloads += [c for c in calib if c not in workloads]
     got: dict[str, tuple[dict[str, Any], float]] = {}
@@ -528,7 +551,7 @@ def measure_layer_table(
         },
         pas={
             "base": config.as_dict(),
-            "fractions": list(fractions),
+            "width_step": step,
             "calibration_nets": [
                 {"widths": list(w), "measured_ms": float(m), "predicted_ms": float(p)}
                 for (w, m), p in zip(nets, predicted, strict=True)
@@ -875,8 +898,9 @@ class PruningAsSearch:
 
     def _snap(self, net: PasNet, cost: Cost, config: PasNetConfig, target: float) -> int:
         """Bring every width to a multiple of ``width_multiple`` (keeping each layer's strongest gates), then
-        close (open) gates, lowest (highest) weight first and ``width_multiple`` at a time, until the cost lies
-        within ``tolerance`` of the target; returns the number of gates changed. Should the band be too narrow
+        close (open) gates, ``width_multiple`` at a time, until the cost lies within ``tolerance`` of the
+        target: a step that lands in the band first, else the layer whose gates at stake have the lowest
+        (highest) weights; returns the number of gates changed. Should the band be too narrow
         for the steps, the widths closest to the target are kept."""
         step = self.width_multiple
         hi, lo = target * (1 + self.tolerance), target * (1 - self.tolerance)
@@ -897,22 +921,26 @@ class PruningAsSearch:
                 if lo <= now <= hi or widths in seen:
                     break
                 seen.add(widths)
-                choice: tuple[float, Any, int] | None = None
-                for gate in gates:
-                    n = int(gate.keep().sum())
+                # candidates: per layer, its weakest open (strongest closed) `step` gates; a step that lands
+                # in the band wins, else the lowest (highest) gate weights go first
+                choice: tuple[bool, float, Any, int] | None = None
+                for i, gate in enumerate(gates):
+                    n = widths[i]
                     if now > hi and n > min(step, gate.channels):
-                        new = step * ((n - 1) // step) if step > 1 else n - 1
+                        new = max(1, step * ((n - 1) // step) if step > 1 else n - 1)
                         score = float(gate.weight.sort(descending=True).values[new:n].mean())
                     elif now < lo and n < gate.channels:
                         new = min(gate.channels, step * (n // step + 1))
                         score = -float(gate.weight.sort(descending=True).values[n:new].mean())
                     else:
                         continue
-                    if choice is None or score < choice[0]:
-                        choice = (score, gate, max(1, new))
+                    after = cost.of_config(config, [*widths[:i], new, *widths[i + 1 :]])
+                    key = (not lo <= after <= hi, score)
+                    if choice is None or key < choice[:2]:
+                        choice = (key[0], score, gate, new)
                 if choice is None:
                     break
-                _set_width(choice[1], choice[2])
+                _set_width(choice[2], choice[3])
             if best is not None and not lo <= cost.of_config(config, net.widths()) <= hi:
                 for gate, weight in zip(gates, best[1], strict=True):
                     gate.weight.copy_(weight)
@@ -1011,6 +1039,20 @@ class PruningAsSearch:
         self.record_.update(extra)
         (out / "pas.json").write_text(json.dumps(self.record_, indent=1) + "\n")
         return extra
+
+
+def _monotone_bilinear(gi: Sequence[int], go: Sequence[int], ms: Sequence[Sequence[float]]) -> tuple[float, ...]:
+    """``(a, b, c, d)`` >= 0 with ``a + b * c_in + c * c_out + d * c_in * c_out`` closest (least squares) to the
+    grid's latencies; columns scaled to [0, 1] for the solver."""
+    from scipy.optimize import nnls
+
+    rows = [(1.0, float(ci), float(co), float(ci * co)) for ci in gi for co in go]
+    y = np.array([v for row in ms for v in row], dtype=float)
+    A = np.array(rows)
+    scale = np.abs(A).max(axis=0)
+    scale[scale == 0] = 1.0
+    coef, _ = nnls(A / scale, y)
+    return tuple(float(x) for x in coef / scale)
 
 
 @torch.no_grad()

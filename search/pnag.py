@@ -12,13 +12,22 @@ Two learned pieces:
   depth and every block's kernel and expand ratio), conditioned on the budget through a learnable embedding
   per training budget; a budget in between uses the linear interpolation of its two neighbours' embeddings
   (outside the trained range: the nearest one). Tokens of blocks beyond their stage's depth do not count
-  in the log-probability or the entropy. Trained by policy gradient (REINFORCE with a per-budget baseline,
-  the evaluator's score as reward, normalised per batch) with entropy regularisation.
+  in the log-probability or the entropy. Trained by policy gradient (REINFORCE; the advantage of a sample
+  is the centred rank of its evaluator score within its budget's batch, since the Pareto rule defines a
+  ranking) with entropy regularisation.
+
+The evaluator sees, beside the one-hot architecture and the one-hot training budget, the predicted latency
+against the budget and the predicted accuracy: PNAG's evaluator sees the architecture alone because its
+accuracies are costly; here both predictors are cheap, so the evaluator learns the rule's scalarisation per
+budget instead of re-learning the predictors.
 
 :class:`PNAGSearch` trains both on ``train_budgets`` (or uses a loaded generator) and answers any budget by
-inference: it samples ``candidates`` architectures for the budget, repairs those that do not fit, and keeps
-the most accurate by the predictors -- milliseconds per budget. The generator is saved as a plain versioned
-file (``torch.save`` of names, numbers and tensors; loaded with ``weights_only=True``).
+inference: it samples ``candidates`` architectures for the budget, repairs those that do not fit, keeps
+the most accurate by the predictors, and refines the answer at inference time (``polish_top`` knapsack
+polishes of the best distinct depth/resolution proposals, ``local_search_rounds`` of local search; set both
+to 0 for the generator's samples alone) -- a few thousand predictor evaluations, a fraction of a second
+per budget. The generator is saved as a plain versioned file (``torch.save`` of names, numbers and tensors;
+loaded with ``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -125,6 +134,9 @@ class PNAGSearch(Searcher):
         distinct (resolution, depths) pairs gets ``polish_rounds`` rounds of
         :func:`~.evolution.knapsack_polish` (kernels and expand ratios re-chosen with the predictors;
         a few hundred evaluations each). 0: the generator's samples alone.
+    local_search_rounds:
+        Rounds of :func:`~.evolution.local_search` on the answer (single changes and up/down pairs;
+        a few thousand evaluations a round). 0: none.
     seed:
         Seeds everything.
     """
@@ -143,6 +155,7 @@ class PNAGSearch(Searcher):
         "candidates": Interval(int, 1, None),
         "polish_top": Interval(int, 0, None),
         "polish_rounds": Interval(int, 1, None),
+        "local_search_rounds": Interval(int, 0, None),
         "seed": Interval(int, 0, None),
     }
 
@@ -151,18 +164,19 @@ class PNAGSearch(Searcher):
         *,
         problem: SearchProblem,
         train_budgets: Sequence[float] | None = None,
-        iterations: int = 300,
+        iterations: int = 200,
         batch_size: int = 64,
         lr: float = 3e-3,
-        entropy_coeff: float = 1e-3,
+        entropy_coeff: float = 3e-3,
         hidden_size: int = 64,
         evaluator_samples: int = 4000,
         evaluator_epochs: int = 30,
         refresh_every: int = 25,
         margin: float = 0.1,
         candidates: int = 256,
-        polish_top: int = 2,
+        polish_top: int = 4,
         polish_rounds: int = 3,
+        local_search_rounds: int = 8,
         seed: int = 0,
     ) -> None:
         super().__init__(problem=problem, seed=seed)
@@ -179,6 +193,7 @@ class PNAGSearch(Searcher):
         self.candidates = candidates
         self.polish_top = polish_top
         self.polish_rounds = polish_rounds
+        self.local_search_rounds = local_search_rounds
 
     # ---- token layout --------------------------------------------------------------------------------
 
@@ -235,7 +250,6 @@ class PNAGSearch(Searcher):
             }
             logp = torch.zeros(n)
             ent = torch.zeros(n)
-            depth = None
             for t, (kind, pos) in enumerate(seq):
                 h, c = g.lstm(x + g.position_embedding[t], (h, c))
                 logits = g.heads[type_index[kind]](h)
@@ -245,7 +259,7 @@ class PNAGSearch(Searcher):
                 en = -(logp_all.exp() * logp_all).sum(-1)
                 if kind in ("ks", "e"):
                     stage, j = divmod(pos, enc.max_depth)
-                    mask = torch.from_numpy(enc._d[out["d"][:, stage]] > j).float()
+                    mask = torch.from_numpy(enc.depths(Genes(out["ks"], out["e"], out["d"], out["r"]))[:, stage] > j).float()
                     lp, en = lp * mask, en * mask
                 logp = logp + lp
                 ent = ent + en
@@ -254,10 +268,7 @@ class PNAGSearch(Searcher):
                     out["r"][:] = ch
                 else:
                     out[kind][:, pos] = ch
-                if kind == "d":
-                    depth = ch
                 x = g.token_embedding(choice + int(offsets[type_index[kind]])) + cond
-            del depth
         genes = Genes(ks=out["ks"], e=out["e"], d=out["d"], r=out["r"])
         return genes, logp, ent
 
@@ -353,7 +364,6 @@ class PNAGSearch(Searcher):
                 self._train_evaluator(data, d_acc, d_lat, self.evaluator_epochs, gen)
 
                 opt = torch.optim.Adam(self.generator_.parameters(), lr=self.lr)
-                baseline = np.zeros(len(budgets))
                 for it in range(self.iterations):
                     loss = torch.zeros(())
                     bs = self.batch_size
@@ -365,8 +375,10 @@ class PNAGSearch(Searcher):
                             reward = self.evaluator_(
                                 self._eval_inputs(g_b, bi, None, problem.accuracy(g_b))
                             ).numpy().astype(np.float64)
-                        baseline[bi] = reward.mean() if it == 0 else 0.9 * baseline[bi] + 0.1 * reward.mean()
-                        adv = (reward - baseline[bi]) / (reward.std() + 1e-8)
+                        # the Pareto rule defines a ranking, so the advantage is the centred rank of the
+                        # evaluator's score in the batch (robust to its scale and to the gap between
+                        # feasible and infeasible architectures)
+                        adv = (np.argsort(np.argsort(reward, kind="stable"), kind="stable") / max(1, len(reward) - 1)) - 0.5
                         loss = loss - (torch.from_numpy(adv.astype(np.float32)) * logp[rows]).mean()
                         loss = loss - self.entropy_coeff * ent[rows].mean()
                     fresh = [g_all]
@@ -426,6 +438,11 @@ class PNAGSearch(Searcher):
                                            float(ev.accuracy[row]), budget, rounds=self.polish_rounds)
                     if cand[2] > best[2]:
                         best = cand
+        if self.local_search_rounds:
+            from .evolution import local_search
+
+            with single_threaded_blas():
+                best = local_search(problem, best[0], best[1], best[2], budget, rounds=self.local_search_rounds)
         return problem.result(budget, best[0], 0, best[1], best[2])
 
     def _check_trained(self) -> None:

@@ -13,7 +13,7 @@ One network holds every subnet of a search space:
   the training loader (``data.py``) draws one resolution per batch;
 - **dynamic batch norm** (:class:`DynamicBatchNorm2d`): the first ``C`` channels of one BatchNorm2d; in
   training under ``torch.distributed`` with :meth:`OFASupernet.set_sync_bn` the batch statistics are
-  all-reduced across ranks (PyTorch's SyncBatchNorm needs CUDA).
+  all-reduced across ranks (PyTorch's SyncBatchNorm does not run on CPU).
 
 Parameter names and shapes are those of once-for-all's ``OFAMobileNetV3`` (``blocks.N.conv.depth_conv.conv
 .conv.weight``, ``...depth_conv.conv.7to5_matrix``, ``...inverted_bottleneck.bn.bn.running_mean``, ...), so
@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import blocks
-from .errors import ArchError
 from .spaces import CHANNEL_DIVISIBLE, SE_REDUCTION, Arch, SearchSpace, build_entry, get_space, make_divisible
 
 __all__ = [
@@ -116,18 +115,20 @@ def batch_norm_slice(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
 
 
 def _sync_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, c: int, group: Any) -> torch.Tensor:
-    """Training-mode batch norm with per-channel sums all-reduced over ``group`` (differentiable through
-    ``torch.distributed.nn.functional.all_reduce``, so gradients see the global statistics as SyncBN's)."""
+    """Training-mode batch norm with statistics over the samples of every rank of ``group``: the mean
+    from all-reduced per-channel sums, then the variance from all-reduced squared deviations from that
+    mean (two passes, as precise as one process's; ``E[x^2] - mean^2`` loses digits where the mean is large).
+    Both reductions are ``torch.distributed.nn.functional.all_reduce``, so the backward pass sees the global
+    statistics too, as SyncBatchNorm's does."""
     from torch.distributed.nn.functional import all_reduce
 
     n_local = x.numel() // c
-    stats = torch.cat(
-        [x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), x.new_full((1,), float(n_local))]
-    )
-    stats = all_reduce(stats, group=group)
-    n = stats[-1]
-    mean = stats[:c] / n
-    var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)
+    sums = all_reduce(torch.cat([x.sum(dim=(0, 2, 3)), x.new_full((1,), float(n_local))]), group=group)
+    n = sums[-1].detach()
+    mean = sums[:c] / n
+    shape = (1, c, 1, 1)
+    centred = x - mean.view(shape)
+    var = all_reduce((centred * centred).sum(dim=(0, 2, 3)), group=group) / n
     factor = _exponential_average_factor(bn)
     if bn.track_running_stats and bn.running_mean is not None:
         with torch.no_grad():
@@ -135,8 +136,7 @@ def _sync_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, c: int, group: Any) ->
             unbiased = var.detach() * (total / max(total - 1.0, 1.0))
             bn.running_mean[:c].mul_(1.0 - factor).add_(mean.detach(), alpha=factor)
             bn.running_var[:c].mul_(1.0 - factor).add_(unbiased, alpha=factor)
-    shape = (1, c, 1, 1)
-    y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)
+    y = centred * torch.rsqrt(var.view(shape) + bn.eps)
     if bn.weight is not None:
         y = y * bn.weight[:c].view(shape) + bn.bias[:c].view(shape)
     return y
@@ -640,10 +640,3 @@ class OFASupernet(nn.Module):
             p.requires_grad_(False)
         return twin
 
-
-def check_arch(space: SearchSpace, arch: Any) -> Arch:
-    """``space.parse(arch)``, re-raised with the space's name in the message."""
-    try:
-        return space.parse(arch)
-    except ArchError as exc:
-        raise ArchError(f"{space.name}: {exc}") from None

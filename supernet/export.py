@@ -11,7 +11,8 @@
   min/max over the calibration images, int8 input and output).
 
 ``max_abs_diff`` is the largest absolute difference of the logits over the check inputs (by default random
-normal inputs; ``hwnas export`` passes random images normalised as the data and real images), one at a
+normal inputs; ``hwnas export`` passes random images of the data's kind -- random pixels at the data's
+stored size, resized and normalised like it -- and real images), one at a
 time at batch 1. For int8 files it measures quantisation error, not a bug.
 """
 
@@ -122,8 +123,9 @@ def _onnx_int8(float_model: bytes, calibration: Sequence[torch.Tensor]) -> bytes
         return dst.read_bytes()
 
 
-def check_onnx(path: Path, model: nn.Module, inputs: Sequence[torch.Tensor]) -> float:
-    """Max abs difference between ONNX Runtime (CPU) running ``path`` and ``model`` on ``inputs``."""
+def check_onnx(path: Path, model: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[float, float]:
+    """``(max abs difference, max abs PyTorch output)`` of ONNX Runtime (CPU) running ``path`` vs ``model``
+    on ``inputs``."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -133,7 +135,7 @@ def check_onnx(path: Path, model: nn.Module, inputs: Sequence[torch.Tensor]) -> 
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ExportError(f"{path}: does not load in ONNX Runtime: {exc}") from None
     name = sess.get_inputs()[0].name
-    diff = 0.0
+    diff = scale = 0.0
     model = model.eval()
     for x in inputs:
         with torch.no_grad():
@@ -142,7 +144,8 @@ def check_onnx(path: Path, model: nn.Module, inputs: Sequence[torch.Tensor]) -> 
         if y.shape != ref.shape:
             raise ExportError(f"{path}: output shape {y.shape} differs from PyTorch's {ref.shape}")
         diff = max(diff, float(np.max(np.abs(y.astype(np.float64) - ref.astype(np.float64)))))
-    return diff
+        scale = max(scale, float(np.max(np.abs(ref))))
+    return diff, scale
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -187,9 +190,9 @@ def _tflite_int8(float_model: bytes, samples: Sequence[torch.Tensor]) -> bytes:
     return bytes(result.quantized_model)
 
 
-def check_tflite(path: Path, model: nn.Module, inputs: Sequence[torch.Tensor]) -> float:
-    """Max abs difference between ``ai_edge_litert`` running ``path`` (NHWC input; int8 input/output
-    (de)quantised with the file's scales) and ``model`` on ``inputs`` (NCHW)."""
+def check_tflite(path: Path, model: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[float, float]:
+    """``(max abs difference, max abs PyTorch output)`` of ``ai_edge_litert`` running ``path`` (NHWC input;
+    int8 input/output (de)quantised with the file's scales) vs ``model`` on ``inputs`` (NCHW)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as exc:
@@ -200,7 +203,7 @@ def check_tflite(path: Path, model: nn.Module, inputs: Sequence[torch.Tensor]) -
     except (ValueError, RuntimeError) as exc:
         raise ExportError(f"{path}: does not load in ai_edge_litert: {exc}") from None
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    diff = 0.0
+    diff = scale = 0.0
     model = model.eval()
     for x in inputs:
         with torch.no_grad():
@@ -221,7 +224,8 @@ def check_tflite(path: Path, model: nn.Module, inputs: Sequence[torch.Tensor]) -
         if y.shape != ref.shape:
             raise ExportError(f"{path}: output shape {y.shape} differs from PyTorch's {ref.shape}")
         diff = max(diff, float(np.max(np.abs(y.astype(np.float64) - ref))))
-    return diff
+        scale = max(scale, float(np.max(np.abs(ref))))
+    return diff, scale
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -245,9 +249,10 @@ def export_subnet(
 
     ``calibration``: NCHW image batches for int8 activation ranges (required for int8). ``check_inputs``:
     NCHW batches the file and PyTorch are compared on (default: 4 standard-normal inputs; pass inputs in the
-    data's range -- random images normalised as the data, real images -- since pure noise drives an
+    data's range -- ``ImageDataset.random_images``, real images -- since pure noise drives an
     image classifier to logits in the hundreds, where float32 rounding alone exceeds 1e-4). Returns ``{file,
-    format, dtype, resolution, macs, params, max_abs_diff}``. Raises ExportUsageError (exit 2) for an
+    format, dtype, resolution, macs, params, max_abs_diff, max_rel_diff, check_inputs}`` (``max_rel_diff``:
+    ``max_abs_diff`` over the largest absolute PyTorch logit). Raises ExportUsageError (exit 2) for an
     unknown format/dtype or int8 without calibration data, ExportError (exit 1) when conversion or the
     check fails."""
     if fmt not in FORMATS:
@@ -276,7 +281,7 @@ def export_subnet(
     except OSError as exc:
         raise ExportUsageError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     inputs = _check_inputs(arch.r, check_inputs, seed)
-    diff = check_onnx(out, model, inputs) if fmt == "onnx" else check_tflite(out, model, inputs)
+    diff, scale = check_onnx(out, model, inputs) if fmt == "onnx" else check_tflite(out, model, inputs)
     return {
         "file": str(out),
         "format": fmt,
@@ -285,4 +290,6 @@ def export_subnet(
         "macs": space.macs(arch),
         "params": space.params(arch),
         "max_abs_diff": diff,
+        "max_rel_diff": diff / scale if scale > 0 else diff,
+        "check_inputs": len(inputs),
     }

@@ -92,12 +92,12 @@ OFA_EPOCHS: dict[str, tuple[float, float, float]] = {
 #: 2 free cores. The short phases want larger learning rates than OFA's; the ratios between phases are kept
 #: (fine-tuning phases at a fraction of the kernel phase's rate).
 COMPACT_EPOCHS: dict[str, tuple[float, float, float]] = {
-    "largest": (12, 0.1, 1),
-    "kernel": (6, 0.06, 0.5),
-    "depth-1": (1, 0.01, 0),
-    "depth-2": (4, 0.03, 0.25),
-    "expand-1": (1, 0.01, 0),
-    "expand-2": (4, 0.03, 0.25),
+    "largest": (10, 0.1, 1),
+    "kernel": (5, 0.03, 0.5),
+    "depth-1": (1, 0.005, 0),
+    "depth-2": (4, 0.015, 0.25),
+    "expand-1": (1, 0.005, 0),
+    "expand-2": (4, 0.015, 0.25),
 }
 SUBNETS_PER_STEP = {"largest": 1, "kernel": 1, "depth-1": 2, "depth-2": 2, "expand-1": 4, "expand-2": 4}
 
@@ -391,17 +391,21 @@ def _init_distributed() -> _Dist:
 
 
 def _allreduce_grads(params: list[nn.Parameter], world_size: int) -> None:
+    """Average the gradients over the ranks in one all-reduce. Flattened by logical element order
+    (``reshape``): channels-last gradients must not be flattened by their memory layout."""
     import torch.distributed as dist
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
-    flat = _flatten_dense_tensors(grads)
+    flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
     flat /= world_size
-    for g, r in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
-        g.copy_(r)
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset : offset + n].view(g.shape))
+        offset += n
 
 
 def _allreduce_sum(values: list[float], dist_info: _Dist) -> list[float]:
@@ -522,6 +526,7 @@ def train_supernet(
         raise CheckpointError(f"{out_path}: trained for {ckpt.n_classes} classes, {config.data} has {train_set.n_classes}")
 
     started = time.perf_counter()  # the work itself, after loading data and checkpoint
+    torch.manual_seed(config.seed)
     net = OFASupernet(sp, n_classes=train_set.n_classes, dropout_rate=config.dropout_rate)
     teacher: OFASupernet | None = None
     history: list[dict[str, Any]] = []
@@ -539,7 +544,10 @@ def train_supernet(
     if dist_info.active:
         import torch.distributed as dist
 
+        for t in net.state_dict().values():  # every rank starts from rank 0's weights (as DDP does)
+            dist.broadcast(t, src=0)
         net.set_sync_bn(dist.group.WORLD)
+        torch.manual_seed(config.seed + 1000 * dist_info.rank)  # own dropout masks per rank
         if teacher is not None:
             teacher.set_sync_bn(dist.group.WORLD)
 

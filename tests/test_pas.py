@@ -187,18 +187,18 @@ def _fake_ms(c_in: int, c_out: int, h_out: int) -> float:
     return 1e-4 * c_in * c_out * h_out * h_out + 0.01
 
 
-def _fake_lut(path: Path, config: PasNetConfig, fractions: tuple[float, ...], overhead: float = 0.05) -> None:
+def _fake_lut(path: Path, config: PasNetConfig, step: int, overhead: float = 0.05) -> None:
     """A PaS latency LUT with made-up numbers (bilinear in the widths), written with the profiler's LUTWriter."""
     meta = default_metadata(space=lut_space(config), resolutions=[config.resolution], statistic=LUT_STATISTIC)
     meta.update(
         runtime={"name": "onnxruntime", "version": None, "threads": 1},
         threads=1,
-        pas={"base": config.as_dict(), "fractions": list(fractions)},
+        pas={"base": config.as_dict(), "width_step": step},
     )
     stats = dict.fromkeys(("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms", "ref_ms"), 0.0)
     rows = [entry_row(OVERHEAD_KEY, config.resolution, runs=1, stats=stats, op=OVERHEAD_OP) | {LUT_STATISTIC: overhead}]
     seen = set()
-    for shape, grid in zip(config.layer_shapes(), LayerLatencyTable.layer_keys(config, fractions), strict=True):
+    for shape, grid in zip(config.layer_shapes(), LayerLatencyTable.layer_keys(config, step), strict=True):
         for _, ci, co in grid:
             key = layer_key(shape["h_in"], ci, shape["h_out"], co, 3, shape["stride"])
             if key not in seen:
@@ -215,9 +215,9 @@ def _fake_lut(path: Path, config: PasNetConfig, fractions: tuple[float, ...], ov
 
 def test_latency_table_interpolates_and_reads_luts(tmp_path: Path) -> None:
     path = tmp_path / "lut.csv"
-    _fake_lut(path, TINY, (0.5, 1.0), overhead=0.05)
+    _fake_lut(path, TINY, 2, overhead=0.05)
     table = LayerLatencyTable.load(path, TINY)
-    assert table.overhead_ms == 0.05 and table.fractions == (0.5, 1.0)
+    assert table.overhead_ms == 0.05 and table.step == 2
     # bilinear interpolation is exact for a function bilinear in (c_in, c_out); the overhead counts once
     assert table([3, 5]) == pytest.approx(0.05 + _fake_ms(1, 3, 8) + _fake_ms(3, 5, 4))
     assert table(TINY.widths) == pytest.approx(table.reference_ms)
@@ -239,10 +239,10 @@ def test_measure_layer_table_on_a_device_profile(tmp_path: Path, device_yaml: Pa
     with Device(load_profile(str(device_yaml))) as device:
         device.acquire()
         table = measure_layer_table(
-            TINY, device=device, out=out, fractions=(1.0,), plan=MeasurePlan(rounds=1, runs=3, warmup=1),
+            TINY, device=device, out=out, step=8, plan=MeasurePlan(rounds=1, runs=3, warmup=1),
             calibration_nets=3,
         )
-    assert width_grid(8, (1.0,)) == [1, 8]
+    assert width_grid(8, 8) == [1, 8] and width_grid(20, 8) == [1, 8, 16, 20]
     lut = LUT.load(out)  # the profiler's LUT format, read by its own reader
     assert len(lut) == 1 + 2 + 4  # overhead row + the stem's and the body's grid points
     assert lut.statistic == "lut_ms" and lut.space == "pas-tiny" and lut.resolutions == [8]
@@ -307,7 +307,7 @@ def test_cli_pas_end_to_end(tmp_path: Path, device_yaml: Path) -> None:
 def test_cli_pas_latency_target_with_a_lut(tmp_path: Path, device_yaml: Path) -> None:
     lut = tmp_path / "digits.csv"
     config = base_config("digits")
-    _fake_lut(lut, config, pas_search.DEFAULT_FRACTIONS)
+    _fake_lut(lut, config, 8)
     table = LayerLatencyTable.load(lut, config)
     proc = _hwnas(
         "pas", "--data", "digits", "--target-ms", "50%", "--lut", str(lut), "--out", str(tmp_path / "pas"),
@@ -372,7 +372,7 @@ def test_cli_pas_bad_input_exits_2(tmp_path: Path, args: list[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     tiny = tmp_path / "tiny.csv"
-    _fake_lut(tiny, TINY, (1.0,))
+    _fake_lut(tiny, TINY, 8)
     args = [a.replace("{file}", str(blocker)).replace("{tiny}", str(tiny)) for a in args]
     base = {"--data": "digits", "--out": str(tmp_path / "out")}
     for flag, value in base.items():

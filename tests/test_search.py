@@ -29,7 +29,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "random": {"samples": 1500},
     "mnas": {"population_size": 48, "generations": 6},
     "pnag": {"train_budgets": [15, 30], "iterations": 3, "batch_size": 16, "evaluator_samples": 200,
-             "evaluator_epochs": 1, "refresh_every": 2, "candidates": 32, "polish_top": 1, "polish_rounds": 1},
+             "evaluator_epochs": 1, "refresh_every": 2, "candidates": 32, "polish_top": 1, "polish_rounds": 1,
+             "local_search_rounds": 1},
 }
 
 
@@ -135,7 +136,7 @@ def test_pnag_train_save_answer(note10: dict[str, Any], tmp_path: Path) -> None:
     assert pnag.train_seconds_ > 0
     path = pnag.save(tmp_path / "gen.pt")
     answerer = load_generator(path, _problem(note10), seed=0)
-    answerer.candidates, answerer.polish_top = 32, 1
+    answerer.candidates, answerer.polish_top, answerer.local_search_rounds = 32, 1, 1
     start = time.perf_counter()
     results = answerer.search([15.0, 22.5, 40.0])
     assert time.perf_counter() - start < 20

@@ -147,6 +147,10 @@ def test_cli_profile_and_validate_litert(tmp_path: Path, request: pytest.Fixture
     cache = request.config.cache.mkdir("hwnas-workloads") if request.config.cache else tmp_path / "cache"
     env = {**os.environ, "HWNAS_CACHE_DIR": str(cache), "HWNAS_CONVERT_WORKERS": "2"}
     lut = tmp_path / "lut.csv"
+    # the local machine, with a work folder (and so a device lock) of its own: other runs on this
+    # machine that profile the packaged `local` device do not make this one wait
+    dev = tmp_path / "local-litert.yaml"
+    dev.write_text(f"name: local-litert\ntransport: local\nruntime: litert\nworkdir: {tmp_path / 'work'}\n")
 
     def hwnas(*args: str) -> dict:
         proc = subprocess.run(
@@ -155,14 +159,14 @@ def test_cli_profile_and_validate_litert(tmp_path: Path, request: pytest.Fixture
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads(proc.stdout)  # exactly one JSON object: the converters print nothing there
 
-    res = hwnas("profile", "local", "--space", "compact", "--resolutions", "32", "--runtime", "litert", "--runs", "3", "--out", str(lut))
+    res = hwnas("profile", str(dev), "--space", "compact", "--resolutions", "32", "--runtime", "litert", "--runs", "3", "--out", str(lut))
     assert res["lut"] == str(lut) and res["entries"] == res["measured"] > 50
     from hwnas.profiler.lut import LUT
 
     table = LUT.load(lut)
     assert table.metadata["runtime"]["name"] == "litert" and table.metadata["exporter"]["name"] == "litert-torch"
     assert table.metadata["dtype"] == "float32" and table.metadata["runtime"]["version"].startswith("ai-edge-litert")
-    val = hwnas("lut", "validate", "local", "--lut", str(lut), "--samples", "3")
+    val = hwnas("lut", "validate", str(dev), "--lut", str(lut), "--samples", "3")
     assert val["samples"] == 3 and len(val["points"]) == 3
     assert 0.0 <= val["within_10pct"] <= 1.0
     assert all(p["measured_ms"] > 0 and p["predicted_ms"] > 0 for p in val["points"])

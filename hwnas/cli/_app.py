@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -42,7 +43,16 @@ def _root() -> None:
     Global flag: --debug (anywhere) prints tracebacks and debug logs.
     """
 
-_state = {"debug": False, "json": False}
+_state: dict[str, Any] = {"debug": False, "json": False, "json_stream": None}
+
+
+def _reserve_stdout_for_json() -> None:
+    """With --json, stdout carries exactly one JSON object: whatever else writes to file descriptor 1
+    (converters and runtimes print from C++) is sent to stderr instead."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    _state["json_stream"] = os.fdopen(saved, "w", encoding="utf-8")
 
 JsonOption = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
 
@@ -78,8 +88,9 @@ def _jsonable(obj: Any) -> Any:
 def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Print a command's result: one JSON object with ``--json``, else a human view on stdout."""
     if as_json:
-        sys.stdout.write(json.dumps(_jsonable(result), sort_keys=False) + "\n")
-        sys.stdout.flush()
+        stream = _state.get("json_stream") or sys.stdout
+        stream.write(json.dumps(_jsonable(result), sort_keys=False) + "\n")
+        stream.flush()
         return
     if human is not None:
         human(result)
@@ -151,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     if "--debug" in args:
         _state["debug"] = True
         args = [a for a in args if a != "--debug"]
+    if "--json" in args:
+        _reserve_stdout_for_json()
     logging.basicConfig(
         level=logging.DEBUG if _state["debug"] else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hwnas.cli import demo as demo  # noqa: F401
 from hwnas.cli import devices as devices  # noqa: F401
 from hwnas.cli import lut as lut  # noqa: F401
 from hwnas.cli import pas as pas  # noqa: F401

@@ -162,12 +162,18 @@ def pas(
             assert lut is not None
             if lut.exists() and not remeasure:
                 table = pas_search.LayerLatencyTable.load(lut, config)
+                if multiple % table.step:
+                    log.warning(
+                        "%s holds widths in steps of %d: widths in multiples of %d fall between its points "
+                        "(interpolated); --remeasure measures them", lut, table.step, multiple,
+                    )
             else:
                 with _locked(device, wait_device), progress_bar(f"latency table on {profile.name}") as advance:
                     table = pas_search.measure_layer_table(
                         config,
                         device=device,
                         out=lut,
+                        step=multiple if multiple > 1 else pas_search.DEFAULT_WIDTH_STEP,
                         runtime=runtime,
                         threads=threads,
                         seed=seed,

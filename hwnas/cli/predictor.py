@@ -74,8 +74,11 @@ def accuracy_cmd(
             if samples is None or data is None:
                 raise UsageError("CKPT needs --samples N and --data D")
             assert ckpt is not None
+            from hwnas.supernet.train import load_checkpoint
+
+            pred_space = load_checkpoint(ckpt).space
             with progress_bar("evaluating subnets", samples) as bar:
-                pred_space, archs, top1 = generate_accuracy_dataset(ckpt, samples, data, seed=seed, on_progress=bar)
+                archs, top1 = generate_accuracy_dataset(ckpt, samples, data, seed=seed, on_progress=bar)
         with progress_bar("training predictor", epochs) as bar:
             pred = AccuracyPredictor(space=pred_space, epochs=epochs, seed=seed).fit(archs, top1, on_progress=bar)
     pred.save(out)

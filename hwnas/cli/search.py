@@ -221,7 +221,7 @@ def search_cmd(
         for item in r["results"]:
             who = f"[{item['device']}] " if "device" in item else ""
             if item.get("arch") is None:
-                typer.echo(f"{who}{item['budget_ms']:g} ms: infeasible (smallest achievable {item['min_latency_ms']} ms)")
+                typer.echo(f"{who}{item['budget_ms']:g} ms: infeasible (smallest achievable: {item['min_latency_ms']} ms)")
             else:
                 typer.echo(
                     f"{who}{item['budget_ms']:g} ms: top-1 {100 * item['predicted_accuracy']:.2f}% at "
@@ -233,9 +233,10 @@ def search_cmd(
     infeasible = [item for item in result["results"] if item.get("infeasible")]
     if infeasible:
         first = infeasible[0]
-        sys.stderr.write(
-            f"hwnas: {len(infeasible)} budget(s) infeasible: {first['budget_ms']:g} ms is below the smallest "
-            f"achievable latency {first['min_latency_ms']} ms\n"
-        )
+        if first["min_latency_ms"] is None:
+            why = "no architecture of the space meets the --max-params/--max-macs limits"
+        else:
+            why = f"{first['budget_ms']:g} ms is below the smallest achievable latency {first['min_latency_ms']:.3f} ms"
+        sys.stderr.write(f"hwnas: {len(infeasible)} budget(s) infeasible: {why}\n")
         return 1
     return 0

@@ -74,6 +74,7 @@ def train_cmd(
     epochs_scale: float = typer.Option(1.0, "--epochs-scale", help="Multiply every phase's epochs (e.g. 0.05 for a smoke run)."),
     seed: int = typer.Option(0, "--seed", help="Seed of subnet sampling, shuffling and augmentation."),
     kd_ratio: float = typer.Option(1.0, "--kd-ratio", help="Weight of the distillation loss from the largest network (0: off)."),
+    dropout: float = typer.Option(0.1, "--dropout", min=0.0, max=0.99, help="Dropout before the classifier (OFA: 0.1)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Global batch size (shared across torchrun ranks)."),
     bn_images: int = typer.Option(2000, "--bn-images", min=1, help="Training images for BN recalibration of the final evaluation."),
     eval_images: int | None = typer.Option(None, "--eval-images", min=1, help="Validation images for the evaluations after each phase and at the end (default: all)."),
@@ -90,7 +91,7 @@ def train_cmd(
     _set_threads(threads)
     config = TrainConfig(
         space=space, data=data, sampling=sampling, epochs_scale=epochs_scale, seed=seed, kd_ratio=kd_ratio,
-        batch_size=batch_size, bn_images=bn_images, eval_images=eval_images,
+        batch_size=batch_size, bn_images=bn_images, eval_images=eval_images, dropout_rate=dropout,
     )
     main_rank = int(os.environ.get("RANK", "0")) == 0
     with contextlib.ExitStack() as stack:
@@ -201,7 +202,7 @@ def export_cmd(
     as_json: bool = JsonOption,
 ) -> int:
     """Export one subnet as a standalone model (BN recalibrated) and check its outputs against PyTorch's on
-    random images normalised as the data and on validation images (max_abs_diff, over the logits)."""
+    random images of the data's kind and on validation images (max_abs_diff, over the logits)."""
     from hwnas.supernet import bn
     from hwnas.supernet.export import export_subnet
     from hwnas.supernet.spaces import get_space

@@ -1,0 +1,64 @@
+"""`hwnas demo`: the whole pipeline on the local CPU (see hwnas/demo.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hwnas.cli._app import JsonOption, app, emit, stderr
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("demo-output"), "--out", help="Output folder (an earlier demo's output is resumed)."),
+    force: bool = typer.Option(False, "--force", help="Replace a folder that holds something else."),
+    validate_samples: int = typer.Option(20, "--validate-samples", min=1, help="Random subnets to validate the LUT with."),
+    accuracy_samples: int = typer.Option(150, "--accuracy-samples", min=10, help="Subnets evaluated to fit the accuracy predictor."),
+    epochs_scale: float = typer.Option(1.0, "--epochs-scale", min=0.001, help="Scale the supernet schedule (1 = default)."),
+    as_json: bool = JsonOption,
+) -> int:
+    """Profile, validate, train, predict, search three budgets, export and measure on the local CPU; write a report."""
+    from hwnas.demo import STEPS, run_demo
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[what]}"), console=stderr,
+    )
+    with bar:
+        steps = bar.add_task("demo steps", total=len(STEPS), what="")
+        inner = bar.add_task("  current step", total=None, what="")
+
+        def on_step(name: str, index: int, total: int) -> None:
+            bar.update(steps, completed=index - 1, what=f"step {index}/{total}: {name}")
+            bar.reset(inner, total=None, what=name)
+
+        def on_progress(done: int, total: int | None, what: str = "") -> None:
+            kw: dict[str, Any] = {"completed": done, "what": str(what)[:50]}
+            if total:
+                kw["total"] = total
+            bar.update(inner, **kw)
+
+        result = run_demo(
+            out, force=force, on_step=on_step, on_progress=on_progress, validate_samples=validate_samples,
+            accuracy_samples=accuracy_samples, epochs_scale=epochs_scale,
+        )
+        bar.update(steps, completed=len(STEPS), what="done")
+
+    def human(r: dict[str, Any]) -> None:
+        from rich.console import Console
+
+        c = Console()
+        for b in r["budgets"]:
+            ok = "within budget" if b["within_budget"] else "OVER BUDGET"
+            c.print(
+                f"budget {b['budget_ms']:.3f} ms: predicted {b['predicted_ms']:.3f} ms, measured {b['measured_ms']:.3f} ms "
+                f"({ok}), top-1 {b['top1']:.3f}", highlight=False,
+            )
+        c.print(f"report: {r['report']}/report.html ({r['seconds']:.1f} s; cached steps: {', '.join(r['cached_steps']) or 'none'})",
+                highlight=False)
+
+    emit(result, as_json, human)
+    return 0 if all(b["within_budget"] for b in result["budgets"]) else 1
