@@ -24,9 +24,23 @@ from .workloads import Workload
 
 log = logging.getLogger(__name__)
 
-#: The raw statistic LUT values and validations are computed from.
+#: The raw statistic LUT values and validations are computed from (Python runner runtimes).
 RAW_STATISTIC = "p10_ms"
 STAT_KEYS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms")
+#: Benchmark programs (benchmark_model, onnxruntime_perf_test) print no per-run samples: every
+#: variant prints the mean, std, min and max, so those runtimes are measured by their mean.
+BINARY_STATISTIC = "mean_ms"
+BINARY_STAT_KEYS = ("mean_ms", "std_ms", "min_ms", "max_ms")
+
+
+def raw_statistic(runtime: str) -> str:
+    """The statistic measurements of ``runtime`` are compared by."""
+    return RAW_STATISTIC if runtime in ("onnxruntime", "litert") else BINARY_STATISTIC
+
+
+def stat_keys(runtime: str) -> tuple[str, ...]:
+    """The statistics every result of ``runtime`` carries (the LUT's latency columns)."""
+    return STAT_KEYS if runtime in ("onnxruntime", "litert") else BINARY_STAT_KEYS
 
 
 @dataclass(frozen=True)
@@ -80,7 +94,7 @@ def measure_batches(
             from ..agents.errors import DeviceError
 
             raise DeviceError("the reference workload failed to run", device=device.profile.name)
-        ref_ms = float(ok[reference.id][RAW_STATISTIC])
+        ref_ms = float(ok[reference.id][raw_statistic(runtime)])
         refs.append(ref_ms)
         for err in failed:
             from ..agents.errors import DeviceError

@@ -36,13 +36,22 @@ from ..agents.profiles import DeviceProfile
 from ..supernet import SearchSpace, get_space
 from .errors import LUTError
 from .lut import LUT, OP_FIELDS, OVERHEAD_KEY, OVERHEAD_OP, LUTWriter, default_metadata, entry_row
-from .measure import RAW_STATISTIC, STAT_KEYS, MeasurePlan, measure_batches
+from .measure import MeasurePlan, measure_batches, raw_statistic, stat_keys
 from .workloads import RUNTIME_FORMAT, Workload, WorkloadBuilder
 
 log = logging.getLogger(__name__)
 
 LUT_STATISTIC = "lut_ms"
-LUT_COLUMNS = ("key", "resolution", "op", *OP_FIELDS, "runs", *STAT_KEYS, "ref_ms", LUT_STATISTIC)
+
+
+def lut_columns(runtime: str) -> tuple[str, ...]:
+    """The CSV columns of a LUT measured with ``runtime``."""
+    return ("key", "resolution", "op", *OP_FIELDS, "runs", *stat_keys(runtime), "ref_ms", LUT_STATISTIC)
+
+
+LUT_COLUMNS = lut_columns("onnxruntime")
+
+
 CALIBRATION_SUBNETS = 8
 # Building and exporting workloads uses torch's global state (export flags, manual_seed): one thread
 # at a time when several devices are profiled concurrently (`hwnas profile A B`).
@@ -87,8 +96,8 @@ def _max_temp(results: Sequence[dict[str, Any]]) -> float | None:
     return max(temps) if temps else None
 
 
-def _stats(result: dict[str, Any]) -> dict[str, float]:
-    return {k: float(result[k]) for k in STAT_KEYS}
+def _stats(result: dict[str, Any], runtime: str) -> dict[str, float]:
+    return {k: float(result[k]) for k in stat_keys(runtime)}
 
 
 def profile_device(
@@ -167,7 +176,7 @@ def _profile(
         cores=device.profile.cores,
         device=fingerprint,
         measurement={
-            "raw_statistic": RAW_STATISTIC,
+            "raw_statistic": raw_statistic(runtime),
             "rounds": request.plan.rounds,
             "runs_per_round": request.plan.runs,
             "warmup": request.plan.warmup,
@@ -181,7 +190,7 @@ def _profile(
     hello_version = _runtime_version(device, reference, runtime, threads)
     meta["runtime"]["version"] = hello_version
 
-    writer = LUTWriter(out, metadata=meta, columns=LUT_COLUMNS, resume=request.resume, keep_samples=True, keep_ops=request.plan.profile_ops)
+    writer = LUTWriter(out, metadata=meta, columns=lut_columns(runtime), resume=request.resume, keep_samples=True, keep_ops=request.plan.profile_ops)
     done = writer.open()
     resumed = len(done)
     todo_entries = [e for e in entries if (e.key, e.resolution) not in done]
@@ -204,13 +213,13 @@ def _profile(
 
     def on_result(w: Workload, res: dict[str, Any], ref_ms: float) -> None:
         if w.kind == "subnet":
-            calib.append({"id": w.id, "value": float(res[RAW_STATISTIC]), "ref_ms": ref_ms})
+            calib.append({"id": w.id, "value": float(res[raw_statistic(runtime)]), "ref_ms": ref_ms})
             return
-        stats = _stats(res)
+        stats = _stats(res, runtime)
         op = OVERHEAD_OP if w.kind == "overhead" else None
         row = entry_row(w.key, w.resolution, runs=int(res["runs"]), stats=stats, op=op)
         row["ref_ms"] = ref_ms
-        row[LUT_STATISTIC] = stats[RAW_STATISTIC]  # provisional until calibration
+        row[LUT_STATISTIC] = stats[raw_statistic(runtime)]  # provisional until calibration
         writer.write(row, samples=res.get("samples_ms"), ops=res.get("ops"))
         results.append(res)
         count[0] += 1
@@ -235,7 +244,7 @@ def _profile(
     lut.metadata["reference"] = {
         "name": "max subnet at the smallest LUT resolution",
         "arch": space.max_arch(min(space.lut_resolutions)).to_dict(),
-        "statistic": RAW_STATISTIC,
+        "statistic": raw_statistic(runtime),
         "ms": ref_lut,
         "spread_pct": _spread_pct(ref_all),
     }
@@ -303,7 +312,8 @@ def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
 
     space = get_space(lut.metadata["space"])
     rows = lut.rows
-    norm = (rows[RAW_STATISTIC].astype(float) * ref_lut / rows["ref_ms"].astype(float)).to_numpy()
+    stat = (lut.metadata.get("measurement") or {}).get("raw_statistic") or "p10_ms"
+    norm = (rows[stat].astype(float) * ref_lut / rows["ref_ms"].astype(float)).to_numpy()
     value = {(k, int(r)): float(v) for k, r, v in zip(rows["key"], rows["resolution"], norm, strict=False)}
     result: dict[str, Any] = {}
     lut_ms = np.array(norm, dtype=float)

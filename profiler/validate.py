@@ -21,7 +21,7 @@ from ..agents.profiles import DeviceProfile
 from ..supernet import Arch, get_space
 from .errors import LUTError
 from .lut import LUT
-from .measure import RAW_STATISTIC, MeasurePlan, measure_batches
+from .measure import MeasurePlan, measure_batches, raw_statistic
 from .predict import LUTPredictor
 from .workloads import RUNTIME_FORMAT, Workload, WorkloadBuilder
 
@@ -69,7 +69,7 @@ def measure_subnets(
     done = [len(archs)]
 
     def on_result(w: Workload, res: dict[str, Any], ref_ms: float) -> None:
-        got[w.id] = (float(res[RAW_STATISTIC]), ref_ms)
+        got[w.id] = (float(res[raw_statistic(runtime)]), ref_ms)
         done[0] += 1
         if on_progress is not None:
             on_progress(done[0], 2 * len(archs), "measuring subnets")
@@ -140,7 +140,7 @@ def validate_lut(
         drift=drift,
         drift_corrected=bool(correct_drift and drift),
         reference_ms={"lut": ref_lut, "now": m["reference_ms"]},
-        statistic=RAW_STATISTIC,
+        statistic=raw_statistic(settings["runtime"]),
         points=[
             {"arch": a.to_dict(), "predicted_ms": float(p), "measured_ms": float(x)}
             for a, p, x in zip(archs, predicted, measured, strict=False)

@@ -93,11 +93,11 @@ OFA_EPOCHS: dict[str, tuple[float, float, float]] = {
 #: (fine-tuning phases at a fraction of the kernel phase's rate).
 COMPACT_EPOCHS: dict[str, tuple[float, float, float]] = {
     "largest": (10, 0.1, 1),
-    "kernel": (5, 0.03, 0.5),
-    "depth-1": (1, 0.005, 0),
-    "depth-2": (4, 0.015, 0.25),
-    "expand-1": (1, 0.005, 0),
-    "expand-2": (4, 0.015, 0.25),
+    "kernel": (5, 0.06, 0.5),
+    "depth-1": (1, 0.01, 0),
+    "depth-2": (4, 0.03, 0.25),
+    "expand-1": (1, 0.01, 0),
+    "expand-2": (4, 0.03, 0.25),
 }
 SUBNETS_PER_STEP = {"largest": 1, "kernel": 1, "depth-1": 2, "depth-2": 2, "expand-1": 4, "expand-2": 4}
 

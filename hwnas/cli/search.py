@@ -110,6 +110,34 @@ def _one_search(
     return entry
 
 
+def _validate_on_device(device: str, latency: Any, results: list[dict[str, Any]], space: Any) -> dict[str, Any]:
+    """Measure the chosen subnets end to end on ``device`` as their LUT was measured (runtime, threads,
+    dtype and batch from its metadata), normalised to the LUT's machine speed by the reference workload."""
+    from hwnas.agents.device import Device
+    from hwnas.agents.profiles import load_profile
+    from hwnas.profiler.validate import lut_settings, measure_subnets
+    from hwnas.search.results import attach_measurements
+
+    lut = latency.lut
+    settings = lut_settings(lut)
+    info: dict[str, Any] = {"device": device}
+
+    def measure(archs: list[Any]) -> list[float]:
+        with Device(load_profile(device)) as dev:
+            dev.acquire()
+            m = measure_subnets(dev, archs, space_name=space.name, **settings)
+        ref = float((lut.metadata.get("reference") or {}).get("ms") or 0.0)
+        drift = m["reference_ms"] / ref if ref > 0 else 1.0
+        info["drift"] = drift
+        return [x / drift for x in m["ms"]]
+
+    attach_measurements(results, measure, space)
+    errors = [abs(r["latency_error"]) for r in results if r.get("latency_error") is not None]
+    info["within_5pct"] = sum(e <= 0.05 for e in errors) / len(errors) if errors else None
+    info["within_budget"] = all(r["measured_latency_ms"] <= r["budget_ms"] * 1.05 for r in results if r.get("arch"))
+    return info
+
+
 @app.command("search")
 def search_cmd(
     space: str = typer.Option(..., "--space", help="Search space, e.g. ofa-mbv3-w1.2."),
@@ -125,6 +153,7 @@ def search_cmd(
     out: Path | None = typer.Option(None, "--out", help="Folder for results.json/.csv, front.csv and front.png (one subfolder per device with several)."),
     train_budgets: str | None = typer.Option(None, "--train-budgets", help="pnag: budgets to train the generator on."),
     generator: Path | None = typer.Option(None, "--generator", help="pnag: generator file to write (with --train-budgets) or to answer from."),
+    validate: str | None = typer.Option(None, "--validate", help="Device profile: export the chosen subnets and measure them there (needs --lut or one --device)."),
     as_json: bool = JsonOption,
 ) -> int:
     """Search architectures under one or more latency budgets (and parameter/MACs limits). Exit 1 if a budget
@@ -177,6 +206,8 @@ def search_cmd(
     if algo == "pnag" and len(targets) > 1 and generator is not None:
         raise UsageError("--generator names one file: use it with one device")
 
+    if validate is not None and (len(targets) != 1 or latency_predictor is not None):
+        raise UsageError("--validate needs exactly one LUT (--lut, or one --device)")
     start = time.perf_counter()
     several = len(targets) > 1
     with progress_bar(f"search ({algo})", None) as bar:
@@ -216,6 +247,9 @@ def search_cmd(
         result.setdefault("train_seconds", max((e.get("train_seconds") or 0.0) for e in entries))
     if generator is not None and tb is not None:
         result["generator"] = str(generator)
+
+    if validate is not None:
+        result["validation"] = _validate_on_device(validate, targets[0][1], result["results"], sp)
 
     def human(r: dict[str, Any]) -> None:
         for item in r["results"]:
