@@ -46,13 +46,32 @@ def _root() -> None:
 _state: dict[str, Any] = {"debug": False, "json": False, "json_stream": None}
 
 
-def _reserve_stdout_for_json() -> None:
+def _reserve_stdout_for_json() -> int | None:
     """With --json, stdout carries exactly one JSON object: whatever else writes to file descriptor 1
-    (converters and runtimes print from C++) is sent to stderr instead."""
+    (converters and runtimes print from C++) is sent to stderr instead. Returns the saved descriptor
+    (None when stdout is not file descriptor 1, e.g. captured in-process)."""
+    try:
+        if sys.stdout.fileno() != 1:
+            return None
+    except (AttributeError, OSError, ValueError):
+        return None
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)
-    _state["json_stream"] = os.fdopen(saved, "w", encoding="utf-8")
+    _state["json_stream"] = os.fdopen(os.dup(saved), "w", encoding="utf-8")
+    return saved
+
+
+def _restore_stdout(saved: int | None) -> None:
+    stream = _state.get("json_stream")
+    if stream is not None:
+        stream.flush()
+        stream.close()
+        _state["json_stream"] = None
+    if saved is not None:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 JsonOption = typer.Option(False, "--json", help="Print exactly one JSON object on stdout.")
 
@@ -162,8 +181,14 @@ def main(argv: list[str] | None = None) -> None:
     if "--debug" in args:
         _state["debug"] = True
         args = [a for a in args if a != "--debug"]
-    if "--json" in args:
-        _reserve_stdout_for_json()
+    saved = _reserve_stdout_for_json() if "--json" in args else None
+    try:
+        _main(args)
+    finally:
+        _restore_stdout(saved)
+
+
+def _main(args: list[str]) -> None:
     logging.basicConfig(
         level=logging.DEBUG if _state["debug"] else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
