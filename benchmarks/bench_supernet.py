@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_supernet [--out DIR] [--samples 50] [--scratch 5] [--threads N]
 
-(a) `hwnas supernet train --space compact --data digits` (the default progressive-shrinking schedule):
+(a) `hwnas supernet train --space compact --data digits --threads 1` (the default progressive-shrinking schedule):
     wall time, top-1 of the largest and the smallest subnet (BN recalibrated on the training split).
 (b) The naive baseline, `--sampling random`, the same number of steps.
 (c) SAMPLES random subnets (seeded), each extracted and BN-recalibrated from both supernets: mean, min and
@@ -91,7 +91,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="Folder for the checkpoints (default: a temporary one).")
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--scratch", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads of the training runs (default: torch's).")
+    ap.add_argument(
+        "--threads", type=int, default=1,
+        help="torch threads (default 1: on a shared 2-core machine 2 threads ran 5x slower than 1, their OpenMP "
+             "barriers waiting on descheduled threads).",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_supernet_"))

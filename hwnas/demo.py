@@ -40,7 +40,7 @@ def _commands(out: Path, lut: str, budgets: list[float]) -> list[str]:
         f"hwnas profile {DEVICE} --space {SPACE} --out {lut} --resume",
         f"hwnas lut validate {DEVICE} --lut {lut} --samples 20",
         f"hwnas supernet train --space {SPACE} --data digits --out {out}/supernet.pt",
-        f"hwnas predictor accuracy {out}/supernet.pt --samples 150 --data digits --out {out}/accuracy.pt",
+        f"hwnas predictor accuracy {out}/supernet.pt --samples 100 --data digits --out {out}/accuracy.pt",
         f"hwnas search --space {SPACE} --lut {lut} --accuracy {out}/accuracy.pt --latency-ms {b} --out {out}/search",
         f"hwnas export {out}/supernet.pt --arch ARCH --format onnx --out {out}/models/budget.onnx",
         f"hwnas lut validate {DEVICE} --lut {lut} --samples 40   # end-to-end check of the LUT",
@@ -54,7 +54,7 @@ def run_demo(
     on_step: Callable[[str, int, int], None] | None = None,
     on_progress: Progress | None = None,
     validate_samples: int = 20,
-    accuracy_samples: int = 150,
+    accuracy_samples: int = 100,
     epochs_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Run (or resume) the demo into ``out``; returns ``{"report": folder, ...}``."""
@@ -68,6 +68,10 @@ def run_demo(
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    import torch
+
+    # one thread: on a shared 2-core machine two torch threads ran the training 5x slower than one
+    torch.set_num_threads(1)
     pipe = Pipeline(out, on_step=on_step, total=len(STEPS))
 
     from hwnas.agents.profiles import load_profile

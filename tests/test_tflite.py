@@ -144,7 +144,8 @@ def test_a_model_that_does_not_load_is_a_device_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_profile_and_validate_litert(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    cache = request.config.cache.mkdir("hwnas-workloads") if request.config.cache else tmp_path / "cache"
+    cfg_cache = getattr(request.config, "cache", None)
+    cache = cfg_cache.mkdir("hwnas-workloads") if cfg_cache is not None else tmp_path / "cache"
     env = {**os.environ, "HWNAS_CACHE_DIR": str(cache), "HWNAS_CONVERT_WORKERS": "2"}
     lut = tmp_path / "lut.csv"
     # the local machine, with a work folder (and so a device lock) of its own: other runs on this
