@@ -47,6 +47,15 @@ def _commands(out: Path, lut: str, budgets: list[float]) -> list[str]:
     ]
 
 
+def check_out_folder(out: Path, *, force: bool) -> None:
+    """Refuse a folder that holds something other than an earlier demo's output (unless ``force``)."""
+    if not is_demo_folder(Path(out)) and not force:
+        raise DemoFolderError(
+            f"{out}: the folder holds files that are not an earlier demo's output; "
+            "pick another --out or pass --force to replace it"
+        )
+
+
 def run_demo(
     out: Path,
     *,
@@ -59,12 +68,8 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run (or resume) the demo into ``out``; returns ``{"report": folder, ...}``."""
     out = Path(out)
+    check_out_folder(out, force=force)
     if not is_demo_folder(out):
-        if not force:
-            raise DemoFolderError(
-                f"{out}: the folder holds files that are not an earlier demo's output; "
-                "pick another --out or pass --force to replace it"
-            )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -21,7 +21,9 @@ def demo_cmd(
     as_json: bool = JsonOption,
 ) -> int:
     """Profile, validate, train, predict, search three budgets, export and measure on the local CPU; write a report."""
-    from hwnas.demo import STEPS, run_demo
+    from hwnas.demo import STEPS, check_out_folder, run_demo
+
+    check_out_folder(out, force=force)
 
     bar = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -1,0 +1,95 @@
+"""`hwnas demo` end to end at a small scale, and its report checked as a person would see it:
+rendered by a real headless Chromium (Debian `chromium`, installed by the test when missing).
+
+Small settings (a short supernet schedule, few predictor samples) keep it to a few minutes;
+the full-size demo's timings are in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import netns  # tests/netns.py (conftest puts tests/ on sys.path)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("demo") / "out"
+    env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "demo-cache")}
+    args = [sys.executable, "-m", "hwnas", "demo", "--out", str(out), "--epochs-scale", "0.03",
+            "--accuracy-samples", "12", "--validate-samples", "3", "--json"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=1500, env=env)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    return out, json.loads(proc.stdout)
+
+
+def test_summary_has_the_design_fields(demo_out: tuple[Path, dict]) -> None:
+    out, result = demo_out
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert len(summary["budgets"]) + len(summary["infeasible"]) == 3
+    for b in summary["budgets"]:
+        assert {"budget_ms", "arch", "predicted_ms", "measured_ms", "top1"} <= set(b)
+        assert b["predicted_ms"] <= b["budget_ms"] + 1e-9  # the search honours the budget
+        assert b["measured_ms"] > 0 and 0.0 <= b["top1"] <= 1.0
+        assert Path(b["files"]["onnx"]["file"]).is_file()
+    assert result["report"] == str(out / "report")
+
+
+def test_second_run_reuses_every_step(demo_out: tuple[Path, dict]) -> None:
+    out, _ = demo_out
+    args = [sys.executable, "-m", "hwnas", "demo", "--out", str(out), "--epochs-scale", "0.03",
+            "--accuracy-samples", "12", "--validate-samples", "3", "--json"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    again = json.loads(proc.stdout)
+    assert set(again["cached_steps"]) >= {"profile", "validate", "train", "accuracy", "search", "export", "measure"}
+
+
+def test_refuses_a_foreign_folder(tmp_path: Path) -> None:
+    (tmp_path / "thesis.tex").write_text("precious")
+    proc = subprocess.run([sys.executable, "-m", "hwnas", "demo", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "--force" in proc.stderr and proc.stderr.count("\n") == 1
+    assert (tmp_path / "thesis.tex").read_text() == "precious"
+
+
+def _chromium() -> str:
+    try:
+        return netns.ensure_system_package("chromium", "chromium")
+    except RuntimeError as exc:
+        pytest.skip(f"headless Chromium not available: {exc}")
+
+
+def test_report_renders_in_chromium_with_every_plot(demo_out: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = demo_out
+    page = out / "report" / "report.html"
+    chromium = _chromium()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', dom.stdout)
+    names = {name for name, _ in images}
+    assert names >= {"lut_heatmap", "predicted_vs_measured", "pareto", "accuracy_per_budget", "training_curves"}
+    for name, data in images:
+        png = base64.b64decode(data)
+        assert png.startswith(b"\x89PNG") and len(png) > 5000, name  # a real plot, not an empty image
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    from PIL import Image  # matplotlib brings Pillow
+
+    img = Image.open(shot).convert("L")
+    colours = img.getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 50, "the rendered page is blank"
