@@ -306,6 +306,17 @@ def _interleave(entries: list[Workload], subnets: list[Workload]) -> list[Worklo
     return out
 
 
+def _smoothed_refs(refs: Sequence[float]) -> dict[float, float]:
+    """Each batch's reference latency replaced by the median of it and its neighbours' (batches in
+    measurement order): a slow drift of the machine is still followed, but the noise of one batch's
+    reference measurement no longer shifts every entry of that batch together."""
+    batches = list(dict.fromkeys(float(r) for r in refs))
+    out = {}
+    for i, ref in enumerate(batches):
+        out[ref] = float(np.median(batches[max(0, i - 1) : i + 2]))
+    return out
+
+
 def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
     """Fit ``whole = a * sum(entry - o) + b`` per resolution and write ``lut_ms``."""
     from ..supernet import get_space
@@ -313,7 +324,8 @@ def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
     space = get_space(lut.metadata["space"])
     rows = lut.rows
     stat = (lut.metadata.get("measurement") or {}).get("raw_statistic") or "p10_ms"
-    norm = (rows[stat].astype(float) * ref_lut / rows["ref_ms"].astype(float)).to_numpy()
+    smooth = _smoothed_refs([*rows["ref_ms"].astype(float).tolist(), *(m["ref_ms"] for _, m in calib["subnets"])])
+    norm = (rows[stat].astype(float) * ref_lut / rows["ref_ms"].astype(float).map(smooth)).to_numpy()
     value = {(k, int(r)): float(v) for k, r, v in zip(rows["key"], rows["resolution"], norm, strict=False)}
     result: dict[str, Any] = {}
     lut_ms = np.array(norm, dtype=float)
@@ -325,7 +337,7 @@ def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
                 continue
             s = sum(value[(e.key, e.resolution)] - o for e in space.lut_entries(arch))
             xs.append(s)
-            ys.append(m["value"] * ref_lut / m["ref_ms"])
+            ys.append(m["value"] * ref_lut / smooth[m["ref_ms"]])
         if len(xs) >= 3:
             a, b = _robust_line(np.asarray(xs), np.asarray(ys))
         elif xs:
