@@ -37,5 +37,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def header(title: str) -> str:
-    cmd = " ".join([os.path.basename(sys.executable), "-m", *sys.argv]).replace(".py", "")
+    from pathlib import Path
+
+    cmd = " ".join([".venv/bin/python", "-m", f"benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
     return f"## {title}\n\nCommand: `{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load_average()})\n"
