@@ -15,9 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import netns  # tests/netns.py (conftest puts tests/ on sys.path)
+import pytest
 
 pytestmark = pytest.mark.slow
 

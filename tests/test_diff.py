@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from hwnas.profiler.diff import diff_luts
 from hwnas.profiler.errors import ProfilerError
 from hwnas.profiler.history import history

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from hwnas.profiler.errors import LUTError
 from hwnas.profiler.lut import (
     DEFAULT_COLUMNS,

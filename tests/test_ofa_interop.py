@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
 from hwnas.profiler.errors import LUTError
 from hwnas.profiler.lut import LUT
 from hwnas.profiler.ofa_interop import export_ofa, import_ofa
@@ -217,10 +218,9 @@ def test_cli_import_and_predict(tmp_path):
 
 
 def test_resolve_arch_forms(tmp_path):
-    from hwnas.supernet.errors import ArchError
-
     from hwnas.cli._app import UsageError
     from hwnas.cli._args import resolve_arch
+    from hwnas.supernet.errors import ArchError
 
     space = get_space("ofa-mbv3-w1.2")
     rs = [160, 192]

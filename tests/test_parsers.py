@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from hwnas.agents.errors import DeviceError
 from hwnas.agents.parsers import (
     BenchmarkOutputError,

@@ -34,6 +34,7 @@ from typing import Any
 import onnxruntime
 import pytest
 import yaml
+
 from hwnas.agents.device_state import STATE_COMMANDS, STATE_PATHS
 from hwnas.agents.errors import DeviceError, DeviceTimeout, LinkLost, ProfileError
 from hwnas.agents.probe import (

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from torch import nn
+
 from hwnas.supernet import Arch, Entry, SearchSpace, get_space, list_spaces
 from hwnas.supernet.errors import ArchError, SpaceError
 from hwnas.supernet.spaces import OPS, build_entry, entry_input, make_divisible
-from torch import nn
 
 SPACES = list_spaces()
 OFA_NOTE10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ofa-note10"

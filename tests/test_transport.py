@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from hwnas.agents.errors import DeviceBusy, DeviceError, DeviceTimeout, ProfileError
 from hwnas.agents.lock import DeviceLock, LockOwner, kill_leftover_runners
 from hwnas.agents.transport import (
