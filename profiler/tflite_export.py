@@ -29,7 +29,6 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -158,16 +157,6 @@ def _quantize_int8(float_model: bytes, samples: Sequence[Any]) -> bytes:
     return bytes(result.quantized_model)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_tflite(
@@ -195,7 +184,9 @@ def export_tflite(
         raise ExportError(f"{path.name}: conversion to .tflite ({dtype}) failed: {exc}") from exc
     except Exception as exc:  # the converters raise many kinds; report them as one
         raise ExportError(f"{path.name}: conversion to .tflite ({dtype}) failed: {type(exc).__name__}: {exc}") from exc
-    _atomic_write(path, data)
+    from .workloads import _atomic_bytes  # the one atomic writer of workload files
+
+    _atomic_bytes(path, data)
     return path
 
 
