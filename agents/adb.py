@@ -450,11 +450,24 @@ class ADBTransport(Transport):
                 link.deadline = None
         rc = out.returncode
         if rc is None:
-            # The stream closed without the marker: the wrapper was killed on the device.
+            # The stream closed without the marker: the wrapper was killed on the device, or adbd
+            # itself went down (it may close the stream of its dying shell before its socket closes).
+            self._check_still_answers(description)
             log.warning("%s: %s ended without an exit status (killed on the device?)", self.device, description)
             rc = -1
         result = CommandResult(argv=argv, returncode=rc, stdout=out.stdout, stderr="", seconds=time.monotonic() - start)
         return self.check_result(result, description, check)
+
+    def _check_still_answers(self, description: str) -> None:
+        """Raise LinkLost unless the device still runs a trivial command on this connection."""
+        with self._lock:
+            dev = self._dev
+            if dev is None or not dev.available:
+                raise self._link_lost(description, "the connection closed with the command")
+            try:
+                dev.shell("echo hwnas-alive", transport_timeout_s=self.link_timeout_s, read_timeout_s=self.link_timeout_s)
+            except _LINK_ERRORS as exc:
+                raise self._link_lost(description, exc) from None
 
     def _kill_after_timeout(self, pid: int | None, description: str) -> None:
         """Reconnect (the timed-out stream may be mid-packet) and kill the wrapper's process group."""

@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_litert.py [--samples 20] [--dtypes float32,int8] [--resolutions 32,48]
+    .venv/bin/python -m benchmarks.bench_litert [--samples 20] [--dtypes float32,int8] [--resolutions 32,48]
         [--workers N] [--out DIR]
 
 Steps, with the real profiler and validation (``hwnas profile local --runtime litert [--dtype int8]``

@@ -220,6 +220,23 @@ def test_killed_adbd_is_link_lost(adbd_server: ns_helpers.ADBServer, tmp_path: P
 
 
 @pytest.mark.netns
+def test_command_killed_on_a_live_device_is_a_device_error(adbd_server: ns_helpers.ADBServer, tmp_path: Path) -> None:
+    # The command kills hwnas's wrapper shell (its parent): the stream ends without an exit status
+    # while adbd stays up, so this is the command's failure, not a lost link; the link still works.
+    body = """
+    try:
+        t.run(["sh", "-c", "echo started; kill -9 $PPID; sleep 5"], description="benchmark", timeout=60)
+    except errors.DeviceError as exc:
+        out.update(describe(exc))
+    out["after"] = t.run(["echo", "still here"], description="echo", timeout=30).stdout
+    """
+    res = client(adbd_server, body, tmp=tmp_path)
+    assert res.get("error") == "DeviceError", res
+    assert res["exit_code"] == 1 and res["device"] == "phone" and "exit code -1" in res["message"], res
+    assert res["after"] == "still here\n"
+
+
+@pytest.mark.netns
 def test_unreachable_port_names_the_device(netns: str, tmp_path: Path) -> None:
     port = ns_helpers.random_port()  # nothing listens in a fresh namespace
     code = CLIENT % "    t.connect()"
