@@ -388,8 +388,6 @@ def measure_with_binary(
     runner-like hello (``runtime_version`` names the program and its checksum). Raises DeviceError
     on the first model that fails (see :meth:`BinaryRunner.run_one`).
     """
-    from .device import file_sha256
-
     extra = dict(extra or {})
     runner = BinaryRunner(device, runtime=runtime)
     binary = runner.remote_binary()
@@ -401,7 +399,7 @@ def measure_with_binary(
         if local:
             paths.append(str(Path(model.path).resolve()))
         else:
-            remote = device.remote("models", f"{file_sha256(model.path)[:16]}{Path(model.path).suffix}")
+            remote = device.model_remote_path(model)
             files.append((Path(model.path), remote))
             paths.append(remote)
     if files:

@@ -161,6 +161,22 @@ class Device:
             return {}
         return self.remote_sha256([r for _, r in inside])
 
+    def model_remote_path(self, model: ModelFile) -> str:
+        """Where ``model`` lives on the device: named by its content, so a changed file is a new name."""
+        return self.remote("models", f"{file_sha256(model.path)[:16]}{Path(model.path).suffix}")
+
+    def stage(self, models: Sequence[ModelFile], *, runtime: str | None = None) -> int:
+        """Send every model a series of measurements with ``runtime`` will need (and the Python runner,
+        unless a benchmark program measures) ahead, in one archive: the ``measure`` calls that follow
+        then push nothing. Returns the number of files sent."""
+        if self.profile.transport == "local":
+            return 0
+        files = [(Path(m.path), self.model_remote_path(m)) for m in models]
+        if (runtime or self.profile.runtime) not in BINARY_RUNTIMES:
+            files.append((RUNNER_PATH, self.runner_remote_path()))
+        unique = {remote: local for local, remote in files}  # the reference recurs in every batch
+        return self.push_files([(local, remote) for remote, local in unique.items()])
+
     def runner_remote_path(self) -> str:
         if self.profile.transport == "local":
             return str(RUNNER_PATH)
@@ -267,7 +283,7 @@ class Device:
             if local:
                 specs.append({"id": model.id, "path": str(Path(model.path).resolve()), "flush_kb": model.flush_kb})
             else:
-                remote = self.remote("models", f"{file_sha256(model.path)[:16]}{Path(model.path).suffix}")
+                remote = self.model_remote_path(model)
                 files.append((Path(model.path), remote))
                 specs.append({"id": model.id, "path": remote, "flush_kb": model.flush_kb})
         job["models"] = specs

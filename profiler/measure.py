@@ -73,6 +73,8 @@ def measure_batches(
     by_id = {w.id: w for w in workloads}
     refs: list[float] = []
     batches = [list(workloads[i : i + plan.batch_size]) for i in range(0, len(workloads), plan.batch_size)]
+    # one archive for everything up front: a remote device's round trips per batch drop to the run itself
+    device.stage([ModelFile(w.id, w.path) for w in [reference, *workloads]], runtime=runtime)
     for n, batch in enumerate(batches):
         models = [ModelFile(reference.id, reference.path)] + [ModelFile(w.id, w.path) for w in batch]
         results = device.measure(
