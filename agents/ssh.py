@@ -55,6 +55,7 @@ if logging.getLogger("paramiko").level == logging.NOTSET:
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 RESUME_HINT = "check the device and the network, then rerun with --resume"
+_STDIN_SLICE = 1 << 20  # bytes handed to paramiko per sendall (see SSHTransport.run)
 
 
 class HostKeyError(DeviceError, ProfileError):
@@ -426,7 +427,11 @@ class SSHTransport(Transport):
             r.start()
         if stdin is not None:
             try:
-                chan.sendall(stdin)
+                # in slices: paramiko's sendall re-copies the unsent rest after every packet, which is
+                # quadratic in the size (a 70 MB archive took 115 s in one call, ~3 s in 1 MiB slices)
+                view = memoryview(stdin)
+                for off in range(0, len(view), _STDIN_SLICE):
+                    chan.sendall(view[off : off + _STDIN_SLICE].tobytes())
                 chan.shutdown_write()
             except (OSError, paramiko.SSHException) as exc:
                 log.debug("%s: stdin not fully sent: %s", self.device, exc)
