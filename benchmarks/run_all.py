@@ -19,6 +19,7 @@ from pathlib import Path
 
 # cheap and quick first; the supernet training (~20 min on one thread) last
 BENCHMARKS = (
+    "bench_noise",
     "bench_fidelity",
     "bench_context",
     "bench_diff",
