@@ -171,7 +171,7 @@ def main() -> int:
     speed = int8_speedup(fid[0]["lut"], fid[1]["lut"]) if len(fid) == 2 else {}
 
     print(f"## LiteRT on this machine (`compact`, resolutions {','.join(map(str, resolutions))})\n")
-    print(f"Command: `.venv/bin/python benchmarks/bench_litert.py --samples {args.samples} --dtypes {args.dtypes}`;"
+    print(f"Command: `.venv/bin/python -m benchmarks.bench_litert --samples {args.samples} --dtypes {args.dtypes}`;"
           f" {os.cpu_count()} cores shared with other work, 1-minute load average shown per row.\n")
     print("| dtype | LUT entries | subnets | within ±10% | within ±5% | MAPE | Spearman | drift | "
           "within ±10% / MAPE without drift correction | profile s | validate s | load |")

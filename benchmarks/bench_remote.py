@@ -12,7 +12,8 @@ device work folder, so it pays for pushing the runner and every model; the workl
 exported once beforehand (an untimed local run), since both paths share that cache.
 
 Reported: wall time of each run (process start to exit) and the profile's own ``seconds``,
-the ratio of median wall times SSH / local (target: <= 1.10), and the median over entries
+the ratio of median wall times SSH / local (target: <= 1.10), the cost of one SSH command (``true``
+on an open connection: the fixed price of every round trip), and the median over entries
 of the per-entry ``p10_ms`` (and ``median_ms``) ratio SSH / local with its spread (the
 interquartile range), next to the same ratio between the two local runs: the noise floor.
 """
@@ -63,6 +64,27 @@ def stat_ratio(a: Path, b: Path, column: str) -> dict[str, float]:
     r = (da / db.loc[da.index]).to_numpy()
     q1, med, q3 = np.percentile(r, [25, 50, 75])
     return {"median": float(med), "q1": float(q1), "q3": float(q3), "n": len(r)}
+
+
+ROUND_TRIP = r"""
+import json, sys, time
+from hwnas.agents.ssh import SSHTransport
+t = SSHTransport(device="d", workdir="/tmp/hwnas-bench-rt", **json.loads(sys.argv[1]))
+t.run(["true"], description="warm up", timeout=60)
+t0 = time.perf_counter()
+for _ in range(10):
+    t.run(["true"], description="round trip", timeout=60)
+print(json.dumps({"per_command_s": (time.perf_counter() - t0) / 10}))
+"""
+
+
+def ssh_round_trip(ns: str, settings: dict[str, Any], *, env: dict[str, str]) -> float:
+    """Seconds per command over the SSH transport (``true``, 10 times on one connection)."""
+    proc = subprocess.run(ns_helpers.ns_argv(ns, [sys.executable, "-c", ROUND_TRIP, json.dumps(settings)]),
+                          capture_output=True, text=True, env=env, timeout=300)
+    if proc.returncode != 0:
+        raise SystemExit(f"round-trip probe failed: {proc.stderr.strip()[-1500:]}")
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["per_command_s"])
 
 
 def fmt_ratio(r: dict[str, float]) -> str:
@@ -125,6 +147,7 @@ def main() -> None:
                 wall, info = run_cli(ns, ["profile", str(profile), *common, "--out", str(out)], env=env, cwd=tmp)
                 runs.append({"kind": kind, "i": i, "wall": wall, "seconds": info["seconds"], "entries": info["entries"],
                              "lut": out})
+        round_trip = ssh_round_trip(ns, server.settings(), env=env)
         load_after = load_average()
         local = [r for r in runs if r["kind"] == "local"]
         ssh = [r for r in runs if r["kind"] == "ssh"]
@@ -155,6 +178,7 @@ def main() -> None:
     rows = [
         ["wall time, median SSH / median local", f"{wall_ratio:.3f}", "<= 1.10"],
         ["profile seconds, median SSH / median local", f"{sec_ratio:.3f}", ""],
+        ["one SSH command (`true`) on an open connection, seconds", f"{round_trip:.3f}", ""],
     ]
     for col in ratios:
         for n, r in enumerate(ratios[col]):
