@@ -428,7 +428,7 @@ class SSHTransport(Transport):
         if stdin is not None:
             try:
                 # in slices: paramiko's sendall re-copies the unsent rest after every packet, which is
-                # quadratic in the size (a 70 MB archive took 115 s in one call, ~3 s in 1 MiB slices)
+                # quadratic in the size (a profile's ~70 MB model archive took minutes in one call)
                 view = memoryview(stdin)
                 for off in range(0, len(view), _STDIN_SLICE):
                     chan.sendall(view[off : off + _STDIN_SLICE].tobytes())
