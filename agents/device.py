@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import posixpath
 import sys
 import tarfile
@@ -32,12 +33,23 @@ log = logging.getLogger(__name__)
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 
 
+_SHA256_CACHE: dict[tuple[str, int, int, int], str] = {}
+
+
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex SHA-256 of a local file; remembered per (path, inode, size, mtime), since a profile names
+    every model several times (staging, each batch's job, the push check) and a file that changes gets
+    a new size or mtime."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    digest = _SHA256_CACHE.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        digest = _SHA256_CACHE[key] = h.hexdigest()
+    return digest
 
 
 @dataclass(frozen=True)
