@@ -112,57 +112,99 @@ class Device:
         if not paths:
             return {}
         res = self.transport.run(
-            ["sh", "-c", 'for f in "$@"; do [ -f "$f" ] && sha256sum "$f"; done; true', "hwnas-sum", *paths],
+            # one sha256sum for all: it reports the files it can read and complains about the others
+            ["sh", "-c", 'sha256sum -- "$@" 2>/dev/null; true', "hwnas-sum", *paths],
             description="checksum files on the device",
             timeout=120,
             check=False,
         )
-        out: dict[str, str] = {}
-        for line in res.stdout.splitlines():
-            parts = line.split(None, 1)
-            if len(parts) == 2:
-                out[parts[1].lstrip("*").strip()] = parts[0]
-        return out
+        return _parse_sha256sum(res.stdout)
+
+    def remote_sizes(self, paths: Sequence[str]) -> dict[str, int]:
+        """Sizes in bytes of files on the device (missing files, and every file on a device whose ``stat``
+        has no ``-c``, are left out)."""
+        if not paths:
+            return {}
+        res = self.transport.run(
+            ["sh", "-c", 'stat -c "%s %n" -- "$@" 2>/dev/null; true', "hwnas-size", *paths],
+            description="look for files on the device",
+            timeout=60,
+            check=False,
+        )
+        return _parse_sizes(res.stdout)
 
     def push_files(self, files: Sequence[tuple[Path, str]]) -> int:
-        """Push (local, remote) pairs whose content the device does not have yet; returns the count pushed."""
+        """Push (local, remote) pairs whose content the device does not have yet; returns the count pushed.
+
+        A remote name that holds the start of its content's SHA-256 (models, the runner, a benchmark
+        program: see :meth:`model_remote_path`) is checked by its size alone: the name already says which
+        content it is, and a push cut short leaves a shorter file. Any other name is checksummed on the
+        device. (Hashing a profile's ~70 MB of models there took longer than sending them over loopback.)
+        """
         if self.profile.transport == "local":
             return 0
         wanted = {remote: file_sha256(local) for local, remote in files}
+        sizes = {remote: os.path.getsize(local) for local, remote in files}
         todo = [(local, remote) for local, remote in files if self._pushed.get(remote) != wanted[remote]]
-        have = self.remote_sha256([r for _, r in todo])
-        need = [(local, remote) for local, remote in todo if have.get(remote) != wanted[remote]]
-        dirs = sorted({posixpath.dirname(r) for _, r in need})
-        if dirs:
-            self.transport.run(["mkdir", "-p", *dirs], description="create folders", timeout=30)
+        named = {remote for _, remote in todo if wanted[remote][:12] in posixpath.basename(remote)}
+        have_size = self.remote_sizes(sorted(named))
+        have_sum = self.remote_sha256([r for _, r in todo if r not in named])
+
+        def on_device(remote: str) -> bool:
+            return have_size.get(remote) == sizes[remote] if remote in named else have_sum.get(remote) == wanted[remote]
+
+        need = [(local, remote) for local, remote in todo if not on_device(remote)]
         # One tar stream instead of a round trip or three per file (the remote path's main cost);
-        # files it does not deliver intact go one by one.
+        # files it does not deliver whole go one by one (Transport.push makes their folders).
         if len(need) > 1:
-            have.update(self._push_archive(need))
+            got = self._push_archive(need, named)
+            have_size.update(got[0])
+            have_sum.update(got[1])
         for local, remote in need:
-            if have.get(remote) != wanted[remote]:
+            if not on_device(remote):
                 self.transport.push(local, remote)
         for _, remote in todo:
             self._pushed[remote] = wanted[remote]
         return len(need)
 
-    def _push_archive(self, files: Sequence[tuple[Path, str]]) -> dict[str, str]:
-        """Send files under the workdir as one tar stream (``tar -x`` on the device, fed on stdin);
-        returns the checksums found on the device afterwards ({} when the device has no usable tar)."""
+    def _push_archive(
+        self, files: Sequence[tuple[Path, str]], named: set[str]
+    ) -> tuple[dict[str, int], dict[str, str]]:
+        """Send files under the workdir as one tar stream, unpacked and checked on the device in the same
+        command (``tar -x`` fed on stdin, then ``stat`` of the ``named`` ones, ``sha256sum`` of the others,
+        as in :meth:`push_files`); returns the sizes and checksums found there afterwards (nothing when the
+        device has no usable tar)."""
         prefix = self.workdir.rstrip("/") + "/"
         inside = [(local, remote) for local, remote in files if remote.startswith(prefix)]
         if len(inside) < 2:
-            return {}
+            return {}, {}
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            # folders first, as members of their own: every tar makes them, with or without the GNU habit
+            # of creating a member's missing parents
+            folders: set[str] = set()
+            for _, remote in inside:
+                parts = remote[len(prefix):].split("/")[:-1]
+                folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+            for name in sorted(folders):
+                info = tarfile.TarInfo(name)
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
             for local, remote in inside:
                 info = tar.gettarinfo(str(local), arcname=remote[len(prefix):])
                 info.uid = info.gid = 0
                 info.uname = info.gname = ""
                 with open(local, "rb") as fh:
                     tar.addfile(info, fh)
+        by_size = [r for _, r in inside if r in named]
+        by_sum = [r for _, r in inside if r not in named]
+        script = ('mkdir -p -- "$1" && tar -x -f - -C "$1" || exit 97; n=$2; shift 2; i=0; for f; do '
+                  'if [ "$i" -lt "$n" ]; then stat -c "%s %n" -- "$f"; else sha256sum -- "$f"; fi 2>/dev/null; '
+                  'i=$((i+1)); done; exit 0')
+        if not by_sum:  # the usual case: one stat for all
+            script = 'mkdir -p -- "$1" && tar -x -f - -C "$1" || exit 97; shift 2; stat -c "%s %n" -- "$@" 2>/dev/null; exit 0'
         res = self.transport.run(
-            ["tar", "-x", "-f", "-", "-C", self.workdir],
+            ["sh", "-c", script, "hwnas-unpack", self.workdir, str(len(by_size)), *by_size, *by_sum],
             description=f"unpack {len(inside)} files on the device",
             timeout=300 + buf.tell() / 50e3,  # a hang only: a dead link is noticed by the transport
             check=False,
@@ -170,8 +212,8 @@ class Device:
         )
         if res.returncode != 0:
             log.debug("%s: tar failed (%s); pushing file by file", self.profile.name, res.returncode)
-            return {}
-        return self.remote_sha256([r for _, r in inside])
+            return {}, {}
+        return _parse_sizes(res.stdout), _parse_sha256sum(res.stdout)
 
     def model_remote_path(self, model: ModelFile) -> str:
         """Where ``model`` lives on the device: named by its content, so a changed file is a new name."""
@@ -195,6 +237,34 @@ class Device:
         return self.remote("runner", f"runner-{file_sha256(RUNNER_PATH)[:12]}.py")
 
     # -- measuring -----------------------------------------------------------------------
+    def runtime_hello(self, runtime: str | None = None) -> dict[str, Any]:
+        """The runner's hello for a Python runtime (its version, the device's Python), without staging
+        anything: a remote device runs the runner from stdin. Raises DeviceError when the runtime is not
+        usable there."""
+        runtime = runtime or self.profile.runtime
+        if runtime not in PYTHON_RUNTIMES:
+            raise DeviceError(f"runtime {runtime!r} is not driven by the Python runner", device=self.profile.name)
+        local = self.profile.transport == "local"
+        argv = [*self.python_argv(), str(RUNNER_PATH) if local else "-", "--hello", runtime]
+        res = self.transport.run(argv, description=f"ask the runner for {runtime}'s version", timeout=120,
+                                 check=False, stdin=None if local else RUNNER_PATH.read_bytes())
+        msgs = []
+        for line in res.stdout.splitlines():
+            if line.strip().startswith("{"):
+                try:
+                    msgs.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        msg = next((m for m in msgs if m.get("type") in ("hello", "fatal")), None)
+        if msg is None or msg["type"] == "fatal":
+            raise DeviceError(
+                msg["message"] if msg else "the runner said no hello", device=self.profile.name,
+                command=" ".join(argv), returncode=res.returncode, output=(res.stdout + "\n" + res.stderr)[-2000:],
+                hint=f"install {runtime} on the device or pick another runtime in the profile",
+            )
+        self.hello = msg
+        return msg
+
     def python_argv(self) -> list[str]:
         python = self.profile.python
         if self.profile.transport == "local" and python == "python3":
@@ -377,6 +447,26 @@ class Device:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _parse_sizes(text: str) -> dict[str, int]:
+    """``stat -c "%s %n"`` output (``SIZE PATH`` per line) as {path: size}."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split(" ", 1)
+        if len(parts) == 2 and parts[0].isdigit():
+            out[parts[1].rstrip("\r")] = int(parts[0])
+    return out
+
+
+def _parse_sha256sum(text: str) -> dict[str, str]:
+    """``sha256sum`` output (``DIGEST  PATH`` or ``DIGEST *PATH`` per line) as {path: digest}."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and len(parts[0]) == 64:
+            out[parts[1].lstrip("*").strip()] = parts[0]
+    return out
 
 
 __all__ = ["Device", "ModelFile", "LinkLost", "RUNNER_PATH"]

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import socket
 import sys
@@ -39,7 +40,7 @@ from .device_state import (
 )
 from .errors import AgentError, DeviceError, DeviceTimeout, LinkLost
 from .profiles import DeviceProfile, list_profiles
-from .transport import Transport, open_transport
+from .transport import Transport, open_transport, shell_join
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +130,63 @@ def _run_part(
     return res.stdout, None
 
 
+def _binary_part(benchmark_runtime: str | None) -> str:
+    """The probe part (and ``runtimes`` key) of a profile's benchmark program."""
+    return benchmark_runtime if benchmark_runtime in _BENCHMARK_RUNTIMES else "benchmark_binary"
+
+
+def _run_parts(
+    transport: Transport, parts: Mapping[str, tuple[Sequence[str], float]]
+) -> dict[str, tuple[str | None, str | None]]:
+    """Run the probe's commands in one shell call (a round trip each is most of a remote probe's time),
+    each one's output between marker lines. ``parts`` maps a name to ``(argv, timeout)``; returns
+    ``{name: (stdout, None) or (None, why)}`` as :func:`_run_part` gives. A device that cannot run the
+    combined script (no ``sh``, a command hung past the script's timeout, markers missing) gets the
+    commands one by one instead, each with its own timeout.
+    """
+    token = "@@hwnas-part-" + secrets.token_hex(6)
+    lines = []
+    for name, (argv, _) in parts.items():
+        lines.append(f"printf '\\n%s %s\\n' {token} {name}; printf '%s %s\\n' {token} {name} >&2")
+        lines.append(f"{shell_join(argv)} </dev/null")
+        lines.append(f"printf '\\n%s rc %s\\n' {token} \"$?\"")
+    try:
+        # the slowest part's timeout and one more: a device slower than that is probed part by part
+        budget = max(t for _, t in parts.values()) + min(t for _, t in parts.values())
+        res = transport.run(["sh", "-c", "\n".join(lines)], description="probe the device", timeout=budget, check=False)
+    except LinkLost:
+        raise
+    except DeviceError as exc:  # includes DeviceTimeout
+        log.debug("%s: combined probe failed (%s); one command at a time", transport.device, exc)
+        res = None
+    found: dict[str, tuple[str | None, str | None]] = {}
+    if res is not None and res.returncode == 0:
+        errs: dict[str, str] = {}
+        for m in re.finditer(rf"(?m)^{token} (\S+)\r?\n(.*?)(?=^{token} |\Z)", res.stderr, re.S):
+            errs[m.group(1)] = m.group(2)
+        for m in re.finditer(rf"\r?\n{token} (\S+)\r?\n(.*?)\r?\n{token} rc (\d+)", res.stdout, re.S):
+            name, out, rc = m.group(1), m.group(2), int(m.group(3))
+            if rc == 0:
+                found[name] = (out, None)
+            else:
+                tail = (errs.get(name, "").strip() or out.strip()).splitlines()[-1:] or [""]
+                found[name] = (None, f"exit code {rc}" + (f": {tail[0][:200]}" if tail[0] else ""))
+    if set(found) != set(parts):
+        found = {name: _run_part(transport, name, argv, timeout=t) for name, (argv, t) in parts.items()}
+    return found
+
+
 def _detect_runtimes(
-    transport: Transport,
+    outputs: Mapping[str, tuple[str | None, str | None]],
     *,
     python: str,
     benchmark_binary: str | None,
     benchmark_runtime: str | None,
-    timeout: float,
     reasons: dict[str, str],
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
     runtimes: dict[str, dict[str, Any]] = {}
     python_info: dict[str, Any] | None = None
-    out, why = _run_part(transport, "runtimes", [python, "-c", RUNTIME_SCRIPT], timeout=timeout)
+    out, why = outputs["runtimes"]
     report: dict[str, Any] | None = None
     for line in (out or "").splitlines():
         if line.startswith(_RUNTIMES_MARK + " "):
@@ -175,8 +221,8 @@ def _detect_runtimes(
                 **info,
             }
     if benchmark_binary:
-        runtime = benchmark_runtime if benchmark_runtime in _BENCHMARK_RUNTIMES else "benchmark_binary"
-        _, why = _run_part(transport, runtime, ["test", "-x", benchmark_binary], timeout=COMMAND_TIMEOUT_S)
+        runtime = _binary_part(benchmark_runtime)
+        _, why = outputs[runtime]
         if why is None:
             runtimes[runtime] = {"version": None, "path": benchmark_binary}
         else:
@@ -208,10 +254,15 @@ def probe(
         DeviceError: not even ``sh`` and ``uname`` run on the device.
     """
     start = time.perf_counter()
+    parts: dict[str, tuple[Sequence[str], float]] = {name: (argv, timeout) for name, argv in STATE_COMMANDS.items()}
+    parts["runtimes"] = ([runtime_python, "-c", RUNTIME_SCRIPT], runtime_timeout)
+    if benchmark_binary:
+        parts[_binary_part(benchmark_runtime)] = (["test", "-x", benchmark_binary], COMMAND_TIMEOUT_S)
+    ran = _run_parts(transport, parts)
     outputs: dict[str, str | None] = {}
     reasons: dict[str, str] = {}
-    for name, argv in STATE_COMMANDS.items():
-        outputs[name], why = _run_part(transport, name, argv, timeout=timeout)
+    for name in STATE_COMMANDS:
+        outputs[name], why = ran[name]
         if why is not None:
             reasons[name] = why
             log.debug("%s: probe %s: %s", transport.device, name, why)
@@ -234,11 +285,7 @@ def probe(
         reasons["thermal_zones"] = "no readable /sys/class/thermal/thermal_zone*/temp"
     props = parse_getprop(outputs.get("getprop") or "")
     runtimes, python_info = _detect_runtimes(
-        transport,
-        python=runtime_python,
-        benchmark_binary=benchmark_binary,
-        benchmark_runtime=benchmark_runtime,
-        timeout=runtime_timeout,
+        ran, python=runtime_python, benchmark_binary=benchmark_binary, benchmark_runtime=benchmark_runtime,
         reasons=reasons,
     )
     return {

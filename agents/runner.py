@@ -9,6 +9,7 @@ on a phone's Termux, a Raspberry Pi or a Jetson as well as on the host.
 Usage::
 
     python3 runner.py JOB.json          # or: python3 runner.py - < JOB.json
+    python3 runner.py --hello RUNTIME   # only the hello line (or - < runner.py --hello RUNTIME)
 
 The job (JSON)::
 
@@ -309,31 +310,40 @@ def op_profile(job, model_spec, path, profile_runs):
     return ops
 
 
+def hello(runtime):
+    """The hello message for ``runtime``; a fatal one when the runtime is not usable here."""
+    try:
+        version = runtime_version(runtime)
+    except Exception as exc:  # the runtime is missing on this device
+        return {"type": "fatal", "message": f"runtime {runtime} is not usable here: {type(exc).__name__}: {exc}"}
+    return {
+        "type": "hello",
+        "protocol": PROTOCOL,
+        "runner_version": RUNNER_VERSION,
+        "runtime": runtime,
+        "runtime_version": version,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "pid": os.getpid(),
+    }
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "--hello":
+        msg = hello(argv[2])
+        emit(msg)
+        return 3 if msg["type"] == "fatal" else 0
     if len(argv) != 2:
-        sys.stderr.write("usage: runner.py JOB.json | -\n")
+        sys.stderr.write("usage: runner.py JOB.json | - | --hello RUNTIME\n")
         return 2
     started = time.perf_counter()
     job = json.load(sys.stdin if argv[1] == "-" else open(argv[1]))
     base = os.path.dirname(os.path.abspath(argv[1])) if argv[1] != "-" else os.getcwd()
     runtime = job["runtime"]
-    try:
-        version = runtime_version(runtime)
-    except Exception as exc:  # the runtime is missing on this device
-        emit({"type": "fatal", "message": f"runtime {runtime} is not usable here: {type(exc).__name__}: {exc}"})
+    msg = hello(runtime)
+    emit(msg)
+    if msg["type"] == "fatal":
         return 3
-    emit(
-        {
-            "type": "hello",
-            "protocol": PROTOCOL,
-            "runner_version": RUNNER_VERSION,
-            "runtime": runtime,
-            "runtime_version": version,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "pid": os.getpid(),
-        }
-    )
     warmup = int(job.get("warmup", 10))
     runs = int(job.get("runs", 50))
     min_seconds = float(job.get("min_seconds", 0.0))

@@ -1,7 +1,7 @@
 """Search on OFA's Note10 tables with OFA's predictor: ours against OFA's own EvolutionFinder, same run.
 
     .venv/bin/python -m benchmarks.bench_search [--seeds 3] [--ofa-seeds 3] [--budgets 15,20,25,30,40]
-        [--pnag-iterations 200] [--no-ofa] [--no-pnag] [--no-latency] [--latency-space compact] [--ofa-pkg DIR]
+        [--pnag-iterations 200] [--no-ofa] [--no-pnag] [--ofa-pkg DIR]
 
 (a) OFA's ``ofa.tutorial.EvolutionFinder`` (the pip package ``ofa``, installed with ``pip --target`` into a
     temporary folder when not given; torchvision and gdown, which the package imports but the finder does not
@@ -12,10 +12,7 @@
     budgets in one search per seed; ``nsga2`` and ``random`` (one run each), ``mnas`` (hard reward).
 (c) ``pnag`` trained on 15, 20, 30 and 40 ms, answering 15, 20, 22.5, 25, 30 and 40 ms from the saved
     generator (``evolution`` also answers 22.5 for the comparison).
-(d) Learned latency predictor, 50 samples: 120 random subnets of ``--latency-space`` measured end to end on
-    this CPU with ONNX Runtime at 1 and 2 threads by the profiler's own measurement (interleaved batches, p10,
-    normalised to the reference workload); fitted on 50, Spearman / within 10% on the other 70, three splits,
-    ridge on the structure features against a gradient-boosting model on the same features.
+The learned latency predictor, measured on this CPU, has its own benchmark: ``bench_latency_predictor``.
 
 Predicted top-1 in %, times in seconds of wall time on this (shared) machine.
 """
@@ -169,56 +166,6 @@ def run_pnag(train: list[float], answer: list[float], iterations: int, seed: int
 
 
 # --------------------------------------------------------------------------------------------------------
-# learned latency predictor on real measurements
-
-
-def measure_end_to_end(n: int, *, space: str, threads: int, seed: int = 0) -> tuple[list[Any], list[float]]:
-    """``n`` random subnets of ``space`` measured end to end on the local CPU with ONNX Runtime, the way the
-    profiler measures (interleaved batches, p10, normalised to the reference workload of each batch)."""
-    from hwnas.agents.device import Device
-    from hwnas.agents.profiles import load_profile
-    from hwnas.profiler.validate import measure_subnets
-    from hwnas.supernet import get_space
-
-    sp = get_space(space)
-    archs = sp.archs_from_arrays(sp.sample_arrays(np.random.default_rng(seed), n, sp.lut_resolutions))
-    with Device(load_profile("local")) as dev:
-        dev.acquire()
-        m = measure_subnets(dev, archs, space_name=space, runtime="onnxruntime", threads=threads)
-    return archs, [float(x) for x in m["ms"]]
-
-
-def latency_check(n_train: int = 50, n_total: int = 120, *, space: str = "compact") -> list[list[Any]]:
-    from scipy.stats import spearmanr
-    from sklearn.ensemble import GradientBoostingRegressor
-
-    from hwnas.search.latency import LearnedLatency
-
-    rows = []
-    for threads in (1, 2):
-        archs, ms = measure_end_to_end(n_total, space=space, threads=threads)
-        y = np.asarray(ms)
-        for split in range(3):
-            rng = np.random.default_rng(split)
-            order = rng.permutation(n_total)
-            tr, te = order[:n_train], order[n_train:]
-            model = LearnedLatency(space=space, seed=split).fit([archs[i] for i in tr], y[tr])
-            arrays = model.space.arrays_from_archs([archs[i] for i in te])
-            pred = model.predict_arrays(arrays)
-            x_all = model.features_arrays(model.space.arrays_from_archs(archs))
-            gbm = GradientBoostingRegressor(random_state=0).fit(x_all[tr], np.log(y[tr]))
-            p_gbm = np.exp(gbm.predict(x_all[te]))
-            rows.append([
-                f"onnxruntime, {threads} thread(s)", split,
-                round(float(spearmanr(pred, y[te]).statistic), 3), round(float(np.mean(np.abs(pred / y[te] - 1) <= 0.1)), 3),
-                round(float(spearmanr(p_gbm, y[te]).statistic), 3), round(float(np.mean(np.abs(p_gbm / y[te] - 1) <= 0.1)), 3),
-                round(float(np.median(y)), 3),
-            ])
-            print("  latency", rows[-1], flush=True)
-    return rows
-
-
-# --------------------------------------------------------------------------------------------------------
 
 
 def main() -> None:
@@ -229,8 +176,6 @@ def main() -> None:
     ap.add_argument("--pnag-iterations", type=int, default=200)
     ap.add_argument("--no-ofa", action="store_true")
     ap.add_argument("--no-pnag", action="store_true")
-    ap.add_argument("--no-latency", action="store_true")
-    ap.add_argument("--latency-space", default="compact", help="Space of the subnets measured for (d).")
     ap.add_argument("--ofa-pkg", type=Path, default=None, help="Folder holding the ofa package (pip --target).")
     ap.add_argument("--json", type=Path, default=None, help="Also write the raw numbers here.")
     args = ap.parse_args()
@@ -295,13 +240,6 @@ def main() -> None:
         print(table(["budget ms", "pnag top-1", "generator samples only", "evolution mean", "pnag - evolution",
                      "answer ms"], prow))
 
-    if not args.no_latency:
-        print(f"\n(d) learned latency predictor, 50 samples, {args.latency_space} subnets measured with ONNX Runtime "
-              "on this CPU", flush=True)
-        lrows = latency_check(space=args.latency_space)
-        raw["latency"] = lrows
-        print(table(["measured with", "split", "ridge spearman", "ridge within 10%", "GBM spearman",
-                     "GBM within 10%", "median ms"], lrows))
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1, default=str))
 

@@ -25,6 +25,7 @@ BENCHMARKS = (
     "bench_diff",
     "bench_remote",
     "bench_search",
+    "bench_latency_predictor",
     "bench_pas",
     "bench_litert",
     "bench_supernet",

@@ -184,7 +184,7 @@ def _profile(
             "note": "lut_ms = calibration.a * (p10_ms * reference/ref_ms - overhead); see calibration",
         },
     )
-    # The runtime version is known once the runner said hello; find it first with a tiny batch.
+    # The runtime version is known once the runner said hello (a benchmark program: a tiny batch).
     with _BUILD_LOCK:
         reference = builder.reference()
     hello_version = _runtime_version(device, reference, runtime, threads)
@@ -272,7 +272,10 @@ def _spread_pct(values: Sequence[float]) -> float | None:
 
 def _runtime_version(device: Device, reference: Workload, runtime: str, threads: int) -> str | None:
     from ..agents.device import ModelFile
+    from ..agents.profiles import PYTHON_RUNTIMES
 
+    if runtime in PYTHON_RUNTIMES:  # the runner's hello alone: nothing staged before the whole batch is
+        return device.runtime_hello(runtime).get("runtime_version")
     device.measure([ModelFile(reference.id, reference.path)], runtime=runtime, threads=threads, runs=1, warmup=0, min_seconds=0, keep_samples=False)
     return (device.hello or {}).get("runtime_version")
 

@@ -117,6 +117,64 @@ def test_probe_of_this_machine() -> None:
     assert fp["governor"] == (",".join(state["governors"]) or None)
 
 
+class CountingLocal(LocalTransport):
+    """The local transport, counting the commands it is asked to run."""
+
+    def __init__(self) -> None:
+        super().__init__(device="local", workdir="/tmp/hwnas")
+        self.commands: list[tuple[str, ...]] = []
+
+    def run(self, argv, **kw):  # type: ignore[no-untyped-def, override]
+        self.commands.append(tuple(argv))
+        return super().run(argv, **kw)
+
+
+class NoCombinedScripts(CountingLocal):
+    """A device whose shell cannot run the combined probe script (here: refused), so each part runs alone."""
+
+    def run(self, argv, **kw):  # type: ignore[no-untyped-def, override]
+        if argv[:2] == ["sh", "-c"] and "@@hwnas-part-" in argv[2]:
+            self.commands.append(tuple(argv))
+            return CommandResult(argv=tuple(argv), returncode=2, stdout="", stderr="sh: syntax error", seconds=0.0)
+        return super().run(argv, **kw)
+
+
+def test_probe_is_one_command_and_agrees_with_the_commands_run_one_by_one() -> None:
+    together, alone = CountingLocal(), NoCombinedScripts()
+    state = probe(together, runtime_python=sys.executable)
+    assert len(together.commands) == 1, together.commands  # a round trip each: most of a remote probe's time
+    fallback = probe(alone, runtime_python=sys.executable)
+    assert len(alone.commands) == 1 + len(STATE_COMMANDS) + 1  # the refused script, each part, the runtimes
+    for field in ("model", "soc", "abi", "cores", "core_types", "os", "runtimes", "python", "missing", "android"):
+        assert state[field] == fallback[field], field
+    for name in state["missing"]:
+        if name in STATE_COMMANDS:  # both name the program the device lacks
+            program = STATE_COMMANDS[name][0]
+            assert program in state["missing_reasons"][name] and program in fallback["missing_reasons"][name]
+
+
+def test_combined_probe_keeps_each_part_exact() -> None:
+    from hwnas.agents.probe import _run_parts
+
+    t = CountingLocal()
+    parts = {
+        "no_newline": (["printf", "x"], 5.0),
+        "blank_lines": (["printf", "line\n\n"], 5.0),
+        "empty": (["true"], 5.0),
+        "fails": (["sh", "-c", "echo out; echo 'why it failed' >&2; exit 3"], 5.0),
+        "reads_stdin": (["cat"], 5.0),  # gets /dev/null, never the transport's stdin
+    }
+    got = _run_parts(t, parts)
+    assert len(t.commands) == 1
+    assert got == {
+        "no_newline": ("x", None),
+        "blank_lines": ("line\n\n", None),
+        "empty": ("", None),
+        "fails": (None, "exit code 3: why it failed"),
+        "reads_stdin": ("", None),
+    }
+
+
 def test_probe_without_python_on_the_device_reports_it_missing(tmp_path: Path) -> None:
     state = probe(
         LocalTransport(device="local", workdir="/tmp/hwnas"),

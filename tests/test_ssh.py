@@ -377,3 +377,74 @@ def test_device_lock_over_ssh(sshd_server: ns_helpers.SSHServer, tmp_path: Path)
     assert res["second"] is True
     assert "hwnas.lock" not in res["left"]
     assert "clearing a stale lock" in res["_stderr"]
+
+
+def test_push_files_checks_named_files_by_size_and_others_by_checksum(
+    sshd_server: ns_helpers.SSHServer, tmp_path: Path
+) -> None:
+    """Models go in one archive; a file named by its checksum is then found by its size, so a push cut
+    short (a shorter file) is sent again, while a file under any other name is checked by its content."""
+    workdir = tmp_path / "wd"
+    local = tmp_path / "local"
+    local.mkdir()
+    files = []
+    for i in range(3):
+        src = local / f"m{i}.onnx"
+        src.write_bytes(os.urandom(200_000 + i))
+        files.append(src)
+    plain = local / "settings.txt"
+    plain.write_text("version 1\n")
+    body = f"""
+    from pathlib import Path
+    from hwnas.agents.device import Device, ModelFile
+    from hwnas.agents.profiles import parse_profile
+    profile = parse_profile({{"name": "board", "transport": {{"ssh": {{"host": "127.0.0.1"}}}},
+                             "workdir": {str(workdir)!r}}}, source="test")
+    dev = Device(profile, transport=t)
+    models = [ModelFile(p.stem, Path(p)) for p in {[str(f) for f in files]!r}]
+    out["remote"] = [dev.model_remote_path(m) for m in models]
+    pairs = [(m.path, r) for m, r in zip(models, out["remote"])] + [(Path({str(plain)!r}), dev.remote("plain", "settings.txt"))]
+    out["first"] = dev.push_files(pairs)
+    # a push cut short, and a same-size change under a name that says nothing about the content
+    with open(out["remote"][1], "r+b") as fh:
+        fh.truncate(1000)
+    Path(dev.remote("plain", "settings.txt")).write_text("version 2\\n")
+    out["again_cached"] = dev.push_files(pairs)  # this Device remembers what it sent: nothing asked
+    out["again"] = Device(profile, transport=t).push_files(pairs)
+    """
+    res = client(sshd_server, body)
+    assert "error" not in res, res
+    assert res["first"] == 4 and res["again_cached"] == 0
+    assert res["again"] == 2  # the truncated model and the changed plain file, nothing else
+    for src, remote in zip(files, res["remote"], strict=True):
+        assert Path(remote).read_bytes() == src.read_bytes()
+    assert (workdir / "plain" / "settings.txt").read_text() == "version 1\n"
+
+
+def test_runner_hello_over_ssh_sends_the_runner_on_stdin(sshd_server: ns_helpers.SSHServer, tmp_path: Path) -> None:
+    """The runtime's version comes from the runner itself, run from stdin: nothing is left on the device;
+    a Python that cannot import the runtime is a device error with the fix."""
+    no_site = tmp_path / "python-without-site-packages"
+    no_site.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    no_site.chmod(0o755)
+    workdir = tmp_path / "wd"
+    body = f"""
+    from hwnas.agents.device import Device
+    from hwnas.agents.profiles import parse_profile
+    def profile(python):
+        return parse_profile({{"name": "board", "transport": {{"ssh": {{"host": "127.0.0.1"}}}}, "python": python,
+                              "workdir": {str(workdir)!r}}}, source="test")
+    out["hello"] = Device(profile({sys.executable!r}), transport=t).runtime_hello("onnxruntime")
+    try:
+        Device(profile({str(no_site)!r}), transport=t).runtime_hello("onnxruntime")
+    except errors.DeviceError as exc:
+        out["missing"] = describe(exc)
+    """
+    res = client(sshd_server, body)
+    assert "error" not in res, res
+    import onnxruntime
+
+    assert res["hello"]["type"] == "hello" and res["hello"]["runtime_version"] == onnxruntime.__version__
+    assert res["missing"]["exit_code"] == 1 and "runtime onnxruntime is not usable here" in res["missing"]["message"]
+    assert "install onnxruntime on the device" in res["missing"]["hint"]
+    assert not workdir.exists()  # nothing pushed
