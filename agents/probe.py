@@ -1,9 +1,10 @@
 """Probe a device (identity, CPU clusters, clocks, temperatures, power, runtimes) and find devices.
 
 :func:`probe` runs the commands of :data:`~.device_state.STATE_COMMANDS` over any transport,
-each with a short timeout and without a return-code check, then asks the device's Python
-which runtimes it can import (:data:`RUNTIME_SCRIPT`) and, when a profile names one,
-whether the benchmark program is there (``test -x PATH``). A command the device lacks
+without a return-code check, asks the device's Python which runtimes it can import
+(:data:`RUNTIME_SCRIPT`) and, when a profile names one, whether the benchmark program is there
+(``test -x PATH``): all in one shell call, each part's output and exit code between marker
+lines (one by one, each with its own timeout, on a device that cannot run that script). A command the device lacks
 (``getprop`` off Android, ``vcgencmd`` off a Raspberry Pi, no Python at all) is named in
 ``missing``; only a lost link, or a device on which not even ``sh`` and ``uname`` run,
 raises.

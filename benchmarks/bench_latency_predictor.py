@@ -5,8 +5,11 @@
 
 For each thread count, ``--subnets`` random subnets of ``--space`` (at its LUT resolutions) are measured
 end to end with ONNX Runtime by the profiler's own measurement (``profiler.validate.measure_subnets``:
-interleaved batches holding the reference workload, p10, normalised to the reference), ``--passes``
-times over. The ground truth of a subnet is the geometric mean of its passes.
+interleaved batches holding the reference workload), ``--passes`` times over, each pass in another order
+(so that no two subnets share a batch twice by design). Four readings of the same runs are compared: the
+profiler's (p10, normalised to the reference workload of the batch), p10 as measured, the median as
+measured, the median normalised like the p10. The ground truth of a subnet is the geometric mean of its
+passes.
 
 Reported per thread count:
 - the noise ceiling: how well one pass predicts the other (Spearman, share within ±5% and ±10%, MAPE):
@@ -32,26 +35,38 @@ import numpy as np
 
 from ._harness import header, load_average, table
 
+READINGS = {  # name: (statistic, normalised to the reference)
+    "p10, normalised (the profiler's)": ("p10_ms", True),
+    "p10, raw": ("p10_ms", False),
+    "median, raw": ("median_ms", False),
+    "median, normalised": ("median_ms", True),
+}
 
-def measure(space: str, archs: list[Any], threads: int, passes: int, rounds: int, runs: int) -> tuple[np.ndarray, list[float]]:
-    """(passes, n) latencies in ms and the seconds of each pass."""
+
+def measure(space: str, archs: list[Any], threads: int, passes: int, rounds: int, runs: int
+            ) -> tuple[dict[str, np.ndarray], list[float]]:
+    """{reading: (passes, n) latencies in ms} and the seconds of each pass."""
     from hwnas.agents.device import Device
     from hwnas.agents.profiles import load_profile
     from hwnas.profiler.measure import MeasurePlan
     from hwnas.profiler.validate import measure_subnets
 
-    out, secs = [], []
+    out: dict[str, list[np.ndarray]] = {k: [] for k in READINGS}
+    secs = []
     with Device(load_profile("local")) as dev:
         dev.acquire()
         for p in range(passes):
+            order = np.random.default_rng(1000 + p).permutation(len(archs)) if p else np.arange(len(archs))
             t0 = time.perf_counter()
-            m = measure_subnets(dev, archs, space_name=space, runtime="onnxruntime", threads=threads,
-                                plan=MeasurePlan(rounds=rounds, runs=runs))
+            m = measure_subnets(dev, [archs[i] for i in order], space_name=space, runtime="onnxruntime",
+                                threads=threads, plan=MeasurePlan(rounds=rounds, runs=runs))
             secs.append(time.perf_counter() - t0)
-            out.append(np.asarray(m["ms"], dtype=float))
-            print(f"  {threads} thread(s), pass {p + 1}/{passes}: {secs[-1]:.0f} s, median {np.median(out[-1]):.2f} ms",
-                  flush=True)
-    return np.stack(out), secs
+            back = np.argsort(order)
+            for name, (stat, norm) in READINGS.items():
+                out[name].append(np.asarray(m["stats_ms" if norm else "stats_raw_ms"][stat], dtype=float)[back])
+            print(f"  {threads} thread(s), pass {p + 1}/{passes}: {secs[-1]:.0f} s, median p10 "
+                  f"{np.median(out['p10, raw'][-1]):.2f} ms", flush=True)
+    return {k: np.stack(v) for k, v in out.items()}, secs
 
 
 def agreement(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -115,26 +130,30 @@ def main() -> None:
     raw: dict[str, Any] = {"archs": [a.to_dict() for a in archs]}
     rows, ceil_rows = [], []
     for threads in [int(t) for t in args.threads.split(",")]:
-        ms, secs = measure(args.space, archs, threads, args.passes, args.rounds, args.runs)
-        y = np.exp(np.log(ms).mean(axis=0))
-        pairs = [agreement(ms[i], ms[j]) for i in range(len(ms)) for j in range(i + 1, len(ms))]
-        ceil_rows.append([f"{threads}", f"{np.min(y):.2f}-{np.max(y):.2f} (median {np.median(y):.2f})",
-                          " / ".join(f"{s:.0f}" for s in secs), summary(pairs, "spearman"), summary(pairs, "within5", True),
-                          summary(pairs, "within10", True), summary(pairs, "mape", True)])
-        results = {"structure features": fit_and_judge(args.space, archs, y, args.train, args.splits)}
-        if reference is not None:
-            results[f"+ {args.reference_lut.name}"] = fit_and_judge(args.space, archs, y, args.train, args.splits, reference)
-        for feats, res in results.items():
-            for model, label in (("ridge", "LearnedLatency (ridge)"), ("gbm", "gradient boosting")):
-                rows.append([f"{threads}", f"{label}, {feats}", summary(res[model], "spearman"),
-                             summary(res[model], "within10", True), summary(res[model], "within5", True),
-                             summary(res[model], "mape", True)])
-        raw[f"threads{threads}"] = {"ms": ms.tolist(), "seconds": secs, "results": results}
+        readings, secs = measure(args.space, archs, threads, args.passes, args.rounds, args.runs)
+        raw[f"threads{threads}"] = {"seconds": secs}
+        for reading, ms in readings.items():
+            y = np.exp(np.log(ms).mean(axis=0))
+            pairs = [agreement(ms[i], ms[j]) for i in range(len(ms)) for j in range(i + 1, len(ms))]
+            ceil_rows.append([f"{threads}", reading, f"{np.min(y):.2f}-{np.max(y):.2f} (median {np.median(y):.2f})",
+                              " / ".join(f"{s:.0f}" for s in secs), summary(pairs, "spearman"),
+                              summary(pairs, "within5", True), summary(pairs, "within10", True),
+                              summary(pairs, "mape", True)])
+            results = {"structure features": fit_and_judge(args.space, archs, y, args.train, args.splits)}
+            if reference is not None:
+                results[f"+ {args.reference_lut.name}"] = fit_and_judge(args.space, archs, y, args.train, args.splits,
+                                                                        reference)
+            for feats, res in results.items():
+                for model, label in (("ridge", "LearnedLatency (ridge)"), ("gbm", "gradient boosting")):
+                    rows.append([f"{threads}", reading, f"{label}, {feats}", summary(res[model], "spearman"),
+                                 summary(res[model], "within10", True), summary(res[model], "within5", True),
+                                 summary(res[model], "mape", True)])
+            raw[f"threads{threads}"][reading] = {"ms": ms.tolist(), "results": results}
     print("Noise ceiling (one pass against another, all subnets):\n")
-    print(table(["threads", "latency range ms", "seconds per pass", "spearman", "within ±5%", "within ±10%", "MAPE"],
-                ceil_rows))
+    print(table(["threads", "reading", "latency range ms", "seconds per pass", "spearman", "within ±5%",
+                 "within ±10%", "MAPE"], ceil_rows))
     print(f"\nPredictors ({args.train} samples) against the mean of the passes, held-out subnets:\n")
-    print(table(["threads", "predictor", "spearman", "within ±10%", "within ±5%", "MAPE"], rows))
+    print(table(["threads", "reading", "predictor", "spearman", "within ±10%", "within ±5%", "MAPE"], rows))
     print(f"\nTarget: mean Spearman >= 0.95 and >= 90% within ±10%. Load after: {load_average()}.")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1))

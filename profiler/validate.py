@@ -21,7 +21,7 @@ from ..agents.profiles import DeviceProfile
 from ..supernet import Arch, get_space
 from .errors import LUTError
 from .lut import LUT
-from .measure import MeasurePlan, measure_batches, raw_statistic
+from .measure import MeasurePlan, measure_batches, raw_statistic, stat_keys
 from .predict import LUTPredictor
 from .workloads import RUNTIME_FORMAT, Workload, WorkloadBuilder
 
@@ -55,8 +55,10 @@ def measure_subnets(
     plan: MeasurePlan = MeasurePlan(),
     on_progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Measure whole subnets end to end; returns ``{"ms": [...], "ref_ms": [...], "reference_ms": x}``
-    where ``ms[i]`` is normalised to the median reference speed of this run."""
+    """Measure whole subnets end to end; returns ``{"ms": [...], "raw_ms": [...], "reference_ms": x,
+    "reference_batches_ms": [...], "stats_ms": {stat: [...]}, "stats_raw_ms": {stat: [...]}}`` where ``ms[i]``
+    (the runtime's raw statistic) and each of ``stats_ms`` (every statistic the runtime reports) are
+    normalised to the median reference speed of this run; ``raw_ms`` and ``stats_raw_ms`` are not."""
     space = get_space(space_name)
     builder = WorkloadBuilder(space=space, fmt=RUNTIME_FORMAT[runtime], dtype=dtype, batch=batch)
     workloads: list[Workload] = []
@@ -66,10 +68,12 @@ def measure_subnets(
             on_progress(i + 1, 2 * len(archs), "exporting subnets")
     reference = builder.reference()
     got: dict[str, tuple[float, float]] = {}
+    stats: dict[str, dict[str, float]] = {}
     done = [len(archs)]
 
     def on_result(w: Workload, res: dict[str, Any], ref_ms: float) -> None:
         got[w.id] = (float(res[raw_statistic(runtime)]), ref_ms)
+        stats[w.id] = {k: float(res[k]) for k in stat_keys(runtime)}
         done[0] += 1
         if on_progress is not None:
             on_progress(done[0], 2 * len(archs), "measuring subnets")
@@ -79,7 +83,9 @@ def measure_subnets(
     ref_run = float(np.median(refs))
     raw = [got[w.id][0] for w in workloads]
     norm = [got[w.id][0] * ref_run / got[w.id][1] for w in workloads]
-    return {"ms": norm, "raw_ms": raw, "reference_ms": ref_run, "reference_batches_ms": refs}
+    by_stat = {k: [stats[w.id][k] * ref_run / got[w.id][1] for w in workloads] for k in stat_keys(runtime)}
+    return {"ms": norm, "raw_ms": raw, "reference_ms": ref_run, "reference_batches_ms": refs, "stats_ms": by_stat,
+            "stats_raw_ms": {k: [stats[w.id][k] for w in workloads] for k in stat_keys(runtime)}}
 
 
 def summarize_points(predicted: np.ndarray, measured: np.ndarray) -> dict[str, Any]:

@@ -401,7 +401,7 @@ def test_push_files_checks_named_files_by_size_and_others_by_checksum(
     profile = parse_profile({{"name": "board", "transport": {{"ssh": {{"host": "127.0.0.1"}}}},
                              "workdir": {str(workdir)!r}}}, source="test")
     dev = Device(profile, transport=t)
-    models = [ModelFile(p.stem, Path(p)) for p in {[str(f) for f in files]!r}]
+    models = [ModelFile(Path(p).stem, Path(p)) for p in {[str(f) for f in files]!r}]
     out["remote"] = [dev.model_remote_path(m) for m in models]
     pairs = [(m.path, r) for m, r in zip(models, out["remote"])] + [(Path({str(plain)!r}), dev.remote("plain", "settings.txt"))]
     out["first"] = dev.push_files(pairs)
