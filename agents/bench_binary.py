@@ -240,7 +240,7 @@ class BinaryRunner:
 
     def version(self, remote: str) -> str:
         """What identifies the program: its name and the start of its checksum on the device."""
-        sums = self.device.remote_sha256([remote]) if self.device.profile.transport != "local" else {}
+        sums = self.device.remote_check(sums=[remote])[1] if self.device.profile.transport != "local" else {}
         if not sums and Path(remote).is_file():
             from .device import file_sha256
 

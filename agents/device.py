@@ -107,31 +107,18 @@ class Device:
     def ensure_dir(self, path: str) -> None:
         self.transport.run(["mkdir", "-p", path], description="create the work folder", timeout=30)
 
-    def remote_sha256(self, paths: Sequence[str]) -> dict[str, str]:
-        """Checksums of files on the device (missing files are left out)."""
-        if not paths:
-            return {}
+    def remote_check(self, *, sizes: Sequence[str] = (), sums: Sequence[str] = ()) -> tuple[dict[str, int], dict[str, str]]:
+        """What the device holds, in one command: the size of each of ``sizes`` and the SHA-256 of each of
+        ``sums`` (missing files are left out, and sizes on a device whose ``stat`` has no ``-c``)."""
+        if not sizes and not sums:
+            return {}, {}
         res = self.transport.run(
-            # one sha256sum for all: it reports the files it can read and complains about the others
-            ["sh", "-c", 'sha256sum -- "$@" 2>/dev/null; true', "hwnas-sum", *paths],
-            description="checksum files on the device",
+            ["sh", "-c", _CHECK_SCRIPT, "hwnas-check", *_check_args(sizes, sums)],
+            description="look for files on the device",
             timeout=120,
             check=False,
         )
-        return _parse_sha256sum(res.stdout)
-
-    def remote_sizes(self, paths: Sequence[str]) -> dict[str, int]:
-        """Sizes in bytes of files on the device (missing files, and every file on a device whose ``stat``
-        has no ``-c``, are left out)."""
-        if not paths:
-            return {}
-        res = self.transport.run(
-            ["sh", "-c", 'stat -c "%s %n" -- "$@" 2>/dev/null; true', "hwnas-size", *paths],
-            description="look for files on the device",
-            timeout=60,
-            check=False,
-        )
-        return _parse_sizes(res.stdout)
+        return _parse_sizes(res.stdout), _parse_sha256sum(res.stdout)
 
     def push_files(self, files: Sequence[tuple[Path, str]]) -> int:
         """Push (local, remote) pairs whose content the device does not have yet; returns the count pushed.
@@ -147,8 +134,7 @@ class Device:
         sizes = {remote: os.path.getsize(local) for local, remote in files}
         todo = [(local, remote) for local, remote in files if self._pushed.get(remote) != wanted[remote]]
         named = {remote for _, remote in todo if wanted[remote][:12] in posixpath.basename(remote)}
-        have_size = self.remote_sizes(sorted(named))
-        have_sum = self.remote_sha256([r for _, r in todo if r not in named])
+        have_size, have_sum = self.remote_check(sizes=sorted(named), sums=[r for _, r in todo if r not in named])
 
         def on_device(remote: str) -> bool:
             return have_size.get(remote) == sizes[remote] if remote in named else have_sum.get(remote) == wanted[remote]
@@ -171,8 +157,8 @@ class Device:
         self, files: Sequence[tuple[Path, str]], named: set[str]
     ) -> tuple[dict[str, int], dict[str, str]]:
         """Send files under the workdir as one tar stream, unpacked and checked on the device in the same
-        command (``tar -x`` fed on stdin, then ``stat`` of the ``named`` ones, ``sha256sum`` of the others,
-        as in :meth:`push_files`); returns the sizes and checksums found there afterwards (nothing when the
+        command (``tar -x`` fed on stdin, then :meth:`remote_check`'s script: sizes of the ``named`` ones,
+        checksums of the others); returns the sizes and checksums found there afterwards (nothing when the
         device has no usable tar)."""
         prefix = self.workdir.rstrip("/") + "/"
         inside = [(local, remote) for local, remote in files if remote.startswith(prefix)]
@@ -196,15 +182,10 @@ class Device:
                 info.uname = info.gname = ""
                 with open(local, "rb") as fh:
                     tar.addfile(info, fh)
-        by_size = [r for _, r in inside if r in named]
-        by_sum = [r for _, r in inside if r not in named]
-        script = ('mkdir -p -- "$1" && tar -x -f - -C "$1" || exit 97; n=$2; shift 2; i=0; for f; do '
-                  'if [ "$i" -lt "$n" ]; then stat -c "%s %n" -- "$f"; else sha256sum -- "$f"; fi 2>/dev/null; '
-                  'i=$((i+1)); done; exit 0')
-        if not by_sum:  # the usual case: one stat for all
-            script = 'mkdir -p -- "$1" && tar -x -f - -C "$1" || exit 97; shift 2; stat -c "%s %n" -- "$@" 2>/dev/null; exit 0'
+        check = _check_args([r for _, r in inside if r in named], [r for _, r in inside if r not in named])
         res = self.transport.run(
-            ["sh", "-c", script, "hwnas-unpack", self.workdir, str(len(by_size)), *by_size, *by_sum],
+            ["sh", "-c", 'mkdir -p -- "$1" && tar -x -f - -C "$1" || exit 97; shift; ' + _CHECK_SCRIPT,
+             "hwnas-unpack", self.workdir, *check],
             description=f"unpack {len(inside)} files on the device",
             timeout=300 + buf.tell() / 50e3,  # a hang only: a dead link is noticed by the transport
             check=False,
@@ -449,12 +430,24 @@ class Device:
         self.close()
 
 
+#: Arguments: N, then N files to checksum, then files to size (see :func:`_check_args`). One ``sha256sum``
+#: per checksummed file, one ``stat`` for all the others; each prints only the files it can read.
+_CHECK_SCRIPT = (
+    'n=$1; shift; i=0; while [ "$i" -lt "$n" ]; do sha256sum -- "$1" 2>/dev/null; shift; i=$((i+1)); done; '
+    '[ "$#" -gt 0 ] && stat -c "%s %n" -- "$@" 2>/dev/null; exit 0'
+)
+
+
+def _check_args(sizes: Sequence[str], sums: Sequence[str]) -> list[str]:
+    return [str(len(sums)), *sums, *sizes]
+
+
 def _parse_sizes(text: str) -> dict[str, int]:
     """``stat -c "%s %n"`` output (``SIZE PATH`` per line) as {path: size}."""
     out: dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split(" ", 1)
-        if len(parts) == 2 and parts[0].isdigit():
+        if len(parts) == 2 and parts[0].isdigit() and len(parts[0]) < 64:  # not a sha256sum line
             out[parts[1].rstrip("\r")] = int(parts[0])
     return out
 

@@ -67,13 +67,11 @@ def measure_subnets(
         if on_progress is not None:
             on_progress(i + 1, 2 * len(archs), "exporting subnets")
     reference = builder.reference()
-    got: dict[str, tuple[float, float]] = {}
-    stats: dict[str, dict[str, float]] = {}
+    got: dict[str, tuple[dict[str, float], float]] = {}  # id: (every statistic, the batch's reference)
     done = [len(archs)]
 
     def on_result(w: Workload, res: dict[str, Any], ref_ms: float) -> None:
-        got[w.id] = (float(res[raw_statistic(runtime)]), ref_ms)
-        stats[w.id] = {k: float(res[k]) for k in stat_keys(runtime)}
+        got[w.id] = ({k: float(res[k]) for k in stat_keys(runtime)}, ref_ms)
         done[0] += 1
         if on_progress is not None:
             on_progress(done[0], 2 * len(archs), "measuring subnets")
@@ -81,11 +79,11 @@ def measure_subnets(
     unique = list({w.id: w for w in workloads}.values())
     refs = measure_batches(device, unique, reference=reference, plan=plan, runtime=runtime, threads=threads, on_result=on_result)
     ref_run = float(np.median(refs))
-    raw = [got[w.id][0] for w in workloads]
-    norm = [got[w.id][0] * ref_run / got[w.id][1] for w in workloads]
-    by_stat = {k: [stats[w.id][k] * ref_run / got[w.id][1] for w in workloads] for k in stat_keys(runtime)}
-    return {"ms": norm, "raw_ms": raw, "reference_ms": ref_run, "reference_batches_ms": refs, "stats_ms": by_stat,
-            "stats_raw_ms": {k: [stats[w.id][k] for w in workloads] for k in stat_keys(runtime)}}
+    stats_raw = {k: [got[w.id][0][k] for w in workloads] for k in stat_keys(runtime)}
+    stats = {k: [got[w.id][0][k] * ref_run / got[w.id][1] for w in workloads] for k in stat_keys(runtime)}
+    stat = raw_statistic(runtime)
+    return {"ms": stats[stat], "raw_ms": stats_raw[stat], "reference_ms": ref_run, "reference_batches_ms": refs,
+            "stats_ms": stats, "stats_raw_ms": stats_raw}
 
 
 def summarize_points(predicted: np.ndarray, measured: np.ndarray) -> dict[str, Any]:

@@ -273,7 +273,6 @@ class SSHServer:
     sshd: str
     plain_rc: Path | None = None  # an empty file mounted over ~/.bashrc for the server's sessions
 
-
     def settings(self, **extra: object) -> dict[str, object]:
         """Transport settings for SSHTransport / a profile's ``transport.ssh``."""
         base: dict[str, object] = {
@@ -290,12 +289,12 @@ class SSHServer:
     def start(self) -> None:
         """(Re)start sshd with the same host key, config and port."""
         argv = [self.sshd, "-D", "-e", "-f", str(self.config)]
-        if self.plain_rc is not None:
+        rc = Path(os.path.expanduser("~root/.bashrc"))
+        if self.plain_rc is not None and rc.exists():
             # ip netns exec runs its command in a mount namespace of its own (slave to the host's), so this
             # bind mount is seen by sshd and its sessions only: the machine's ~/.bashrc is left as it is.
-            rc = Path(os.path.expanduser("~root/.bashrc"))
             argv = ["sh", "-c", 'mount --bind "$1" "$2" && shift 2 && exec "$@"', "hwnas-sshd", str(self.plain_rc),
-                    str(rc), *argv] if rc.exists() else argv
+                    str(rc), *argv]
         self.proc = subprocess.Popen(
             ns_argv(self.ns, argv),
             stdout=subprocess.DEVNULL,
@@ -385,6 +384,9 @@ def start_sshd(ns: str, workdir: Path, *, plain_rc: bool = False) -> SSHServer:
     host_pub = (workdir / "host_ed25519.pub").read_text().split()
     known_hosts = workdir / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    empty_rc = workdir / "empty_bashrc" if plain_rc else None
+    if empty_rc is not None:
+        empty_rc.write_text("")
     server = SSHServer(
         ns=ns,
         host="127.0.0.1",
@@ -397,11 +399,8 @@ def start_sshd(ns: str, workdir: Path, *, plain_rc: bool = False) -> SSHServer:
         log=workdir / "sshd.log",
         proc=None,  # type: ignore[arg-type]
         sshd=sshd,
-        plain_rc=None,
+        plain_rc=empty_rc,
     )
-    if plain_rc:
-        server.plain_rc = workdir / "empty_bashrc"
-        server.plain_rc.write_text("")
     server.start()
     return server
 
