@@ -130,7 +130,8 @@ class CountingLocal(LocalTransport):
 
 
 class NoCombinedScripts(CountingLocal):
-    """A device whose shell cannot run the combined probe script (here: refused), so each part runs alone."""
+    """A device whose shell cannot run the combined probe script, so each part runs alone. Simulated (the
+    refusal only): every shell here runs the script; the parts then run for real on this machine."""
 
     def run(self, argv, **kw):  # type: ignore[no-untyped-def, override]
         if argv[:2] == ["sh", "-c"] and "@@hwnas-part-" in argv[2]:
