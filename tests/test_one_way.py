@@ -1,0 +1,139 @@
+"""Behaviour kept through the one-way redesign: every consumer of the space's block table, the one exporter
+and the one atomic writer give what the code before it gave.
+
+``fixtures/one_way_golden.json`` holds numbers computed by the code as it was before the redesign (commit
+aadc330): ``lut predict`` on OFA's Note10 tables for twelve seeded archs (as exact float hex), their MACs,
+parameters, entry counts, the search's gather, the learned predictor's features, an evolution search with a
+fixed seed, and the outputs of exported ONNX models (a subnet, a LUT entry, a PaS network, a PaS deploy file).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.supernet import get_space
+
+GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "one_way_golden.json").read_text())
+OFA_NOTE10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ofa-note10"
+RESOLUTIONS = (160, 176, 192, 208, 224)
+
+
+def _hex(values: Any) -> list[str]:
+    return [float(v).hex() for v in values]
+
+
+@pytest.fixture(scope="module")
+def note10() -> dict[str, Any]:
+    if not (OFA_NOTE10 / "acc_predictor.pth").is_file():
+        pytest.skip(f"OFA's Note10 tables and predictor are not in {OFA_NOTE10}")
+    from hwnas.profiler.ofa_interop import import_ofa
+
+    lut = import_ofa(sorted(OFA_NOTE10.glob("*_lookup_table.yaml")), "ofa-mbv3-w1.2")
+    space = get_space("ofa-mbv3-w1.2")
+    arrays = space.sample_arrays(np.random.default_rng(7), 12, RESOLUTIONS)
+    return {"lut": lut, "space": space, "arrays": arrays}
+
+
+# ---- the block table and its consumers -------------------------------------------------------------------
+
+
+def test_lut_predict_is_unchanged(note10: dict[str, Any]) -> None:
+    from hwnas.profiler.predict import LUTPredictor
+
+    predictor = LUTPredictor(note10["lut"])
+    assert _hex(predictor.predict_arrays(note10["arrays"])) == GOLDEN["predict"]
+    entries, counts = predictor.entry_counts(note10["arrays"])
+    assert [len(entries), int(counts.sum()), int((counts * np.arange(counts.shape[1])).sum())] == GOLDEN["counts"]
+
+
+def test_macs_params_and_search_gathers_are_unchanged(note10: dict[str, Any]) -> None:
+    from hwnas.search.accuracy import AccuracyPredictor
+    from hwnas.search.base import SearchProblem
+    from hwnas.search.encoding import ArchEncoding
+    from hwnas.search.latency import LearnedLatency, LUTLatency
+
+    space, arrays = note10["space"], note10["arrays"]
+    assert space.macs_arrays(arrays).tolist() == GOLDEN["macs"]
+    assert space.params_arrays(arrays).tolist() == GOLDEN["params"]
+    latency = LUTLatency(note10["lut"])
+    encoding = ArchEncoding(space)
+    genes = encoding.genes(arrays)
+    assert _hex(latency.predict_genes(genes, encoding)) == GOLDEN["genes"]
+    assert _hex(LearnedLatency(space=space).features_arrays(arrays).sum(axis=1)) == GOLDEN["features"]
+    problem = SearchProblem(latency=latency, accuracy=AccuracyPredictor.from_ofa_checkpoint(OFA_NOTE10 / "acc_predictor.pth"))
+    assert [problem.params(genes).tolist(), problem.macs(genes).tolist()] == GOLDEN["pmacs"]
+
+
+def test_seeded_search_is_unchanged(note10: dict[str, Any]) -> None:
+    from hwnas.search.accuracy import AccuracyPredictor
+    from hwnas.search.base import SearchProblem
+    from hwnas.search.latency import LUTLatency
+    from hwnas.search.registry import make_searcher
+
+    problem = SearchProblem(
+        latency=LUTLatency(note10["lut"]), accuracy=AccuracyPredictor.from_ofa_checkpoint(OFA_NOTE10 / "acc_predictor.pth")
+    )
+    searcher = make_searcher(
+        "evolution", problem, seed=3, population_size=48, generations=6, polish_top=1, polish_rounds=1,
+        local_search_rounds=1,
+    )
+    results = searcher.search([15.0, 20.0, 30.0])
+    got = [[json.dumps(r["arch"], sort_keys=True), float(r["predicted_latency_ms"]).hex()] for r in results]
+    assert got == GOLDEN["search"]
+
+
+# ---- exported models -------------------------------------------------------------------------------------
+
+
+def _run_onnx(path: Path, x: torch.Tensor) -> tuple[tuple[list[str], list[str]], list[float], float]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = ([i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()])
+    y = sess.run(None, {names[0][0]: x.numpy()})[0]
+    return names, y.ravel()[:6].astype(float).tolist(), float(np.abs(y).sum())
+
+
+def _seeded(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+
+
+def _same(kind: str, got: tuple[Any, list[float], float]) -> None:
+    want = GOLDEN["onnx"][kind]
+    assert got[1] == pytest.approx(want["first"], rel=1e-5, abs=1e-9), kind
+    assert math.isclose(got[2], want["abs_sum"], rel_tol=1e-5, abs_tol=1e-9), kind
+
+
+def test_exported_models_give_the_same_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path / "cache"))
+    from hwnas.profiler.workloads import WorkloadBuilder
+    from hwnas.search import pas
+    from hwnas.supernet.export import export_subnet
+    from hwnas.supernet.pas_net import base_config
+
+    space = get_space("compact")
+    arch = space.max_arch()
+    torch.manual_seed(0)
+    net = space.build_subnet(arch)
+    export_subnet(net, arch, "onnx", tmp_path / "subnet.onnx", space=space)
+    _same("subnet", _run_onnx(tmp_path / "subnet.onnx", _seeded(1, 3, arch.r, arch.r)))
+
+    entry = space.lut_entries(arch)[3]
+    workload = WorkloadBuilder(space=space, fmt="onnx").entry(entry)
+    _same("entry", _run_onnx(workload.path, _seeded(1, *entry.input_shape)))
+
+    config = base_config("digits")
+    widths = [8, 16, 16, 32, 32, 64]
+    x = _seeded(1, 1, 32, 32)
+    _same("pas", _run_onnx(pas.PasWorkloads(config=config).network(widths, id="n").path, x))
+    torch.manual_seed(0)
+    plain = pas.plain_network(config, widths)
+    pas.export_deploy_onnx(plain, tmp_path / "deploy.onnx", (1, 32, 32), x)
+    _same("deploy", _run_onnx(tmp_path / "deploy.onnx", x))
