@@ -50,7 +50,9 @@ def test_lut_predict_is_unchanged(note10: dict[str, Any]) -> None:
     predictor = LUTPredictor(note10["lut"])
     assert _hex(predictor.predict_arrays(note10["arrays"])) == GOLDEN["predict"]
     entries, counts = predictor.entry_counts(note10["arrays"])
-    assert [len(entries), int(counts.sum()), int((counts * np.arange(counts.shape[1])).sum())] == GOLDEN["counts"]
+    rows = np.arange(counts.shape[0])
+    got = sorted([k, r, int(counts[:, c].sum()), int((counts[:, c] * rows).sum())] for c, (k, r) in enumerate(entries))
+    assert got == GOLDEN["counts"]  # the same counts per entry; the column order is not part of the contract
 
 
 def test_macs_params_and_search_gathers_are_unchanged(note10: dict[str, Any]) -> None:
