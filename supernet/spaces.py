@@ -781,6 +781,41 @@ class SearchSpace:
             )
         return entry
 
+    def block_table(
+        self, value: Callable[[Entry], Any], resolutions: Iterable[int], *, dtype: Any = np.float64
+    ) -> np.ndarray:
+        """``value(entry)`` of every elastic block for every choice, by block position: an array of shape
+        ``(len(resolutions), n_blocks, len(ks_choices), len(e_choices), *shape of value)``, so that the
+        blocks of many architectures are one gather ``table[ri[:, None], arange(n_blocks), ks_index,
+        e_index]`` masked by :meth:`active_mask`. This is the one place that walks (stage, block, kernel,
+        expand): LUT sums, MACs, parameters and predictor features all gather from it.
+
+        ``value`` is called once per distinct entry (a stage's later blocks share one). ``dtype=object``
+        keeps strings (e.g. ``lambda e: e.key``). Raises SpaceError for resolutions not in the space."""
+        rs = tuple(int(r) for r in resolutions)
+        memo: dict[tuple[int, bool, int, int, int], Any] = {}
+
+        def cell(b: int, ks: int, e: int, r: int) -> Any:
+            s, j = divmod(b, self.max_depth)
+            ident = (s, j == 0, ks, e, r)
+            if ident not in memo:
+                memo[ident] = value(self.block_entry(s, j == 0, ks, e, r))
+            return memo[ident]
+
+        nested = [
+            [[[cell(b, ks, e, r) for e in self.e_choices] for ks in self.ks_choices] for b in range(self.n_blocks)]
+            for r in rs
+        ]
+        return np.asarray(nested, dtype=dtype)
+
+    def choice_indices(self, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(kernel index, expand index), each (n, n_blocks), of validated array-form values: the positions
+        in ``ks_choices`` / ``e_choices`` that :meth:`block_table` is indexed by."""
+        return (
+            np.searchsorted(np.asarray(self.ks_choices), arrays["ks"]),
+            np.searchsorted(np.asarray(self.e_choices), arrays["e"]),
+        )
+
     def sum_entries(self, arrays: Mapping[str, np.ndarray], value: Callable[[Entry], float]) -> np.ndarray:
         """Vectorised sum over each architecture's entries: for every row of the array form, the sum of
         ``value(entry)`` over :meth:`lut_entries` of that arch, as float64 (n,).
@@ -790,26 +825,16 @@ class SearchSpace:
         MACs). Raises ArchError for invalid arrays.
         """
         a = self.check_arrays(arrays)
-        ks_idx = np.searchsorted(np.asarray(self.ks_choices), a["ks"])
-        e_idx = np.searchsorted(np.asarray(self.e_choices), a["e"])
+        ks_idx, e_idx = self.choice_indices(a)
         active = self.active_mask(a["d"])
-        stage_of = np.repeat(np.arange(self.n_stages), self.max_depth)
-        first_of = np.tile((np.arange(self.max_depth) == 0).astype(np.int64), self.n_stages)
-        n = a["r"].shape[0]
-        out = np.zeros(n, dtype=np.float64)
-        nk, ne = len(self.ks_choices), len(self.e_choices)
-        for r in np.unique(a["r"]).tolist():
+        rs = np.unique(a["r"]).tolist()
+        table = self.block_table(value, rs)
+        positions = np.arange(self.n_blocks)[None, :]
+        out = np.zeros(a["r"].shape[0], dtype=np.float64)
+        for ri, r in enumerate(rs):
             rows = np.flatnonzero(a["r"] == r)
-            table = np.zeros((self.n_stages, 2, nk, ne), dtype=np.float64)
-            for s in range(self.n_stages):
-                for first in (0, 1):
-                    if not first and self.max_depth < 2:
-                        continue
-                    for ki, ks in enumerate(self.ks_choices):
-                        for ei, e in enumerate(self.e_choices):
-                            table[s, first, ki, ei] = value(self.block_entry(s, bool(first), ks, e, r))
             fixed = math.fsum(value(x) for x in self.fixed_entries(r))
-            vals = table[stage_of[None, :], first_of[None, :], ks_idx[rows], e_idx[rows]]
+            vals = table[ri][positions, ks_idx[rows], e_idx[rows]]
             out[rows] = fixed + np.where(active[rows], vals, 0.0).sum(axis=1)
         return out
 
@@ -1005,3 +1030,81 @@ register_space(
         lut_resolutions=[32, 48],
     )
 )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Structure features: what a subnet costs the hardware, for learned latency predictors
+
+#: The costs of one entry (see :func:`entry_costs`); each is summed over a group of entries.
+ENTRY_COSTS = ("mmacs", "dw_mmacs", "mparams", "act_in_mb", "act_out_mb", "act_mid_mb", "layers")
+
+
+def entry_costs(entry: Entry) -> tuple[float, ...]:
+    """The costs of one entry, in the order of :data:`ENTRY_COSTS`: MACs and their depthwise share (M),
+    parameters (M), float32 activation bytes read and written by the entry (MB), the bytes of the expanded
+    tensors inside a block (written and read again: MB), and 1 (a per-layer overhead)."""
+    dw = mid = 0.0
+    if entry.op == "expanded_conv":
+        m = entry.mid_channels
+        dw = float(entry.out_size**2 * m * entry.kernel**2)
+        mid = 2.0 * entry.out_size**2 * m + (2.0 * entry.in_size**2 * m if entry.has_expand_conv else 0.0)
+    act_in = float(np.prod(entry.input_shape))
+    act_out = float(np.prod(entry.output_shape))
+    return (entry.macs / 1e6, dw / 1e6, entry.params / 1e6, act_in * 4e-6, act_out * 4e-6, mid * 4e-6, 1.0)
+
+
+def block_costs(space: SearchSpace, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(n, n_blocks, len(ENTRY_COSTS)) costs of every elastic block of each architecture of the array form
+    (zeros for the blocks beyond a stage's depth). Raises ArchError for invalid arrays."""
+    a = space.check_arrays(arrays)
+    ks_idx = np.searchsorted(np.asarray(space.ks_choices), a["ks"])
+    e_idx = np.searchsorted(np.asarray(space.e_choices), a["e"])
+    stage_of = np.repeat(np.arange(space.n_stages), space.max_depth)
+    first_of = np.tile((np.arange(space.max_depth) == 0).astype(np.int64), space.n_stages)
+    n, nk, ne, nc = a["r"].shape[0], len(space.ks_choices), len(space.e_choices), len(ENTRY_COSTS)
+    out = np.zeros((n, space.n_blocks, nc), dtype=np.float64)
+    for r in np.unique(a["r"]).tolist():
+        rows = np.flatnonzero(a["r"] == r)
+        table = np.zeros((space.n_stages, 2, nk, ne, nc), dtype=np.float64)
+        for s in range(space.n_stages):
+            for first in (0, 1):
+                for ki, ks in enumerate(space.ks_choices):
+                    for ei, e in enumerate(space.e_choices):
+                        table[s, first, ki, ei] = entry_costs(space.block_entry(s, bool(first), ks, e, r))
+        out[rows] = table[stage_of[None, :], first_of[None, :], ks_idx[rows], e_idx[rows]]
+    return out * space.active_mask(a["d"])[:, :, None]
+
+
+def fixed_costs(space: SearchSpace, resolutions: np.ndarray) -> np.ndarray:
+    """(n, len(ENTRY_COSTS)) summed costs of the entries every subnet runs (stem, first block, head) at
+    each input resolution of ``resolutions``."""
+    r = np.asarray(resolutions, dtype=np.int64).reshape(-1)
+    per_r = {int(v): np.sum([entry_costs(x) for x in space.fixed_entries(int(v))], axis=0) for v in np.unique(r)}
+    return np.asarray([per_r[int(v)] for v in r], dtype=np.float64).reshape(len(r), len(ENTRY_COSTS))
+
+
+def structure_features(space: SearchSpace, arrays: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """Features that carry a subnet's cost structure, as (names, (n, len(names)) float64):
+
+    - ``fixed.<cost>`` and ``stage<s>.<cost>`` for every cost of :data:`ENTRY_COSTS`: the sums over the
+      fixed entries and over each stage's active blocks (additive: latency is about a non-negative
+      combination of these);
+    - ``stage<s>.depth``, ``stage<s>.kernel`` and ``stage<s>.expand`` (the mean kernel size and expand ratio
+      of the stage's active blocks) and ``resolution``.
+
+    Raises ArchError for invalid arrays."""
+    a = space.check_arrays(arrays)
+    blocks = block_costs(space, a)
+    n, nc = a["r"].shape[0], len(ENTRY_COSTS)
+    per_stage = blocks.reshape(n, space.n_stages, space.max_depth, nc).sum(axis=2)
+    active = space.active_mask(a["d"]).reshape(n, space.n_stages, space.max_depth)
+    depth = active.sum(axis=2)
+    kernel = (a["ks"].reshape(n, space.n_stages, -1) * active).sum(axis=2) / depth
+    expand = (a["e"].reshape(n, space.n_stages, -1) * active).sum(axis=2) / depth
+    names = [f"fixed.{c}" for c in ENTRY_COSTS]
+    names += [f"stage{s}.{c}" for s in range(space.n_stages) for c in ENTRY_COSTS]
+    names += [f"stage{s}.{f}" for s in range(space.n_stages) for f in ("depth", "kernel", "expand")]
+    names.append("resolution")
+    shape = np.stack([depth, kernel, expand], axis=2).reshape(n, -1)
+    x = np.concatenate([fixed_costs(space, a["r"]), per_stage.reshape(n, -1), shape, a["r"][:, None]], axis=1)
+    return names, x.astype(np.float64)
