@@ -32,9 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.profiler.ofa_interop import ofa_note10_dir
+
 from ._harness import header, table
 
-OFA_NOTE10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ofa-note10"
+OFA_NOTE10 = ofa_note10_dir()  # OFA's published Note10 tables and predictor, shipped in the package
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -179,8 +181,6 @@ def main() -> None:
     ap.add_argument("--ofa-pkg", type=Path, default=None, help="Folder holding the ofa package (pip --target).")
     ap.add_argument("--json", type=Path, default=None, help="Also write the raw numbers here.")
     args = ap.parse_args()
-    if not (OFA_NOTE10 / "acc_predictor.pth").is_file():
-        raise SystemExit(f"OFA's Note10 files are not in {OFA_NOTE10}")
     budgets = [float(b) for b in args.budgets.split(",")]
     seeds = list(range(args.seeds))
     raw: dict[str, Any] = {}

@@ -10,6 +10,7 @@ imported table exports to the very bytes it came from.
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import math
 import os
@@ -27,10 +28,23 @@ from .lut import LUT, OP_FIELDS, OVERHEAD_KEY, atomic_write_text, default_metada
 
 log = logging.getLogger(__name__)
 
-__all__ = ["export_ofa", "import_ofa", "read_ofa_yaml", "resolution_of"]
+__all__ = ["export_ofa", "import_ofa", "ofa_note10_dir", "read_ofa_yaml", "resolution_of"]
 
 _FILE_RE = re.compile(r"^(\d+)_lookup_table\.ya?ml$")
+_NOTE10_FILES = (*(f"{r}_lookup_table.yaml" for r in (160, 176, 192, 208, 224)), "acc_predictor.pth")
 _CONV_RE = re.compile(r"^Conv-input:(\d+)x(\d+)x3-")
+
+
+def ofa_note10_dir() -> Path:
+    """The folder of OFA's published Note10 files shipped inside the package (``profiler/data/ofa-note10``):
+    ``{160,176,192,208,224}_lookup_table.yaml`` and ``acc_predictor.pth`` (MIT, see its README.md).
+
+    The one place that knows where they are; raises LUTError when the installation lacks one of them."""
+    folder = Path(str(importlib.resources.files(__package__) / "data" / "ofa-note10"))
+    missing = [name for name in _NOTE10_FILES if not (folder / name).is_file()]
+    if missing:
+        raise LUTError(f"{folder}: OFA's published Note10 files are missing ({', '.join(missing)}); reinstall hwnas")
+    return folder
 
 
 def read_ofa_yaml(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:

@@ -19,18 +19,12 @@ import yaml
 
 from hwnas.profiler.errors import LUTError
 from hwnas.profiler.lut import LUT
-from hwnas.profiler.ofa_interop import export_ofa, import_ofa
+from hwnas.profiler.ofa_interop import export_ofa, import_ofa, ofa_note10_dir
 from hwnas.profiler.predict import LUTPredictor
 from hwnas.supernet import get_space
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-NOTE10 = SHARED / "data" / "ofa-note10"
+NOTE10 = ofa_note10_dir()  # OFA's published Note10 tables, shipped in the package
 RESOLUTIONS = (160, 176, 192, 208, 224)
-
-pytestmark = pytest.mark.skipif(
-    not (NOTE10 / "224_lookup_table.yaml").is_file(), reason=f"OFA's Note10 tables not found under {NOTE10}"
-)
-
 
 def _yaml_files() -> list[Path]:
     return [NOTE10 / f"{r}_lookup_table.yaml" for r in RESOLUTIONS]

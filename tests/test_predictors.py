@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from hwnas.cli._app import main
+from hwnas.profiler.ofa_interop import import_ofa, ofa_note10_dir
 from hwnas.search.accuracy import AccuracyPredictor
 from hwnas.search.encoding import ArchEncoding
 from hwnas.search.errors import PredictorError
 from hwnas.search.latency import LearnedLatency, LUTLatency
 from hwnas.supernet import get_space, list_spaces
 
-OFA_NOTE10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ofa-note10"
+OFA_NOTE10 = ofa_note10_dir()  # OFA's published Note10 tables and predictor, shipped in the package
 OFA_PTH = OFA_NOTE10 / "acc_predictor.pth"
-needs_ofa = pytest.mark.skipif(not OFA_PTH.is_file(), reason=f"OFA's published files are not in {OFA_NOTE10}")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -68,10 +68,6 @@ def _random_archs(space_name: str, n: int, seed: int = 0) -> list:
 
 @pytest.fixture(scope="module")
 def note10_lut():
-    if not OFA_NOTE10.is_dir():
-        pytest.skip(f"OFA's Note10 tables are not in {OFA_NOTE10}")
-    from hwnas.profiler.ofa_interop import import_ofa
-
     return import_ofa(sorted(OFA_NOTE10.glob("*_lookup_table.yaml")), "ofa-mbv3-w1.2")
 
 
@@ -113,7 +109,6 @@ def test_encoding_rejects_foreign_metadata() -> None:
 # Accuracy predictor
 
 
-@needs_ofa
 def test_ofa_checkpoint_import_equals_ofa_forward() -> None:
     ours = AccuracyPredictor.from_ofa_checkpoint(OFA_PTH)
     archs = _random_archs("ofa-mbv3-w1.2", 500, seed=3)
@@ -124,7 +119,6 @@ def test_ofa_checkpoint_import_equals_ofa_forward() -> None:
     assert ours.samples_ is None and ours.kendall_tau_ is None and ours.rmse_ is None
 
 
-@needs_ofa
 def test_accuracy_save_load_round_trip_is_plain(tmp_path: Path) -> None:
     ours = AccuracyPredictor.from_ofa_checkpoint(OFA_PTH)
     path = ours.save(tmp_path / "acc.pt")
@@ -172,7 +166,6 @@ def test_accuracy_fit_reports_held_out_metrics() -> None:
         AccuracyPredictor(space="compact", hidden_size=0).fit(archs[:10], [0.5] * 10)
 
 
-@needs_ofa
 def test_accuracy_predict_throughput() -> None:
     """Not a speed target (those live in benchmarks/): batches of 20k archs go through numpy matmuls."""
     ours = AccuracyPredictor.from_ofa_checkpoint(OFA_PTH)
@@ -254,7 +247,6 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return int(exc.value.code or 0), out, err
 
 
-@needs_ofa
 def test_cli_predictor_accuracy_import_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_file = tmp_path / "acc.pt"
     code, out, _ = _run(["predictor", "accuracy", "--ofa-checkpoint", str(OFA_PTH), "--out", str(out_file), "--json"], capsys)

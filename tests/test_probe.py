@@ -54,18 +54,14 @@ from hwnas.agents.profiles import PACKAGED_DIR, load_profile, parse_profile
 from hwnas.agents.transport import CommandResult, LocalTransport, Transport, list_transports
 
 _HERE = Path(__file__).resolve().parent
-_CANDIDATES = (_HERE / "fixtures", _HERE.parent.parent / "shared" / "fixtures")
-FIXTURES = next((p for p in _CANDIDATES if (p / "SOURCES.md").is_file()), _CANDIDATES[0])
+FIXTURES = _HERE / "fixtures"  # real outputs of real devices, sources in fixtures/SOURCES.md
 REPO = _HERE.parent
 DESIGN_FIELDS = ("model", "soc", "abi", "cores", "clusters", "governors", "temperatures_c", "runtimes")
 DEVICE_ONLY_COMMANDS = ("getprop", "battery", "vcgencmd_temp", "vcgencmd_throttled", "nvpmodel")
 
 
 def fixture(name: str) -> str:
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f"fixture {name} not found in {FIXTURES}")
-    return path.read_text()
+    return (FIXTURES / name).read_text()  # shipped with the tests: a missing one is a failure, not a skip
 
 
 def isolated_env(tmp_path: Path, **extra: str) -> dict[str, str]:

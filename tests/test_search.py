@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 from hwnas.cli._app import main
+from hwnas.profiler.ofa_interop import import_ofa, ofa_note10_dir
 from hwnas.search.accuracy import AccuracyPredictor
 from hwnas.search.base import SearchProblem
 from hwnas.search.errors import BudgetError, SearchError
 from hwnas.search.latency import LUTLatency
 from hwnas.search.registry import ALGORITHMS, get_algorithm, make_searcher
 
-OFA_NOTE10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ofa-note10"
+OFA_NOTE10 = ofa_note10_dir()  # OFA's published Note10 tables and predictor, shipped in the package
 BUDGETS = [15.0, 20.0, 30.0]
 
 #: Small settings per algorithm so that the whole file runs in well under a minute.
@@ -36,10 +37,6 @@ SMALL: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def note10(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    if not (OFA_NOTE10 / "acc_predictor.pth").is_file():
-        pytest.skip(f"OFA's Note10 tables and predictor are not in {OFA_NOTE10}")
-    from hwnas.profiler.ofa_interop import import_ofa
-
     lut = import_ofa(sorted(OFA_NOTE10.glob("*_lookup_table.yaml")), "ofa-mbv3-w1.2")
     folder = tmp_path_factory.mktemp("note10")
     lut_path = folder / "note10.csv"

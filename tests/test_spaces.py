@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,12 +11,13 @@ import torch
 import yaml
 from torch import nn
 
+from hwnas.profiler.ofa_interop import ofa_note10_dir
 from hwnas.supernet import Arch, Entry, SearchSpace, get_space, list_spaces
 from hwnas.supernet.errors import ArchError, SpaceError
 from hwnas.supernet.spaces import OPS, build_entry, entry_input, make_divisible
 
 SPACES = list_spaces()
-OFA_NOTE10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ofa-note10"
+OFA_NOTE10 = ofa_note10_dir()  # OFA's published Note10 tables, shipped in the package
 
 KEY_RE = re.compile(
     r"^(?:Conv-input:\d+x\d+x3-output:\d+x\d+x\d+"
@@ -276,7 +276,6 @@ def test_compact_lut_is_small() -> None:
     assert len(sp.max_arch().ks) == 12 and len(sp.max_arch().d) == 4
 
 
-@pytest.mark.skipif(not OFA_NOTE10.is_dir(), reason=f"OFA's note10 LUTs not found at {OFA_NOTE10}")
 @pytest.mark.parametrize("r", [160, 176, 192, 208, 224])
 def test_w12_keys_equal_ofa_note10_lut(r: int) -> None:
     sp = get_space("ofa-mbv3-w1.2")
