@@ -1057,21 +1057,11 @@ def block_costs(space: SearchSpace, arrays: Mapping[str, np.ndarray]) -> np.ndar
     """(n, n_blocks, len(ENTRY_COSTS)) costs of every elastic block of each architecture of the array form
     (zeros for the blocks beyond a stage's depth). Raises ArchError for invalid arrays."""
     a = space.check_arrays(arrays)
-    ks_idx = np.searchsorted(np.asarray(space.ks_choices), a["ks"])
-    e_idx = np.searchsorted(np.asarray(space.e_choices), a["e"])
-    stage_of = np.repeat(np.arange(space.n_stages), space.max_depth)
-    first_of = np.tile((np.arange(space.max_depth) == 0).astype(np.int64), space.n_stages)
-    n, nk, ne, nc = a["r"].shape[0], len(space.ks_choices), len(space.e_choices), len(ENTRY_COSTS)
-    out = np.zeros((n, space.n_blocks, nc), dtype=np.float64)
-    for r in np.unique(a["r"]).tolist():
-        rows = np.flatnonzero(a["r"] == r)
-        table = np.zeros((space.n_stages, 2, nk, ne, nc), dtype=np.float64)
-        for s in range(space.n_stages):
-            for first in (0, 1):
-                for ki, ks in enumerate(space.ks_choices):
-                    for ei, e in enumerate(space.e_choices):
-                        table[s, first, ki, ei] = entry_costs(space.block_entry(s, bool(first), ks, e, r))
-        out[rows] = table[stage_of[None, :], first_of[None, :], ks_idx[rows], e_idx[rows]]
+    ks_idx, e_idx = space.choice_indices(a)
+    rs = np.unique(a["r"]).tolist()
+    table = space.block_table(entry_costs, rs)  # (R, B, K, E, costs)
+    ri = np.searchsorted(np.asarray(rs), a["r"])
+    out = table[ri[:, None], np.arange(space.n_blocks)[None, :], ks_idx, e_idx]
     return out * space.active_mask(a["d"])[:, :, None]
 
 
