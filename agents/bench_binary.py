@@ -11,9 +11,10 @@ in order with the timings) and ``exec``s it; every other word is a separate argu
 to the colleague's parsers (:mod:`.parsers`), and each model becomes a result dict of the same schema
 as the Python runner's (``agents/runner.py``), see :func:`result_from_benchmark`.
 
-A profile's ``benchmark_binary`` that is an existing file on this machine is pushed to the device
-(``WORKDIR/bin/NAME-SHA12``, made executable) unless the transport is ``local``; any other value is
-taken as a path on the device.
+A profile's ``benchmark_binary`` is a path on the device. ``push_benchmark_binary``, when set, names a
+local executable that is sent there first (checked by checksum, made executable): only an ELF program of
+the device's own architecture (``uname -m`` there) is sent, so that a profile cannot carry any other local
+file (a key, a token) off to a host it names.
 
 Per-operator times (``profile_ops``): ``benchmark_model --enable_op_profiling=true`` prints op tables,
 read by the parser (:func:`op_rows`); ``onnxruntime_perf_test -p PREFIX`` writes ONNX Runtime's
@@ -33,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import DeviceError
+from .errors import DeviceError, ProfileError
 from .parsers import BenchmarkOutputError, BenchmarkResult, parse_benchmark_model, parse_ort_perf_test
 
 if TYPE_CHECKING:
@@ -123,6 +124,47 @@ def ort_profile_ops(events: Any) -> list[dict[str, Any]]:
         entry["ms"] = statistics.median(us) / 1000.0
         rows.append(entry)
     return rows
+
+
+# ``uname -m`` of a device -> the ELF ``e_machine`` values it runs (a 64-bit ARM or x86 kernel runs 32-bit too).
+_ELF_MACHINES: dict[str, tuple[int, ...]] = {
+    "x86_64": (62, 3), "amd64": (62, 3), "i386": (3,), "i486": (3,), "i586": (3,), "i686": (3,),
+    "aarch64": (183, 40), "arm64": (183, 40), "armv8l": (40,), "armv7l": (40,), "armv7": (40,), "armv6l": (40,),
+    "riscv64": (243,), "ppc64le": (21,), "s390x": (22,), "mips": (8,), "mips64": (8,),
+}
+_ELF_NAMES = {62: "x86-64", 3: "x86", 183: "AArch64", 40: "ARM", 243: "RISC-V", 21: "PowerPC64", 22: "S/390", 8: "MIPS"}
+
+
+def elf_machine(path: Path) -> int | None:
+    """The ``e_machine`` of an ELF executable or shared object, None for any other file."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return None
+    order = "little" if head[5] == 1 else "big"
+    if int.from_bytes(head[16:18], order) not in (2, 3):  # ET_EXEC or ET_DYN (PIE)
+        return None
+    return int.from_bytes(head[18:20], order)
+
+
+def check_device_executable(path: Path, device_machine: str, *, source: str) -> None:
+    """Refuse (ProfileError, exit 2) to send ``path`` unless it is an ELF program the device can run."""
+    field = f"{source}: field 'push_benchmark_binary'"
+    if not path.is_file():
+        raise ProfileError(f"{field}: {path} is not a file")
+    machine = elf_machine(path)
+    if machine is None:
+        raise ProfileError(f"{field}: {path} is not an ELF executable; only a benchmark program is sent to a device")
+    allowed = _ELF_MACHINES.get(device_machine.lower())
+    if allowed is None:
+        raise ProfileError(f"{field}: the device's architecture {device_machine!r} is not one hwnas knows; "
+                           "copy the program there yourself and leave push_benchmark_binary out")
+    if machine not in allowed:
+        raise ProfileError(f"{field}: {path} is built for {_ELF_NAMES.get(machine, f'machine {machine}')}, "
+                           f"the device runs {device_machine}")
 
 
 def _tail(text: str, lines: int = OUTPUT_TAIL_LINES) -> str:
@@ -225,16 +267,23 @@ class BinaryRunner:
 
     # -- files ---------------------------------------------------------------------------
     def remote_binary(self) -> str:
-        """The program's path on the device, pushing a local file first when there is one."""
+        """The program's path on the device, after sending ``push_benchmark_binary`` there when the profile
+        names one (an ELF executable of the device's architecture only; see :func:`check_device_executable`)."""
         from .device import file_sha256
+        from .profiles import push_binary_path
 
-        local = Path(self.binary).expanduser()
-        if not local.is_file():
-            return self.binary  # a path on the device
+        local = push_binary_path(self.device.profile)
+        if local is None:
+            return self.binary
+        res = self.device.transport.run(["uname", "-m"], description="read the device's architecture", timeout=30)
+        check_device_executable(local, res.stdout.strip(), source=self.device.profile.name)
+        remote = self.binary
         if self.device.profile.transport == "local":
-            return str(local.resolve())
-        remote = self.device.remote("bin", f"{local.name}-{file_sha256(local)[:12]}")
-        self.device.push_files([(local, remote)])
+            target = Path(remote)
+            if not target.is_file() or file_sha256(target) != file_sha256(local):
+                self.device.transport.push(local, remote)
+        else:
+            self.device.push_files([(local, remote)], executables=[remote])
         self.device.transport.run(["chmod", "755", remote], description="make the benchmark program executable", timeout=30)
         return remote
 
@@ -334,7 +383,8 @@ class BinaryRunner:
                 f"the benchmark program {self.binary!r} could not be run (exit {res.returncode}: "
                 f"{'not executable' if res.returncode == 126 else 'not found'})",
                 device=name, command=shown, returncode=res.returncode, output=tail or None,
-                hint="set 'benchmark_binary' in the profile to the program's path (a local file is pushed)",
+                hint="set 'benchmark_binary' in the profile to the program's path on the device (to send a local "
+                     "program there, name it in 'push_benchmark_binary')",
             )
         try:
             parsed = self.parse(output)

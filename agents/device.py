@@ -99,7 +99,8 @@ class Device:
     # -- files ---------------------------------------------------------------------------
     @property
     def workdir(self) -> str:
-        return self.profile.workdir
+        """The verified work folder on the device (absolute; see :func:`~.transport.prepare_workdir`)."""
+        return self.transport.workdir
 
     def remote(self, *parts: str) -> str:
         return posixpath.join(self.workdir, *parts)
@@ -120,20 +121,23 @@ class Device:
         )
         return _parse_sizes(res.stdout), _parse_sha256sum(res.stdout)
 
-    def push_files(self, files: Sequence[tuple[Path, str]]) -> int:
+    def push_files(self, files: Sequence[tuple[Path, str]], *, executables: Sequence[str] = ()) -> int:
         """Push (local, remote) pairs whose content the device does not have yet; returns the count pushed.
 
-        A remote name that holds the start of its content's SHA-256 (models, the runner, a benchmark
-        program: see :meth:`model_remote_path`) is checked by its size alone: the name already says which
-        content it is, and a push cut short leaves a shorter file. Any other name is checksummed on the
-        device. (Hashing a profile's ~70 MB of models there took longer than sending them over loopback.)
+        A remote name that holds the start of its content's SHA-256 (models: see :meth:`model_remote_path`)
+        is checked by its size alone: the name already says which content it is, and a push cut short
+        leaves a shorter file. That is enough for data that is only read. Whatever will be executed (the
+        runner, a benchmark program: every remote path in ``executables``, and :meth:`runner_remote_path`)
+        and any other name is checksummed on the device, so a same-size file planted there is replaced,
+        never run. (Hashing a profile's ~70 MB of models there took longer than sending them over loopback.)
         """
         if self.profile.transport == "local":
             return 0
         wanted = {remote: file_sha256(local) for local, remote in files}
         sizes = {remote: os.path.getsize(local) for local, remote in files}
         todo = [(local, remote) for local, remote in files if self._pushed.get(remote) != wanted[remote]]
-        named = {remote for _, remote in todo if wanted[remote][:12] in posixpath.basename(remote)}
+        run = {*executables, self.runner_remote_path()}
+        named = {remote for _, remote in todo if wanted[remote][:12] in posixpath.basename(remote) and remote not in run}
         have_size, have_sum = self.remote_check(sizes=sorted(named), sums=[r for _, r in todo if r not in named])
 
         def on_device(remote: str) -> bool:

@@ -72,3 +72,14 @@ class ProfileError(AgentError, ValueError):
     """A device profile (YAML) or a transport setting is invalid."""
 
     exit_code = 2
+
+
+class WorkdirRefused(DeviceError, ProfileError):
+    """The profile's workdir on the device is a symlink, not a folder, or someone else's (exit code 2: a setting
+    to fix, or a board to check)."""
+
+    exit_code = 2
+
+
+class OutputTooLarge(DeviceError):
+    """A command printed more than hwnas keeps in memory; it was stopped."""

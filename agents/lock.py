@@ -65,10 +65,11 @@ rm -rf -- "$1"
 # the link dropped) leaves a PID that no longer runs.
 _RUNNER = 'l=$1; shift; printf "%s\\n" "$$" > "$l/runner.pid"; "$@"; rc=$?; rm -f -- "$l/runner.pid"; exit $rc'
 
-# Kill a process and all its descendants (children first, found through /proc): the
-# runner's wrapper recorded in the lock and the runner below it.
+# Kill a process and all its descendants (each stopped first, then its children, found through /proc,
+# then itself): the runner's wrapper recorded in the lock and the runner below it.
 _KILL_TREE = r"""
 kill_tree() {
+  kill -s STOP "$1" 2>/dev/null || kill -STOP "$1" 2>/dev/null  # frozen: it cannot react to its children dying
   for c in $(for d in /proc/[0-9]*; do
                [ "$(sed -n 's/^PPid:[[:space:]]*//p' "$d/status" 2>/dev/null)" = "$1" ] && echo "${d#/proc/}"
              done); do

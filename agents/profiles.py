@@ -7,8 +7,8 @@ from the environment variable the profile names.
 
 from __future__ import annotations
 
-import copy
 import difflib
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,19 +17,17 @@ from typing import Any
 
 import yaml
 
+from . import runtimes
 from .errors import ProfileError
+from .measure_settings import PROFILE_FIELDS as MEASURE_FIELDS
+from .measure_settings import MeasureSettings
+from .measure_settings import from_mapping as measure_from_mapping
 
-RUNTIMES = ("onnxruntime", "litert", "tflite-benchmark", "onnxruntime-perf-test")
-PYTHON_RUNTIMES = ("onnxruntime", "litert")
+log = logging.getLogger(__name__)
+
+RUNTIMES = runtimes.NAMES
+PYTHON_RUNTIMES = runtimes.PYTHON_RUNTIMES
 PACKAGED_DIR = Path(__file__).resolve().parent.parent / "device_profiles"
-
-MEASURE_DEFAULTS: dict[str, Any] = {
-    "warmup": 10,
-    "runs": 50,
-    "min_seconds": 0.2,
-    "cooldown_s": 0.0,
-    "max_temp_c": 75.0,
-}
 
 # Allowed keys of each transport's settings, with their types. Validation names the field.
 TRANSPORT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
@@ -57,21 +55,15 @@ TRANSPORT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     },
 }
 SECRET_KEYS = ("password", "passphrase", "secret", "token")
+#: On the device: per user (``~`` is the device user's home), made 0700, refused if a symlink or someone else's.
+DEFAULT_WORKDIR = "~/.cache/hwnas"
+_WORKDIR_RE = re.compile(r"(/|~/)[^\x00-\x1f]*|~")
 
 
 def config_dir() -> Path:
     """The user's hwnas config folder (``$XDG_CONFIG_HOME/hwnas``)."""
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "hwnas"
-
-
-@dataclass(frozen=True)
-class MeasureSettings:
-    warmup: int = 10
-    runs: int = 50
-    min_seconds: float = 0.2
-    cooldown_s: float = 0.0
-    max_temp_c: float = 75.0
 
 
 @dataclass(frozen=True)
@@ -84,9 +76,10 @@ class DeviceProfile:
     runtime: str = "onnxruntime"
     python: str = "python3"
     benchmark_binary: str | None = None
+    push_benchmark_binary: str | None = None
     threads: int = 1
     cores: str = "all"
-    workdir: str = "/tmp/hwnas"
+    workdir: str = DEFAULT_WORKDIR
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     path: Path | None = None
 
@@ -113,10 +106,11 @@ class DeviceProfile:
             "runtime": self.runtime,
             "python": self.python,
             "benchmark_binary": self.benchmark_binary,
+            "push_benchmark_binary": self.push_benchmark_binary,
             "threads": self.threads,
             "cores": self.cores,
             "workdir": self.workdir,
-            "measure": self.measure.__dict__.copy(),
+            "measure": {k: v for k, v in self.measure.to_dict().items() if k in MEASURE_FIELDS},
         }
 
     def with_overrides(self, **changes: Any) -> DeviceProfile:
@@ -137,7 +131,7 @@ def _unknown(source: str, where: str, key: str, allowed: list[str]) -> ProfileEr
     return ProfileError(f"{source}: unknown field {where}{key!r}{hint}; allowed: {', '.join(sorted(allowed))}")
 
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # always with fullmatch: "$" lets "name\n" through
 _MASK_RE = re.compile(r"^(0x)?[0-9a-fA-F]{1,16}$")
 
 
@@ -145,12 +139,13 @@ def parse_profile(data: Any, *, source: str, path: Path | None = None) -> Device
     """Validate a profile mapping; errors name the file and the field."""
     if not isinstance(data, dict):
         raise ProfileError(f"{source}: expected a YAML mapping of profile fields, got {type(data).__name__}")
-    allowed = ["name", "transport", "runtime", "python", "benchmark_binary", "threads", "cores", "workdir", "measure"]
+    allowed = ["name", "transport", "runtime", "python", "benchmark_binary", "push_benchmark_binary", "threads", "cores",
+               "workdir", "measure"]
     for key in data:
         if key not in allowed:
             raise _unknown(source, "", str(key), allowed)
     name = data.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise _err(source, "name", "a name of letters, digits, '.', '_' or '-' (at most 64)", name)
     transport = data.get("transport", {"local": {}})
     if isinstance(transport, str):
@@ -196,29 +191,27 @@ def parse_profile(data: Any, *, source: str, path: Path | None = None) -> Device
     binary = data.get("benchmark_binary")
     if binary is not None and not isinstance(binary, str):
         raise _err(source, "benchmark_binary", "a path", binary)
+    if binary is not None and not binary.startswith("/"):
+        raise _err(source, "benchmark_binary", "an absolute path ON THE DEVICE (a local file to send goes in "
+                   "'push_benchmark_binary')", binary)
     if runtime in ("tflite-benchmark", "onnxruntime-perf-test") and not binary:
-        raise _err(source, "benchmark_binary", f"the path of the benchmark program (runtime {runtime})", binary)
+        raise _err(source, "benchmark_binary", f"the path of the benchmark program on the device (runtime {runtime})", binary)
+    push_binary = data.get("push_benchmark_binary")
+    if push_binary is not None and (not isinstance(push_binary, str) or not push_binary.strip()):
+        raise _err(source, "push_benchmark_binary", "the path of a local executable to send to benchmark_binary", push_binary)
+    if push_binary is not None and not binary:
+        raise _err(source, "benchmark_binary", "the path on the device that push_benchmark_binary is sent to", binary)
     threads = data.get("threads", 1)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise _err(source, "threads", "an integer >= 1", threads)
     cores = str(data.get("cores", "all"))
     if cores not in ("all", "big") and not _MASK_RE.match(cores):
         raise _err(source, "cores", "all, big or a hex CPU mask such as f0", cores)
-    workdir = data.get("workdir", "/tmp/hwnas")
-    if not isinstance(workdir, str) or not workdir.startswith("/"):
-        raise _err(source, "workdir", "an absolute path on the device", workdir)
-    measure_raw = data.get("measure") or {}
-    if not isinstance(measure_raw, dict):
-        raise _err(source, "measure", "a mapping", measure_raw)
-    measure = copy.deepcopy(MEASURE_DEFAULTS)
-    for key, value in measure_raw.items():
-        if key not in MEASURE_DEFAULTS:
-            raise _unknown(source, "measure.", str(key), list(MEASURE_DEFAULTS))
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise _err(source, f"measure.{key}", "a number >= 0", value)
-        measure[key] = value
-    if int(measure["runs"]) < 1:
-        raise _err(source, "measure.runs", "an integer >= 1", measure["runs"])
+    workdir = data.get("workdir", DEFAULT_WORKDIR)
+    if not isinstance(workdir, str) or not _WORKDIR_RE.fullmatch(workdir) or "/../" in f"{workdir}/":
+        raise _err(source, "workdir", "an absolute path on the device, or one under '~/' (the device user's home)",
+                   workdir)
+    measure = measure_from_mapping(data.get("measure") or {}, source=source)
     return DeviceProfile(
         name=name,
         transport=kind,
@@ -226,16 +219,11 @@ def parse_profile(data: Any, *, source: str, path: Path | None = None) -> Device
         runtime=runtime,
         python=python,
         benchmark_binary=binary,
+        push_benchmark_binary=push_binary,
         threads=threads,
         cores=cores,
         workdir=workdir,
-        measure=MeasureSettings(
-            warmup=int(measure["warmup"]),
-            runs=int(measure["runs"]),
-            min_seconds=float(measure["min_seconds"]),
-            cooldown_s=float(measure["cooldown_s"]),
-            max_temp_c=float(measure["max_temp_c"]),
-        ),
+        measure=measure,
         path=path,
     )
 
@@ -273,7 +261,45 @@ def _load_file(path: Path) -> DeviceProfile:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ProfileError(f"{path}: not valid YAML{where}") from exc
-    return parse_profile(data, source=str(path), path=path)
+    profile = parse_profile(data, source=str(path), path=path)
+    _warn_if_risky(profile, path)
+    return profile
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_if_risky(profile: DeviceProfile, path: Path) -> None:
+    """Warn (once per file and setting) when a profile of the current folder, which a cloned repository or a
+    pull request can bring, trusts unknown host keys or sends a local file from outside the current folder."""
+    here = Path.cwd().resolve()
+    try:
+        from_here = path.resolve().is_relative_to(here) and path.resolve().parent != PACKAGED_DIR.resolve()
+    except OSError:
+        return
+    if not from_here:
+        return
+    risks = []
+    if profile.transport_settings.get("trust_on_first_use"):
+        risks.append(("trust_on_first_use", "turns on trust_on_first_use: an unknown SSH host key is accepted "
+                      f"for {profile.transport_settings.get('host')!r}"))
+    push = profile.push_benchmark_binary
+    if push is not None:
+        target = Path(push).expanduser()
+        target = (target if target.is_absolute() else here / target).resolve()
+        if not target.is_relative_to(here):
+            risks.append(("push_benchmark_binary", f"sends {target}, a file outside {here}, to the device"))
+    for key, what in risks:
+        if (str(path.resolve()), key) not in _WARNED:
+            _WARNED.add((str(path.resolve()), key))
+            log.warning("WARNING: the device profile %s from the current folder %s; check that you trust it", path, what)
+
+
+def push_binary_path(profile: DeviceProfile) -> Path | None:
+    """The local file that ``push_benchmark_binary`` names (``~`` expanded, relative to the current folder)."""
+    if profile.push_benchmark_binary is None:
+        return None
+    return Path(profile.push_benchmark_binary).expanduser().resolve()
 
 
 def list_profiles() -> list[DeviceProfile]:

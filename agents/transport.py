@@ -24,11 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import DeviceError, DeviceTimeout, ProfileError
+from .errors import DeviceError, DeviceTimeout, OutputTooLarge, ProfileError, WorkdirRefused
 
 log = logging.getLogger(__name__)
 
 LineCallback = Callable[[str], None]
+
+#: The most output of one command kept in memory (stdout; stderr keeps its last ``MAX_STDERR_BYTES``).
+MAX_OUTPUT_BYTES = 64 << 20
+MAX_STDERR_BYTES = 1 << 20
+#: How long a finished command's output readers may take to drain (a background child may hold the pipe).
+READER_JOIN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,16 @@ class Transport(abc.ABC):
 
     def __init__(self, *, device: str, workdir: str) -> None:
         self.device = device
-        self.workdir = workdir
+        self.workdir_setting = workdir
+        self._workdir: str | None = None
+
+    @property
+    def workdir(self) -> str:
+        """The work folder on the device, as an absolute path: made on first use (0700), and checked to be a
+        real folder of the device user's own (see :func:`prepare_workdir`)."""
+        if self._workdir is None:
+            self._workdir = prepare_workdir(self, self.workdir_setting)
+        return self._workdir
 
     @abc.abstractmethod
     def run(
@@ -156,11 +171,15 @@ class LocalTransport(Transport):
                 f"{description}: cannot start {argv[0]!r} ({exc.strerror})", device=self.device
             ) from exc
         out_lines: list[str] = []
-        err_chunks: list[bytes] = []
+        out_size = [0]
+        err = TailBuffer(MAX_STDERR_BYTES)
 
         def read_out() -> None:
             assert proc.stdout is not None
-            for raw in iter(proc.stdout.readline, b""):
+            for raw in iter(lambda: proc.stdout.readline(MAX_LINE_BYTES), b""):  # type: ignore[union-attr]
+                out_size[0] += len(raw)
+                if out_size[0] > MAX_OUTPUT_BYTES:
+                    continue  # the waiting thread stops the command
                 line = raw.decode("utf-8", "replace")
                 out_lines.append(line)
                 if on_line is not None:
@@ -169,34 +188,55 @@ class LocalTransport(Transport):
         def read_err() -> None:
             assert proc.stderr is not None
             for chunk in iter(lambda: proc.stderr.read(65536), b""):  # type: ignore[union-attr]
-                err_chunks.append(chunk)
+                err.add(chunk)
 
         threads = [threading.Thread(target=read_out, daemon=True), threading.Thread(target=read_err, daemon=True)]
         for t in threads:
             t.start()
-        if stdin is not None:
-            assert proc.stdin is not None
-            proc.stdin.write(stdin)
-            proc.stdin.close()
+        deadline = time.monotonic() + timeout
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+            if stdin is not None:
+                assert proc.stdin is not None
+                feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True)
+                feeder.start()
+                threads.append(feeder)
+            while True:
+                try:
+                    proc.wait(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if out_size[0] > MAX_OUTPUT_BYTES:
+                    raise OutputTooLarge(
+                        f"{description} printed more than {MAX_OUTPUT_BYTES >> 20} MiB and was stopped",
+                        device=self.device, command=shell_join(argv), output="".join(out_lines[-20:])[-2000:],
+                    )
+                if time.monotonic() >= deadline:
+                    raise DeviceTimeout(
+                        f"{description} ran past its timeout of {timeout:g} s and was killed",
+                        device=self.device,
+                        command=shell_join(argv),
+                        output="".join(out_lines)[-2000:],
+                    )
+        except BaseException:
+            # a timeout, too much output, or an interrupt (Ctrl-C) or error of ours: the command must not outlive it
             _kill_group(proc)
             for t in threads:
                 t.join(timeout=2)
-            raise DeviceTimeout(
-                f"{description} ran past its timeout of {timeout:g} s and was killed",
-                device=self.device,
-                command=shell_join(argv),
-                output="".join(out_lines)[-2000:],
-            ) from None
+            raise
+        # Readers end at EOF; a background child of the command that keeps the pipes open must not hang us.
+        until = time.monotonic() + READER_JOIN_S
         for t in threads:
-            t.join()
+            t.join(max(0.0, until - time.monotonic()))
+        if any(t.is_alive() for t in threads):
+            log.warning("%s: %s exited but a background process still holds its output after %g s; not waiting for it",
+                        self.device, description, READER_JOIN_S)
+            _kill_group(proc)
         result = CommandResult(
             argv=argv,
             returncode=proc.returncode,
             stdout="".join(out_lines),
-            stderr=b"".join(err_chunks).decode("utf-8", "replace"),
+            stderr=err.text(),
             seconds=time.perf_counter() - start,
         )
         return self.check_result(result, description, check)
@@ -212,6 +252,44 @@ class LocalTransport(Transport):
         Path(local).parent.mkdir(parents=True, exist_ok=True)
         if Path(local).resolve() != Path(remote).resolve():
             shutil.copyfile(remote, local)
+
+
+MAX_LINE_BYTES = 1 << 20  # a line longer than this is handed on in pieces
+
+
+class TailBuffer:
+    """Bytes of which only the last ``limit`` are kept (a command's stderr, shown in error messages)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.dropped = 0
+
+    def add(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        while self._size > self.limit and len(self._chunks) > 1:
+            first = self._chunks.pop(0)
+            self._size -= len(first)
+            self.dropped += len(first)
+        if self._size > self.limit:
+            cut = self._size - self.limit
+            self._chunks[0] = self._chunks[0][cut:]
+            self._size -= cut
+            self.dropped += cut
+
+    def text(self) -> str:
+        return b"".join(self._chunks).decode("utf-8", "replace")
+
+
+def _feed(pipe: Any, data: bytes) -> None:
+    """Write a command's stdin from a thread of its own (a command that does not read it cannot block us)."""
+    try:
+        pipe.write(data)
+        pipe.close()
+    except (BrokenPipeError, OSError, ValueError):
+        pass
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -255,6 +333,52 @@ def open_transport(kind: str, settings: dict[str, Any], *, device: str, workdir:
     if cls is LocalTransport:
         return LocalTransport(device=device, workdir=workdir)
     return cls(device=device, workdir=workdir, **settings)
+
+
+# -- the work folder ------------------------------------------------------------------------
+# Made by the device user, 0700 (umask 077 and an explicit chmod), and refused when it is a symlink, not a
+# folder, or owned by someone else: nothing another user of a shared board planted is run or trusted.
+# ``~`` and ``~/...`` are the device user's $HOME. Prints ``hwnas-workdir:PATH`` or ``hwnas-workdir-refused:WHY``.
+_WORKDIR_SCRIPT = r"""
+d=$1
+case "$d" in
+  "~") d=$HOME ;;
+  "~/"*) d="${HOME%/}/${d#??}" ;;
+esac
+while [ "${#d}" -gt 1 ] && [ "${d%/}" != "$d" ]; do d=${d%/}; done
+case "$d" in
+  /*) ;;
+  *) echo "hwnas-workdir-refused:cannot place it: the device user has no absolute HOME ('$HOME')"; exit 0 ;;
+esac
+umask 077
+parent=${d%/*}
+[ -n "$parent" ] && mkdir -p -- "$parent" 2>/dev/null
+[ -e "$d" ] || [ -L "$d" ] || mkdir -m 700 -- "$d" 2>/dev/null
+if [ -L "$d" ]; then echo "hwnas-workdir-refused:$d is a symbolic link"; exit 0; fi
+if [ ! -d "$d" ]; then echo "hwnas-workdir-refused:$d is not a folder (or cannot be made)"; exit 0; fi
+if [ ! -O "$d" ]; then echo "hwnas-workdir-refused:$d belongs to another user"; exit 0; fi
+chmod 700 -- "$d" || { echo "hwnas-workdir-refused:cannot make $d private (chmod 700)"; exit 0; }
+printf 'hwnas-workdir:%s\n' "$d"
+"""
+
+
+def prepare_workdir(transport: Transport, setting: str) -> str:
+    """Make the work folder ``setting`` on the device (``~`` is the device user's home) and return its absolute
+    path. Raises WorkdirRefused when it is a symlink, not a folder or owned by another user."""
+    res = transport.run(["sh", "-c", _WORKDIR_SCRIPT, "hwnas-workdir", setting],
+                        description="prepare the work folder", timeout=60, check=False)
+    for line in res.stdout.splitlines():
+        if line.startswith("hwnas-workdir:"):
+            return line[len("hwnas-workdir:"):]
+        if line.startswith("hwnas-workdir-refused:"):
+            raise WorkdirRefused(
+                f"refusing the work folder {setting!r}: {line[len('hwnas-workdir-refused:'):]}",
+                device=transport.device,
+                hint="files there could have been planted by someone else: pick a 'workdir' of your own in the "
+                     "profile (the default ~/.cache/hwnas is per user), or remove that path on the device",
+            )
+    raise DeviceError(f"cannot prepare the work folder {setting!r}", device=transport.device,
+                      returncode=res.returncode, output=(res.stdout + res.stderr)[-2000:])
 
 
 # -- remote commands (ssh, adb) -----------------------------------------------------------
@@ -321,12 +445,24 @@ class RemoteOutput:
         self._on_line = on_line
         self._buf = b""
         self._parts: list[str] = []
+        self._size = 0
         self.pid: int | None = None
         self.returncode: int | None = None
 
+    @property
+    def overflow(self) -> bool:
+        """More than ``MAX_OUTPUT_BYTES`` came: the rest is dropped, and the transport stops the command."""
+        return self._size > MAX_OUTPUT_BYTES
+
     def feed(self, data: bytes) -> None:
+        self._size += len(data)
+        if self.overflow:
+            return
         self._buf += data
         if b"\n" not in data:
+            if len(self._buf) > MAX_LINE_BYTES:  # a line without end: handed on in pieces
+                raw, self._buf = self._buf, b""
+                self._line(raw, complete=False)
             return
         *lines, self._buf = self._buf.split(b"\n")
         for raw in lines:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hwnas.agents.bench_binary import benchmark_model_args, ort_perf_test_args
+from hwnas.agents.bench_binary import BinaryRunner, benchmark_model_args, ort_perf_test_args
 from hwnas.agents.device import Device, ModelFile
 from hwnas.agents.errors import DeviceError
 from hwnas.agents.parsers import BenchmarkOutputError
@@ -304,23 +304,21 @@ def test_hostile_paths_are_single_arguments(tmp_path: Path, argv_log: Path, monk
     assert not list(tmp_path.rglob("PWNED*")), "a path was run through a shell"
 
 
-def test_pushes_a_local_binary_to_a_remote_device(tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A profile whose transport is not local gets the binary and the models pushed into its workdir.
-    The ssh link itself is replaced by the LocalTransport here (the ssh tests cover the link): what is
-    tested is the push, the chmod and the remote paths."""
-    use_fixture(monkeypatch, POCO_CPU)
+def test_pushes_a_local_binary_to_a_remote_device(tmp_path: Path) -> None:
+    """A profile whose transport is not local gets push_benchmark_binary (a real ELF program of this machine's
+    architecture) sent to benchmark_binary, its path on the device, made executable. The ssh link itself is
+    replaced by the LocalTransport here (the ssh tests cover the link): what is tested is the push and the chmod."""
+    elf = Path(os.path.realpath(shutil.which("true") or "/bin/true"))
     work = tmp_path / "remote"
+    target = work / "bin" / "benchmark_model"
     profile = parse_profile(
         {"name": "phone", "transport": {"ssh": {"host": "127.0.0.1"}}, "runtime": "tflite-benchmark",
-         "benchmark_binary": str(STANDIN), "workdir": str(work)},
+         "benchmark_binary": str(target), "push_benchmark_binary": str(elf), "workdir": str(work)},
         source="test",
     )
     dev = Device(profile, transport=LocalTransport(device="phone", workdir=str(work)))
-    (r,) = dev.measure([ModelFile("m", model)], runs=3, warmup=1)
-    pushed = list((work / "bin").iterdir())
-    assert len(pushed) == 1 and pushed[0].name.startswith("standin_benchmark.py-") and os.access(pushed[0], os.X_OK)
-    assert str(pushed[0]) in r["command"] and str(work / "models") in r["command"]
-    assert r["runs"] == 58
+    assert BinaryRunner(dev, runtime="tflite-benchmark").remote_binary() == str(target)
+    assert target.read_bytes() == elf.read_bytes() and os.access(target, os.X_OK)
 
 
 def test_flag_builders() -> None:
