@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -110,32 +111,30 @@ def _one_search(
     return entry
 
 
-def _validate_on_device(device: str, latency: Any, results: list[dict[str, Any]], space: Any) -> dict[str, Any]:
-    """Measure the chosen subnets end to end on ``device`` as their LUT was measured (runtime, threads,
-    dtype and batch from its metadata), normalised to the LUT's machine speed by the reference workload."""
+def _validate_on_device(
+    device: str, latency: Any, first: dict[str, Any], budgets: list[float], research: Any, space: Any, max_rounds: int
+) -> dict[str, Any]:
+    """Measure the chosen subnets on ``device`` and search again with tighter targets where one measured over
+    its budget (hwnas.search.closed_loop); ``first`` is the first round's entry, ``research(targets)`` a
+    later round's search. Rewrites ``first["results"]``; returns the top-level ``validation`` block."""
     from hwnas.agents.device import Device
     from hwnas.agents.profiles import load_profile
-    from hwnas.profiler.validate import lut_settings, measure_subnets
-    from hwnas.search.results import attach_measurements
+    from hwnas.search.closed_loop import device_measure, search_until_measured, summarize
 
-    lut = latency.lut
-    settings = lut_settings(lut)
-    info: dict[str, Any] = {"device": device}
+    calls = [0]
 
-    def measure(archs: list[Any]) -> list[float]:
-        with Device(load_profile(device)) as dev:
-            dev.acquire()
-            m = measure_subnets(dev, archs, space_name=space.name, **settings)
-        ref = float((lut.metadata.get("reference") or {}).get("ms") or 0.0)
-        drift = m["reference_ms"] / ref if ref > 0 else 1.0
-        info["drift"] = drift
-        return [x / drift for x in m["ms"]]
+    def search(targets: list[float]) -> list[dict[str, Any]]:
+        calls[0] += 1
+        if calls[0] == 1:
+            return first["results"]
+        return research(targets)
 
-    attach_measurements(results, measure, space)
-    errors = [abs(r["latency_error"]) for r in results if r.get("latency_error") is not None]
-    info["within_5pct"] = sum(e <= 0.05 for e in errors) / len(errors) if errors else None
-    info["within_budget"] = all(r["measured_latency_ms"] <= r["budget_ms"] * 1.05 for r in results if r.get("arch"))
-    return info
+    with Device(load_profile(device)) as dev:
+        dev.acquire()
+        first["results"] = search_until_measured(
+            search, budgets, device_measure(dev, latency.lut), space=space.name, max_rounds=max_rounds
+        )
+    return {"device": device, **summarize(first["results"])}
 
 
 @app.command("search")
@@ -153,7 +152,8 @@ def search_cmd(
     out: Path | None = typer.Option(None, "--out", help="Folder for results.json/.csv, front.csv and front.png (one subfolder per device with several)."),
     train_budgets: str | None = typer.Option(None, "--train-budgets", help="pnag: budgets to train the generator on."),
     generator: Path | None = typer.Option(None, "--generator", help="pnag: generator file to write (with --train-budgets) or to answer from."),
-    validate: str | None = typer.Option(None, "--validate", help="Device profile: export the chosen subnets and measure them there (needs --lut or one --device)."),
+    validate: str | None = typer.Option(None, "--validate", help="Device profile: export the chosen subnets and measure them there (needs --lut or one --device); a subnet over its budget makes that budget tighter and the search run again."),
+    max_rounds: int | None = typer.Option(None, "--max-rounds", help="With --validate: searches per budget at most (default 3)."),
     as_json: bool = JsonOption,
 ) -> int:
     """Search architectures under one or more latency budgets (and parameter/MACs limits). Exit 1 if a budget
@@ -208,6 +208,12 @@ def search_cmd(
 
     if validate is not None and (len(targets) != 1 or latency_predictor is not None):
         raise UsageError("--validate needs exactly one LUT (--lut, or one --device)")
+    if validate is not None and algo == "pnag" and generator is None:
+        raise UsageError("--validate with --algo pnag needs --generator FILE (later rounds answer from it)")
+    if max_rounds is not None and validate is None:
+        raise UsageError("--max-rounds is for --validate DEVICE")
+    if max_rounds is not None and max_rounds < 1:
+        raise BudgetError(f"--max-rounds must be at least 1, got {max_rounds}")
     start = time.perf_counter()
     several = len(targets) > 1
     with progress_bar(f"search ({algo})", None) as bar:
@@ -249,7 +255,28 @@ def search_cmd(
         result["generator"] = str(generator)
 
     if validate is not None:
-        result["validation"] = _validate_on_device(validate, targets[0][1], result["results"], sp)
+        from hwnas.search.closed_loop import DEFAULT_MAX_ROUNDS
+
+        def research(tighter: list[float]) -> list[dict[str, Any]]:
+            again = _one_search(
+                name=targets[0][0], latency=targets[0][1], accuracy=acc, budgets=tighter, algo=algo, seed=seed,
+                max_params=limits["--max-params"], max_macs=limits["--max-macs"], train_budgets=None,
+                generator=generator, out=None, on_progress=None,
+            )
+            result["evaluations"] += again["evaluations"]
+            return again["results"]
+
+        result["validation"] = _validate_on_device(
+            validate, targets[0][1], result, budgets, research, sp, max_rounds or DEFAULT_MAX_ROUNDS
+        )
+        if out is not None and "files" in result:
+            from hwnas.search.results import write_results
+
+            written = json.loads(Path(result["files"]["json"]).read_text())
+            written.pop("results", None)
+            front = written.pop("front", [])
+            written["validation"] = result["validation"]
+            result["files"] = write_results(out, results=result["results"], front=front, info=written)
 
     def human(r: dict[str, Any]) -> None:
         for item in r["results"]:
@@ -257,9 +284,13 @@ def search_cmd(
             if item.get("arch") is None:
                 typer.echo(f"{who}{item['budget_ms']:g} ms: infeasible (smallest achievable: {item['min_latency_ms']} ms)")
             else:
+                measured = ""
+                if item.get("measured_ms") is not None:
+                    ok = "within budget" if item["within_budget"] else "OVER budget"
+                    measured = f", measured {item['measured_ms']:.2f} ms ({ok}, round {item['rounds']})"
                 typer.echo(
                     f"{who}{item['budget_ms']:g} ms: top-1 {100 * item['predicted_accuracy']:.2f}% at "
-                    f"{item['predicted_latency_ms']:.2f} ms  {item['arch']}"
+                    f"{item['predicted_latency_ms']:.2f} ms{measured}  {item['arch']}"
                 )
         typer.echo(f"{r['evaluations']} evaluations in {r['seconds']:.2f} s")
 
@@ -272,5 +303,12 @@ def search_cmd(
         else:
             why = f"{first['budget_ms']:g} ms is below the smallest achievable latency {first['min_latency_ms']:.3f} ms"
         sys.stderr.write(f"hwnas: {len(infeasible)} budget(s) infeasible: {why}\n")
+        return 1
+    missed = (result.get("validation") or {}).get("missed_budgets_ms") or []
+    if missed:
+        rounds = result["validation"]["rounds"]
+        sys.stderr.write(
+            f"hwnas: no round of {rounds} met budget(s) {', '.join(f'{b:g}' for b in missed)} ms as measured on {validate}\n"
+        )
         return 1
     return 0

@@ -1,0 +1,182 @@
+"""Budgets met as measured: search, measure the chosen subnets on the device, tighten, search again.
+
+A LUT predicts; the device decides. :func:`search_until_measured` answers every budget with the search,
+measures the chosen subnets end to end (one ``measure(archs)`` call per round, all subnets of the round
+together), and for every subnet that measured over its budget by more than its own confidence interval
+(``measured > budget * (1 + ci)``) tightens that budget's search target by the measured/predicted ratio
+(``target * predicted / measured``) and searches that budget again, up to ``max_rounds`` rounds in all.
+
+Each answered result gains ``measured_ms`` (the end-to-end statistic, normalised to the LUT's machine
+speed by the reference workload, as ``lut validate`` reports it), ``measured_ci`` (relative half-width of
+its 95% interval, ``None`` when the measurement gives none), ``within_budget``, ``rounds`` (how many
+searches this budget took) and ``search_budget_ms`` (the target the last search was given); ``budget_ms``
+stays the budget asked for. When no round met a budget, the result kept is the round that came closest.
+
+Who measures is the caller's choice: :func:`device_measure` measures on an acquired device the way the
+LUT was measured (``hwnas search --validate`` and the demo use it); tests pass a recorded factor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..supernet import Arch, get_space
+from .errors import BudgetError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_MAX_ROUNDS", "Measurement", "device_measure", "search_until_measured", "summarize"]
+
+#: ``--max-rounds`` when not given.
+DEFAULT_MAX_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One subnet measured end to end: ``ms`` as compared with its budget, ``ci`` the relative half-width of
+    its 95% confidence interval (``None``: unknown, judged as 0), ``raw_ms`` before drift normalisation."""
+
+    ms: float
+    ci: float | None = None
+    raw_ms: float | None = None
+
+
+MeasureFn = Callable[[Sequence[Arch]], Sequence[Measurement]]
+SearchFn = Callable[[list[float]], list[dict[str, Any]]]
+RoundFn = Callable[[int, list[dict[str, Any]]], None]
+
+
+def _over(result: dict[str, Any]) -> bool:
+    """Over its budget by more than its own interval."""
+    ci = result.get("measured_ci") or 0.0
+    return float(result["measured_ms"]) > float(result["budget_ms"]) * (1.0 + ci)
+
+
+def _closeness(result: dict[str, Any]) -> float:
+    return float(result["measured_ms"]) / float(result["budget_ms"])
+
+
+def search_until_measured(
+    search: SearchFn,
+    budgets: Sequence[float],
+    measure: MeasureFn,
+    *,
+    space: str,
+    max_rounds: int = DEFAULT_MAX_ROUNDS,
+    on_round: RoundFn | None = None,
+) -> list[dict[str, Any]]:
+    """Answer ``budgets`` (ms) with ``search(targets) -> results`` until every answer measures within its
+    budget or ``max_rounds`` searches were made; see the module docstring. Results come back in the order
+    of ``budgets``; an infeasible budget (no architecture predicted under it) is not measured.
+
+    Raises BudgetError for ``max_rounds`` < 1 and ValueError when ``measure`` returns a wrong count or a
+    non-finite or non-positive time."""
+    if not isinstance(max_rounds, int) or max_rounds < 1:
+        raise BudgetError(f"--max-rounds must be an integer of at least 1, got {max_rounds!r}")
+    sp = get_space(space)
+    budgets = [float(b) for b in budgets]
+    targets = list(budgets)
+    best: list[dict[str, Any] | None] = [None] * len(budgets)
+    open_ = list(range(len(budgets)))  # budgets still searched
+    for rnd in range(1, max_rounds + 1):
+        found = search([targets[i] for i in open_])
+        if len(found) != len(open_):
+            raise ValueError(f"search() returned {len(found)} results for {len(open_)} budgets")
+        answered: list[tuple[int, dict[str, Any]]] = []
+        for i, r in zip(open_, found, strict=True):
+            r = dict(r)
+            r["search_budget_ms"] = r["budget_ms"]
+            r["budget_ms"] = budgets[i]
+            r["rounds"] = rnd
+            if r.get("arch") is None:
+                if best[i] is None:  # infeasible as asked: nothing to measure
+                    best[i] = r
+                else:  # the tightened target is below the space's smallest latency: keep the closest round
+                    best[i]["tightened_infeasible"] = True  # type: ignore[index]
+                    best[i]["rounds"] = rnd  # type: ignore[index]
+                continue
+            answered.append((i, r))
+        if answered:
+            got = list(measure([sp.parse(r["arch"]) for _, r in answered]))
+            if len(got) != len(answered):
+                raise ValueError(f"measure() returned {len(got)} values for {len(answered)} architectures")
+            for (i, r), m in zip(answered, got, strict=True):
+                if not (math.isfinite(m.ms) and m.ms > 0):
+                    raise ValueError(f"measured time {m.ms!r} ms for {r['arch']} is not a positive number")
+                r["measured_ms"] = float(m.ms)
+                r["measured_raw_ms"] = None if m.raw_ms is None else float(m.raw_ms)
+                r["measured_ci"] = None if m.ci is None else float(m.ci)
+                pred = r.get("predicted_latency_ms")
+                r["latency_error"] = float(m.ms) / pred - 1 if pred else None
+                r["within_budget"] = not _over(r)
+                prev = best[i]
+                if prev is None or prev.get("measured_ms") is None or r["within_budget"] or (
+                    not prev["within_budget"] and _closeness(r) < _closeness(prev)
+                ):
+                    best[i] = r
+                else:
+                    prev["rounds"] = rnd
+        if on_round is not None:
+            on_round(rnd, [dict(b) for b in best if b is not None])
+        still = []
+        for i, r in answered:
+            if r["within_budget"]:
+                continue
+            ratio = r["measured_ms"] / r["predicted_latency_ms"] if r.get("predicted_latency_ms") else None
+            if ratio is None or ratio <= 1.0:
+                # the LUT did not under-predict it: a tighter target would not help (the budget is simply tight)
+                targets[i] = targets[i] * budgets[i] / r["measured_ms"]
+            else:
+                targets[i] = targets[i] / ratio
+            still.append(i)
+        if not still:
+            break
+        open_ = still
+        if rnd < max_rounds:
+            log.info("round %d: %d budget(s) measured over; searching again with tighter targets %s", rnd,
+                     len(still), ", ".join(f"{targets[i]:.3f}" for i in still))
+    out = []
+    for b in best:
+        assert b is not None
+        if b.get("arch") is not None and b.get("within_budget") is None:  # pragma: no cover - defensive
+            b["within_budget"] = False
+        out.append(b)
+    return out
+
+
+def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Top-level summary: how many budgets measured within, how many rounds the slowest took, which missed."""
+    answered = [r for r in results if r.get("arch") is not None and r.get("measured_ms") is not None]
+    missed = [r["budget_ms"] for r in answered if not r.get("within_budget")]
+    return {
+        "budgets_within": sum(bool(r.get("within_budget")) for r in answered),
+        "budgets_measured": len(answered),
+        "rounds": max((int(r.get("rounds") or 1) for r in results), default=0),
+        "missed_budgets_ms": missed,
+        "all_within_budget": bool(answered) and not missed,
+    }
+
+
+def device_measure(device: Any, lut: Any, *, plan: Any = None) -> MeasureFn:
+    """A ``measure`` for :func:`search_until_measured`: subnets measured on ``device`` (an acquired
+    ``hwnas.agents.device.Device``) as ``lut`` was measured (runtime, threads, dtype and batch from its
+    metadata, the reference workload in every batch), normalised to the LUT's machine speed by the
+    reference workload (measured / drift, drift = reference now / reference in the LUT)."""
+    from ..profiler.validate import lut_settings, measure_subnets
+
+    settings = lut_settings(lut)
+    ref_lut = float((lut.metadata.get("reference") or {}).get("ms") or 0.0)
+
+    def measure(archs: Sequence[Arch]) -> list[Measurement]:
+        kwargs: dict[str, Any] = {} if plan is None else {"plan": plan}
+        m = measure_subnets(device, list(archs), space_name=lut.space, **settings, **kwargs)
+        drift = m["reference_ms"] / ref_lut if ref_lut > 0 else 1.0
+        cis = m.get("ci") or [None] * len(archs)
+        return [Measurement(ms=float(x) / drift, ci=None if c is None else float(c), raw_ms=float(raw))
+                for x, raw, c in zip(m["ms"], m["raw_ms"], cis, strict=True)]
+
+    return measure
