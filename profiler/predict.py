@@ -1,9 +1,9 @@
 """LUT-sum latency prediction, vectorised over many architectures.
 
-``LUTPredictor(lut, space)`` turns a LUT into a dense table ``[resolution, stage, first, kernel, expand]``
-of block latencies plus one fixed cost per resolution (stem, first block, head and, if the LUT has it, the
-measured ``Overhead-inference``), so that predicting n architectures is a gather and a masked sum over
-numpy arrays -- no Python loop per key.
+``LUTPredictor(lut, space)`` turns a LUT into the space's dense block table ``[resolution, block, kernel,
+expand]`` of block latencies (:meth:`~hwnas.supernet.spaces.SearchSpace.block_table`) plus one fixed cost
+per resolution (stem, first block, head and, if the LUT has it, the measured ``Overhead-inference``), so
+that predicting n architectures is a gather and a masked sum over numpy arrays -- no Python loop per key.
 """
 
 from __future__ import annotations
@@ -79,22 +79,14 @@ class LUTPredictor:
     def _build(self) -> None:
         sp = self.space
         values = self.lut.values(self.column)
-        n_r, n_s, n_k, n_e = len(self.resolutions_), sp.n_stages, len(sp.ks_choices), len(sp.e_choices)
-        table = np.zeros((n_r, n_s, 2, n_k, n_e), dtype=np.float64)
-        fixed = np.zeros(n_r, dtype=np.float64)
-        # cell -> (key, resolution) for usage counts; fixed entries per resolution
-        cell_keys: list[tuple[str, int] | None] = [None] * table.size
+        rs = self.resolutions_
+        # (R, B, K, E): every block position's latency for every choice, and which (key, resolution) it is
+        table = sp.block_table(lambda e: values[(e.key, e.resolution)], rs)
+        keys = sp.block_table(lambda e: e.key, rs, dtype=object)
+        cell_keys = [(k, rs[i // keys[0].size]) for i, k in enumerate(keys.ravel().tolist())]
+        fixed = np.zeros(len(rs), dtype=np.float64)
         fixed_keys: list[list[tuple[str, int]]] = []
-        for ri, r in enumerate(self.resolutions_):
-            for s in range(n_s):
-                for first in (0, 1):
-                    if not first and sp.max_depth < 2:
-                        continue
-                    for ki, ks in enumerate(sp.ks_choices):
-                        for ei, e in enumerate(sp.e_choices):
-                            ident = (sp.block_entry(s, bool(first), ks, e, r).key, r)
-                            table[ri, s, first, ki, ei] = values[ident]
-                            cell_keys[np.ravel_multi_index((ri, s, first, ki, ei), table.shape)] = ident
+        for ri, r in enumerate(rs):
             idents = [(e.key, r) for e in sp.fixed_entries(r)]
             if (OVERHEAD_KEY, r) in values:
                 idents.append((OVERHEAD_KEY, r))
@@ -103,10 +95,11 @@ class LUTPredictor:
         self.table_ = table
         self.fixed_ = fixed
         self._flat = table.ravel()
-        self._cell_keys = cell_keys
+        self._cell_keys: list[tuple[str, int]] = cell_keys
         self._fixed_keys = fixed_keys
-        self._res_lookup = np.full(max(self.resolutions_) + 1, -1, dtype=np.intp)
-        self._res_lookup[list(self.resolutions_)] = np.arange(n_r)
+        self._res_lookup = np.full(max(rs) + 1, -1, dtype=np.intp)
+        self._res_lookup[list(rs)] = np.arange(len(rs))
+        n_k, n_e = len(sp.ks_choices), len(sp.e_choices)
         # (ks value, e value) -> ks_index * n_e + e_index, -1 where not a choice
         self._ke = np.full((max(sp.ks_choices) + 1, max(sp.e_choices) + 1), -1, dtype=np.intp)
         for ki, ks in enumerate(sp.ks_choices):
@@ -114,12 +107,9 @@ class LUTPredictor:
                 self._ke[ks, e] = ki * n_e + ei
         self._d_ok = np.zeros(max(sp.d_choices) + 1, dtype=bool)
         self._d_ok[list(sp.d_choices)] = True
-        self._depth_pos = np.arange(sp.max_depth)
-        self._stage_of = np.repeat(np.arange(n_s), sp.max_depth)
-        self._first_of = np.tile((np.arange(sp.max_depth) == 0).astype(np.int64), n_s)
-        # flat offset of (stage, first) per block position, for a given resolution index add ri * stride
-        self._block_offset = ((self._stage_of * 2 + self._first_of) * (n_k * n_e)).astype(np.intp)
-        self._res_stride = n_s * 2 * n_k * n_e
+        # flat offset of each block position; for resolution index ri add ri * _res_stride
+        self._block_offset = (np.arange(sp.n_blocks) * (n_k * n_e)).astype(np.intp)
+        self._res_stride = sp.n_blocks * n_k * n_e
 
     # ---- prediction
 
@@ -165,7 +155,7 @@ class LUTPredictor:
                 f"{list(self.resolutions_)}"
             )
         flat = (ri * self._res_stride)[:, None] + self._block_offset[None, :] + ke
-        active = (self._depth_pos[None, None, :] < d[:, :, None]).reshape(ks.shape)
+        active = sp.active_mask(d)
         return ri, flat, active
 
     def predict_arrays(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -202,9 +192,7 @@ class LUTPredictor:
         cell_col = np.full(len(self._cell_keys), -1, dtype=np.int64)
         used_cells = np.unique(flat[active])
         for c in used_cells.tolist():
-            ident = self._cell_keys[c]
-            assert ident is not None
-            cell_col[c] = idents.setdefault(ident, len(idents))
+            cell_col[c] = idents.setdefault(self._cell_keys[c], len(idents))
         fixed_cols = []
         for keys in self._fixed_keys:
             fixed_cols.append([idents.setdefault(k, len(idents)) for k in keys])

@@ -195,23 +195,13 @@ class SearchProblem:
 
     def _build_cost_tables(self) -> None:
         sp, enc = self.space, self.encoding
-        nr, nb, nk, ne = len(enc.resolutions), sp.n_blocks, len(sp.ks_choices), len(sp.e_choices)
-        self._blk_params = np.zeros((nb, nk, ne), dtype=np.float64)
-        self._blk_macs = np.zeros((nr, nb, nk, ne), dtype=np.float64)
-        self._fix_params = np.zeros(nr, dtype=np.float64)
-        self._fix_macs = np.zeros(nr, dtype=np.float64)
-        for ri, r in enumerate(enc.resolutions):
-            for b in range(nb):
-                s, j = divmod(b, sp.max_depth)
-                for ki, ks in enumerate(sp.ks_choices):
-                    for ei, e in enumerate(sp.e_choices):
-                        entry = sp.block_entry(s, j == 0, ks, e, r)
-                        self._blk_params[b, ki, ei] = entry.params
-                        self._blk_macs[ri, b, ki, ei] = entry.macs
-            fixed = sp.fixed_entries(r)
-            self._fix_params[ri] = sum(x.params for x in fixed)
-            self._fix_macs[ri] = sum(x.macs for x in fixed)
-        self._bidx = np.arange(nb)[None, :]
+        rs = enc.resolutions
+        # parameters do not depend on the resolution: the first resolution's table serves all
+        self._blk_params = sp.block_table(lambda e: e.params, rs[:1])[0]
+        self._blk_macs = sp.block_table(lambda e: e.macs, rs)
+        self._fix_params = np.asarray([sum(x.params for x in sp.fixed_entries(r)) for r in rs], dtype=np.float64)
+        self._fix_macs = np.asarray([sum(x.macs for x in sp.fixed_entries(r)) for r in rs], dtype=np.float64)
+        self._bidx = np.arange(sp.n_blocks)[None, :]
 
     def params(self, genes: Genes) -> np.ndarray:
         vals = self._blk_params[self._bidx, genes.ks, genes.e]

@@ -111,8 +111,6 @@ class ArchEncoding:
         self._r_col = np.asarray([self.r_offset + self.slots.index(r) for r in self.resolutions], dtype=np.int64)
         self._ks_cols = self.ks_offset + np.arange(sp.n_blocks)[None, :] * self.nk
         self._e_cols = self.e_offset + np.arange(sp.n_blocks)[None, :] * self.ne
-        self._depth_pos = np.tile(np.arange(sp.max_depth), sp.n_stages)
-        self._stage_of = np.repeat(np.arange(sp.n_stages), sp.max_depth)
 
     # ---- metadata ------------------------------------------------------------------------------------
 
@@ -181,8 +179,7 @@ class ArchEncoding:
 
     def active(self, genes: Genes) -> np.ndarray:
         """Boolean (n, n_blocks) mask of the blocks that run."""
-        d = self._d[genes.d]
-        return self._depth_pos[None, :] < d[:, self._stage_of]
+        return self.space.active_mask(self._d[genes.d])
 
     def columns(self, genes: Genes) -> tuple[np.ndarray, np.ndarray]:
         """(columns (n, 2 * n_blocks + 1) of the ones in each row's encoding, active mask of the same

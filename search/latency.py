@@ -87,13 +87,8 @@ class LUTLatency(LatencyPredictor):
         self.predictor_ = LUTPredictor(lut, space, column=column)
         self.space = self.predictor_.space
         self.resolutions = tuple(self.predictor_.resolutions_)
-        table = self.predictor_.table_  # (R, S, 2, K, E) block latencies
-        sp = self.space
-        n_r = table.shape[0]
-        stage_of = np.repeat(np.arange(sp.n_stages), sp.max_depth)
-        first_of = (np.tile(np.arange(sp.max_depth), sp.n_stages) == 0).astype(np.int64)
-        # (R, B, K, E): the latency of every block position for every choice
-        self._block = np.ascontiguousarray(table[np.arange(n_r)[:, None], stage_of[None, :], first_of[None, :]])
+        # (R, B, K, E): the latency of every block position for every choice (the space's block table)
+        self._block = self.predictor_.table_
         self._fixed = np.asarray(self.predictor_.fixed_, dtype=np.float64)
         self._res_map: dict[tuple[int, ...], np.ndarray] = {}
 
@@ -168,16 +163,9 @@ class _FeatureTable:
     def __init__(self, space: Any, resolutions: Sequence[int]) -> None:
         sp = space
         self.resolutions = tuple(resolutions)
-        n_f = len(ENTRY_FEATURES)
-        nr, nb, nk, ne = len(resolutions), sp.n_blocks, len(sp.ks_choices), len(sp.e_choices)
-        self.block = np.zeros((nr, nb, nk, ne, n_f), dtype=np.float64)
-        self.fixed = np.zeros((nr, n_f), dtype=np.float64)
-        for ri, r in enumerate(resolutions):
-            for b in range(nb):
-                s, j = divmod(b, sp.max_depth)
-                for ki, ks in enumerate(sp.ks_choices):
-                    for ei, e in enumerate(sp.e_choices):
-                        self.block[ri, b, ki, ei] = _entry_features(sp.block_entry(s, j == 0, ks, e, r))
+        self.block = sp.block_table(_entry_features, self.resolutions)  # (R, B, K, E, F)
+        self.fixed = np.zeros((len(self.resolutions), len(ENTRY_FEATURES)), dtype=np.float64)
+        for ri, r in enumerate(self.resolutions):
             self.fixed[ri] = sum(_entry_features(x) for x in sp.fixed_entries(r))
         self.stage_of = np.repeat(np.arange(sp.n_stages), sp.max_depth)
         self.n_stages = sp.n_stages

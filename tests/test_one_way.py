@@ -139,3 +139,26 @@ def test_exported_models_give_the_same_outputs(tmp_path: Path, monkeypatch: pyte
     plain = pas.plain_network(config, widths)
     pas.export_deploy_onnx(plain, tmp_path / "deploy.onnx", (1, 32, 32), x)
     _same("deploy", _run_onnx(tmp_path / "deploy.onnx", x))
+
+
+@pytest.mark.parametrize("name", ["compact", "ofa-mbv3-w1.0"])
+def test_block_table_equals_a_plain_loop_over_each_arch(name: str) -> None:
+    space = get_space(name)
+    rs = space.lut_resolutions[:3]
+    arrays = space.sample_arrays(np.random.default_rng(1), 40, rs)
+    archs = space.archs_from_arrays(arrays)
+    table = space.block_table(lambda e: (e.macs, e.params), rs)  # (R, B, K, E, 2)
+    keys = space.block_table(lambda e: e.key, rs, dtype=object)
+    assert table.shape == (len(rs), space.n_blocks, len(space.ks_choices), len(space.e_choices), 2)
+    ks_idx, e_idx = space.choice_indices(arrays)
+    ri = np.searchsorted(np.asarray(rs), arrays["r"])
+    positions = np.arange(space.n_blocks)[None, :]
+    active = space.active_mask(arrays["d"])
+    gathered = table[ri[:, None], positions, ks_idx, e_idx]
+    for row, arch in enumerate(archs):
+        blocks = space.lut_entries(arch)[2:-4]  # the active elastic blocks, in order
+        assert [e.key for e in blocks] == keys[ri[row], positions[0], ks_idx[row], e_idx[row]][active[row]].tolist()
+        assert gathered[row][active[row]].sum(axis=0).tolist() == [sum(e.macs for e in blocks), sum(e.params for e in blocks)]
+        assert active[row].sum() == sum(arch.d)
+    assert space.macs_arrays(arrays).tolist() == [space.macs(a) for a in archs]
+    assert space.params_arrays(arrays).tolist() == [space.params(a) for a in archs]
