@@ -26,7 +26,7 @@ from .bench_binary import BINARY_RUNTIMES, measure_with_binary
 from .errors import DeviceError, LinkLost
 from .lock import DeviceLock, kill_leftover_runners
 from .profiles import PYTHON_RUNTIMES, DeviceProfile
-from .transport import Transport, open_transport
+from .transport import Transport, open_transport, prepare_workdir
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class Device:
             profile.transport, profile.transport_settings, device=profile.name, workdir=profile.workdir
         )
         self._pushed: dict[str, str] = {}
+        self._workdir: str | None = None
         self.hello: dict[str, Any] | None = None
         self.lock: DeviceLock | None = None
 
@@ -99,8 +100,13 @@ class Device:
     # -- files ---------------------------------------------------------------------------
     @property
     def workdir(self) -> str:
-        """The verified work folder on the device (absolute; see :func:`~.transport.prepare_workdir`)."""
-        return self.transport.workdir
+        """The profile's work folder on the device, made and checked on first use (absolute; see
+        :func:`~.transport.prepare_workdir`)."""
+        if self.transport.workdir_setting == self.profile.workdir:
+            return self.transport.workdir
+        if self._workdir is None:
+            self._workdir = prepare_workdir(self.transport, self.profile.workdir)
+        return self._workdir
 
     def remote(self, *parts: str) -> str:
         return posixpath.join(self.workdir, *parts)

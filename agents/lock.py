@@ -103,12 +103,15 @@ exit 0
 
 @dataclass(frozen=True)
 class LockOwner:
-    """Who holds a device's lock."""
+    """Who holds a device's lock: the hwnas process (``pid``) on a host, named by its host name, its machine id
+    (two containers or clones may share a host name) and its boot id (a PID from before a reboot is no one's)."""
 
     host: str
     pid: int
     started: str
     run_id: str
+    machine_id: str = ""
+    boot_id: str = ""
 
     def to_line(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -117,9 +120,49 @@ class LockOwner:
     def from_line(cls, line: str) -> LockOwner | None:
         try:
             data = json.loads(line)
-            return cls(host=str(data["host"]), pid=int(data["pid"]), started=str(data["started"]), run_id=str(data["run_id"]))
-        except (ValueError, KeyError, TypeError):
+            return cls(host=str(data["host"]), pid=int(data["pid"]), started=str(data["started"]),
+                       run_id=str(data["run_id"]), machine_id=str(data.get("machine_id", "")),
+                       boot_id=str(data.get("boot_id", "")))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
+
+    def same_machine(self, other: LockOwner) -> bool:
+        """Both on one machine: the same host name and, where both recorded one, the same machine id."""
+        if self.host != other.host:
+            return False
+        return not (self.machine_id and other.machine_id and self.machine_id != other.machine_id)
+
+    def gone_on_this_machine(self, me: LockOwner) -> str | None:
+        """Why this owner's process is surely gone (it ran on ``me``'s machine), or None when it may live."""
+        if not self.same_machine(me):
+            return None
+        if self.boot_id and me.boot_id and self.boot_id != me.boot_id:
+            return f"the host {self.host} rebooted since (pid {self.pid} was of an earlier boot)"
+        if not _local_pid_alive(self.pid):
+            return f"the hwnas process that took it (pid {self.pid} on this host) is gone"
+        return None
+
+
+def _read_id(*paths: str) -> str:
+    for path in paths:
+        try:
+            with open(path) as fh:
+                value = fh.read().strip()
+        except OSError:
+            continue
+        if value:
+            return value
+    return ""
+
+
+def machine_id() -> str:
+    """This machine's id (systemd's /etc/machine-id), or "" where it has none."""
+    return _read_id("/etc/machine-id", "/var/lib/dbus/machine-id")
+
+
+def boot_id() -> str:
+    """The id of this boot of this machine's kernel (Linux), or ""."""
+    return _read_id("/proc/sys/kernel/random/boot_id")
 
 
 class DeviceLock:
@@ -136,6 +179,8 @@ class DeviceLock:
             pid=os.getpid(),
             started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             run_id=self.run_id,
+            machine_id=machine_id(),
+            boot_id=boot_id(),
         )
         self.held = False
 
@@ -199,7 +244,7 @@ class DeviceLock:
                 )
                 self._remove_if(owner_line)
                 continue
-            if resume and owner.host == self.owner.host and not _local_pid_alive(owner.pid):
+            if resume and owner.gone_on_this_machine(self.owner):
                 log.warning(
                     "%s: taking over the lock of the broken run %s (hwnas pid %s on this host is gone)",
                     self.device,
@@ -218,7 +263,7 @@ class DeviceLock:
                 device=self.device,
                 hint=(
                     "wait for it to finish"
-                    + (", or rerun with --resume if that run broke" if owner.host == self.owner.host else "")
+                    + (", or rerun with --resume if that run broke" if owner.same_machine(self.owner) else "")
                     + f"; if you are sure no run is active, remove {self.path} on the device"
                 ),
             )
@@ -240,9 +285,7 @@ class DeviceLock:
             if not self._device_pid_alive(runner_pid):
                 return f"its runner (pid {runner_pid}) no longer runs on the device"
             return None
-        if owner.host == self.owner.host and not _local_pid_alive(owner.pid):
-            return f"the hwnas process that took it (pid {owner.pid} on this host) is gone"
-        return None
+        return owner.gone_on_this_machine(self.owner)
 
     def _device_pid_alive(self, pid: int) -> bool:
         res = self._run(["test", "-d", f"/proc/{int(pid)}"], "check the runner on the device")
@@ -261,11 +304,22 @@ class DeviceLock:
         return ["sh", "-c", _RUNNER, "hwnas-runner", self.path, *[str(a) for a in argv]]
 
     def release(self) -> None:
-        """Remove the lock if this run still holds it."""
+        """Remove the lock if this run still holds it, and never while a runner of it still runs on the device
+        (one that outlived an interrupted command is killed first; one that cannot be killed keeps the lock)."""
         if not self.held:
             return
         self.held = False
         try:
+            state = self._read()
+            runner_pid = state[1] if state is not None and state[0].strip() == self.owner.to_line() else None
+            if runner_pid is not None and self._device_pid_alive(runner_pid):
+                log.warning("%s: a runner (pid %s) still runs on the device; stopping it before unlocking",
+                            self.device, runner_pid)
+                self._run(["sh", "-c", _KILL_TREE, "hwnas-kill-tree", str(runner_pid)], "stop the runner")
+                if self._device_pid_alive(runner_pid):
+                    log.warning("%s: the runner (pid %s) survived; the device lock %s stays (a later run clears it "
+                                "once the runner is gone)", self.device, runner_pid, self.path)
+                    return
             if not self._remove_if(self.owner.to_line()):
                 log.warning("%s: the device lock %s was taken over by another run; left alone", self.device, self.path)
         except DeviceError as exc:

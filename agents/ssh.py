@@ -36,11 +36,15 @@ from pathlib import Path
 
 import paramiko
 
-from .errors import DeviceError, DeviceTimeout, LinkLost, ProfileError
+from .errors import DeviceError, DeviceTimeout, LinkLost, OutputTooLarge, ProfileError
 from .transport import (
+    MAX_OUTPUT_BYTES,
+    MAX_STDERR_BYTES,
+    READER_JOIN_S,
     CommandResult,
     LineCallback,
     RemoteOutput,
+    TailBuffer,
     Transport,
     kill_command,
     redact,
@@ -55,7 +59,7 @@ if logging.getLogger("paramiko").level == logging.NOTSET:
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 RESUME_HINT = "check the device and the network, then rerun with --resume"
-_STDIN_SLICE = 1 << 20  # bytes handed to paramiko per sendall (see SSHTransport.run)
+_STDIN_SLICE = 1 << 20  # bytes offered to paramiko per send (see SSHTransport._send_stdin)
 
 
 class HostKeyError(DeviceError, ProfileError):
@@ -392,7 +396,7 @@ class SSHTransport(Transport):
                 raise self._link_lost(description, exc) from None
             raise DeviceError(f"{description}: the server refused to run it ({exc})", device=self.device) from None
         out = RemoteOutput(token, on_line)
-        err_chunks: list[bytes] = []
+        err = TailBuffer(MAX_STDERR_BYTES)
         last_rx = [time.monotonic()]
         failures: list[BaseException] = []
 
@@ -415,7 +419,7 @@ class SSHTransport(Transport):
                     if not data:
                         break
                     last_rx[0] = time.monotonic()
-                    err_chunks.append(data)
+                    err.add(data)
             except BaseException as exc:  # noqa: BLE001
                 failures.append(exc)
 
@@ -425,24 +429,23 @@ class SSHTransport(Transport):
         ]
         for r in readers:
             r.start()
-        if stdin is not None:
-            try:
-                # in slices: paramiko's sendall re-copies the unsent rest after every packet, which is
-                # quadratic in the size (a profile's ~70 MB model archive took minutes in one call)
-                view = memoryview(stdin)
-                for off in range(0, len(view), _STDIN_SLICE):
-                    chan.sendall(view[off : off + _STDIN_SLICE].tobytes())
-                chan.shutdown_write()
-            except (OSError, paramiko.SSHException) as exc:
-                log.debug("%s: stdin not fully sent: %s", self.device, exc)
         transport = chan.get_transport()
-        last_probe = time.monotonic()
+        finished = False
         try:
+            if stdin is not None:
+                self._send_stdin(chan, stdin, description, argv, deadline, failures, out)
+            last_probe = time.monotonic()
             while not chan.status_event.wait(0.1):
                 now = time.monotonic()
                 if failures:
                     self._kill(out.pid, description)
                     raise failures[0]
+                if out.overflow:
+                    self._kill(out.pid, description)
+                    raise OutputTooLarge(
+                        f"{description} printed more than {MAX_OUTPUT_BYTES >> 20} MiB and was stopped",
+                        device=self.device, command=shell_join(argv), output=out.stdout[-2000:],
+                    )
                 if now >= deadline:
                     self._timeout(out, description, argv, timeout)
                 if not transport.is_active():
@@ -455,9 +458,11 @@ class SSHTransport(Transport):
                             description, f"no answer for {self.link_timeout_s:g} s; the link went silent"
                         )
                     last_probe = time.monotonic()
+            finished = True
             # The exit status came: collect what is still in flight (bounded by the deadline).
+            until = min(deadline, time.monotonic() + READER_JOIN_S)
             for r in readers:
-                r.join(max(0.0, deadline - time.monotonic()))
+                r.join(max(0.0, until - time.monotonic()))
             if any(r.is_alive() for r in readers):
                 log.warning(
                     "%s: %s exited but a background process still holds its output; closing it",
@@ -474,6 +479,12 @@ class SSHTransport(Transport):
                     raise self._link_lost(description, transport.get_exception())
             if failures:
                 raise failures[0]
+        except BaseException as exc:
+            # An interrupt (Ctrl-C) or an error of ours while the command runs: stop it on the device too (closing
+            # the channel does not; a timeout or too much output has already killed it, a lost link cannot).
+            if not finished and not isinstance(exc, (DeviceTimeout, OutputTooLarge, LinkLost)):
+                self._kill_quietly(out, description)
+            raise
         finally:
             chan.close()
             for r in readers:
@@ -482,10 +493,57 @@ class SSHTransport(Transport):
             argv=argv,
             returncode=rc,
             stdout=out.stdout,
-            stderr=b"".join(err_chunks).decode("utf-8", "replace"),
+            stderr=err.text(),
             seconds=time.monotonic() - start,
         )
         return self.check_result(result, description, check)
+
+    def _send_stdin(self, chan: paramiko.Channel, data: bytes, description: str, argv: tuple[str, ...],
+                    deadline: float, failures: list[BaseException], out: RemoteOutput) -> None:
+        """Send ``data`` to the command's stdin, then EOF. Bounded: a device that takes no byte for
+        ``link_timeout_s`` seconds (a stalled reader with the link up), or past the deadline, is a DeviceTimeout.
+
+        Never a blocking ``sendall``: it waits for the SSH window without a limit. Slices keep paramiko from
+        re-copying the unsent rest after every packet (quadratic: a ~70 MB archive took minutes in one call).
+        """
+        view = memoryview(data)
+        sent = 0
+        last_progress = time.monotonic()
+        while sent < len(view):
+            if chan.send_ready():
+                try:
+                    n = chan.send(view[sent : sent + _STDIN_SLICE])  # one packet at most; a view: no copy
+                except (OSError, paramiko.SSHException) as exc:
+                    log.debug("%s: stdin not fully sent: %s", self.device, exc)
+                    return  # the command exited or the link broke: the wait below tells which
+                if n <= 0:
+                    return
+                sent += n
+                last_progress = time.monotonic()
+                continue
+            if chan.closed or chan.exit_status_ready() or failures:
+                return
+            now = time.monotonic()
+            stalled = now - last_progress
+            if stalled >= self.link_timeout_s or now >= deadline:
+                why = (f"the device took no input for {stalled:.0f} s" if stalled >= self.link_timeout_s
+                       else "the command's timeout passed")
+                self._kill_quietly(out, description)
+                raise DeviceTimeout(
+                    f"{description}: sending its input stalled ({why}; {sent} of {len(view)} bytes sent); "
+                    "the command was killed",
+                    device=self.device, command=shell_join(argv),
+                )
+            time.sleep(0.002)
+        with contextlib.suppress(OSError, paramiko.SSHException):
+            chan.shutdown_write()
+
+    def _kill_quietly(self, out: RemoteOutput, description: str) -> None:
+        """Best effort :meth:`_kill` on the way out of an interrupted command (never raises)."""
+        try:
+            self._kill(out.pid, description)
+        except BaseException as exc:  # noqa: BLE001 - the original exception is the one to report
+            log.warning("%s: could not stop %s on the device: %s", self.device, description, exc)
 
     def _timeout(self, out: RemoteOutput, description: str, argv: tuple[str, ...], timeout: float) -> None:
         self._kill(out.pid, description)
