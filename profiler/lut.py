@@ -41,6 +41,7 @@ import io
 import logging
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -214,7 +215,16 @@ def _plain(obj: Any) -> Any:
 
 
 class _MetaLoader(yaml.SafeLoader):
-    """SafeLoader without the timestamp resolver: dates stay the strings they were written as."""
+    """SafeLoader without the timestamp resolver (dates stay the strings they were written as) and without
+    aliases: hwnas never writes one, and a few nested ``*alias`` lines expand to gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed in LUT metadata", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 _MetaLoader.yaml_implicit_resolvers = {
@@ -224,7 +234,23 @@ _MetaLoader.yaml_implicit_resolvers = {
 
 
 class _MetaDumper(yaml.SafeDumper):
-    """Block style, except lists of scalars (``resolutions: [160, 224]``) in flow style."""
+    """Block style, except lists of scalars (``resolutions: [160, 224]``) in flow style; never an alias (the
+    reader refuses them); a string with a line break or a control character double-quoted on one line, so
+    that nothing a device says can put a line of its own (``...``, ``---``) into the block."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    style = '"' if _ONE_LINE.search(data) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_MetaDumper.add_representer(str, _represent_str)
 
 
 def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
@@ -243,7 +269,13 @@ def metadata_text(meta: Mapping[str, Any]) -> str:
         _plain(ordered), Dumper=_MetaDumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100000
     )
     lines = [FORMAT_LINE] + [("# " + line) if line else "#" for line in body.splitlines()] + ["# " + METADATA_END]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    # validate what is written: its only end marker is the last line, no document marker, and it reads back
+    bad = [line for line in body.splitlines() if line.strip() in (METADATA_END, "---")]
+    if bad:
+        raise LUTError(f"the LUT metadata would not read back as written (a line {bad[0]!r})")
+    yaml.load(body, Loader=_MetaLoader)  # noqa: S506 - a SafeLoader subclass; raises on anything unreadable
+    return text
 
 
 def format_value(value: Any) -> str:
@@ -337,7 +369,7 @@ def _split(text: str, source: str) -> tuple[dict[str, Any], int, list[str]]:
         content = lines[i].rstrip("\r\n")
         content = content[2:] if content.startswith("# ") else content[1:]
         i += 1
-        if content.strip() == METADATA_END:
+        if content == METADATA_END:  # exactly: an indented "..." inside a value is not the end
             ended = True
             # further comment lines before the CSV header are ignored, as pandas(comment="#") does
             while i < len(lines) and lines[i].startswith("#"):
