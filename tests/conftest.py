@@ -1,24 +1,126 @@
-"""Shared fixtures.
+"""Shared fixtures, the strict mode, and the seal between the tests and the machine they run on.
 
 ``netns``, ``sshd_server`` and ``adbd_server`` start real things: a network namespace
 (``ip netns``), OpenSSH's sshd and Android's adbd listening on 127.0.0.1 inside it. They
-need root; elsewhere they skip with the reason. System packages they need are installed
-with apt on first use (``tests/netns.py: ensure_system_package``).
+need root; system packages they need are installed with apt on first use
+(``tests/netns.py: ensure_system_package``; the run's summary says what was installed).
+
+**Strict mode** (``HWNAS_STRICT=1``, set by ``.ci/run``): a test that needs a real component
+(sshd, adbd, network namespaces, Chromium, LiteRT, OFA's data, ...) *fails* when it cannot have
+it, instead of skipping. Without it (a user's machine without root) the same tests skip with the
+reason. A server that fails to start is a failure in both modes, never a skip.
+
+**Sealed**: the whole run gets its own HOME, XDG folders, workload cache and working directory
+(with a ``device_profiles/local.yaml`` whose workdir and lock are the run's own, never the
+user's ``/tmp/hwnas``); every test gets a fresh HOME and config folder on top. The servers'
+sessions start in a throw-away home whose start-up files the tests write (``netns.write_home``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from _pytest.skipping import evaluate_skip_marks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import netns as _netns  # noqa: E402  (tests/netns.py, a helper module beside this file)
 
+REPO = Path(__file__).resolve().parent.parent
+#: ``HWNAS_STRICT=1``: skipping a test that needs a real component is a failure (CI).
+STRICT = os.environ.get("HWNAS_STRICT", "0") not in ("", "0")
+#: Tests with these markers need a real component: in strict mode even a ``skipif`` mark on them fails.
+REAL_COMPONENT_MARKERS = ("netns", "tflite", "browser")
+#: Variables that point a program at the user's own files; the run gets its own.
+_SEALED_DIRS = {"HOME": "home", "XDG_CONFIG_HOME": "config", "XDG_CACHE_HOME": "cache", "XDG_DATA_HOME": "data",
+                "XDG_STATE_HOME": "state"}
+_PER_TEST_DIRS = ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME")  # caches stay per session
+_LEAKY_VARS = ("SSH_AUTH_SOCK", "ADB_SERVER_SOCKET", "ANDROID_ADB_SERVER_PORT", "ANDROID_SERIAL", "HWNAS_CONVERT_WORKERS")
+
 _NETNS_REASON: list[str | None] = []
+
+
+# --------------------------------------------------------------------------- strict mode
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if STRICT:
+        return "hwnas: strict mode (HWNAS_STRICT=1): a test that cannot have its real component fails"
+    return "hwnas: tests that need root or a missing component skip with the reason (HWNAS_STRICT=1: they fail)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In strict mode a skip is a failure, whatever raised it (a fixture, ``pytest.skip``, ``importorskip``,
+    a ``skipif`` mark on a real-component test). Only a ``skipif``/``skip`` mark on a test without a
+    real-component marker stays a skip: a statement about this configuration, not a missing component."""
+    outcome = yield
+    report = outcome.get_result()
+    if not STRICT or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    by_mark = report.when == "setup" and evaluate_skip_marks(item) is not None
+    if by_mark and not any(item.get_closest_marker(m) for m in REAL_COMPONENT_MARKERS):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"HWNAS_STRICT=1: this test may not skip here, but it skipped: {reason}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _netns.INSTALLED:
+        terminalreporter.write_line("hwnas test set-up installed: " + ", ".join(_netns.INSTALLED))
+
+
+# --------------------------------------------------------------------------- sealed from the machine
+
+
+def _local_profile(folder: Path, workdir: Path) -> None:
+    """``folder/local.yaml``: the packaged ``local`` profile with this run's own workdir (lock included)."""
+    data = yaml.safe_load((REPO / "device_profiles" / "local.yaml").read_text())
+    data["workdir"] = str(workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "local.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sealed_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The run's own HOME, XDG folders, workload cache (``HWNAS_CACHE_DIR``, shared by every test: its
+    entries are keyed by content) and working directory, whose ``device_profiles/local.yaml`` sends the
+    ``local`` device's workdir and lock into the run's temporary folder."""
+    base = tmp_path_factory.mktemp("sealed")
+    with pytest.MonkeyPatch.context() as mp:
+        for var, sub in _SEALED_DIRS.items():
+            (base / sub).mkdir()
+            mp.setenv(var, str(base / sub))
+        mp.setenv("HWNAS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "workload-cache"))
+        for var in _LEAKY_VARS:
+            mp.delenv(var, raising=False)
+        _netns.write_home(base / "home")
+        cwd = base / "cwd"
+        _local_profile(cwd / "device_profiles", base / "local-device")
+        _local_profile(base / "config" / "hwnas" / "device_profiles", base / "local-device")
+        mp.chdir(cwd)
+        yield base
+
+
+@pytest.fixture(autouse=True)
+def _sealed_test(_sealed_session: Path, tmp_path_factory: pytest.TempPathFactory,
+                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh HOME and config/data/state folders for every test (the session's caches stay shared)."""
+    base = tmp_path_factory.mktemp("home", numbered=True)
+    for var in _PER_TEST_DIRS:
+        (base / _SEALED_DIRS[var]).mkdir()
+        monkeypatch.setenv(var, str(base / _SEALED_DIRS[var]))
+    _netns.write_home(base / "home")
+    _local_profile(base / "config" / "hwnas" / "device_profiles", _sealed_session / "local-device")
+
+
+# --------------------------------------------------------------------------- real servers
 
 
 def _netns_reason() -> str | None:
@@ -44,13 +146,15 @@ def netns() -> Iterator[str]:
 def sshd_server(netns: str, tmp_path: Path) -> Iterator[_netns.SSHServer]:
     """A real OpenSSH server on 127.0.0.1:<random port> inside ``netns``.
 
-    Throw-away host and user keys in ``tmp_path``; ``known_hosts`` holds the host key.
-    Yields an :class:`netns.SSHServer` (host, port, user, key_file, known_hosts, ns).
+    Throw-away host and user keys in ``tmp_path``; ``known_hosts`` holds the host key. Its sessions
+    start in a throw-away home (``tmp_path/ssh-home``) whose start-up files the test wrote.
+    Yields an :class:`netns.SSHServer` (host, port, user, key_file, known_hosts, ns, home).
+    A server that does not start fails the test; only a missing sshd that cannot be installed skips.
     """
     try:
-        server = _netns.start_sshd(netns, tmp_path / "sshd")
-    except RuntimeError as exc:
-        pytest.skip(f"cannot start sshd: {exc}")
+        server = _netns.start_sshd(netns, tmp_path / "sshd", home=_netns.write_home(tmp_path / "ssh-home"))
+    except _netns.Unavailable as exc:
+        pytest.skip(f"cannot have sshd: {exc}")
     try:
         yield server
     finally:
@@ -62,12 +166,13 @@ def adbd_server(netns: str, tmp_path: Path) -> Iterator[_netns.ADBServer]:
     """A real adbd (Debian's ``adbd``) on a random port inside ``netns``, only for this test.
 
     adbd listens on every interface of the namespace and on vsock (which no namespace
-    isolates), so it runs only while the test does and is killed afterwards.
+    isolates), so it runs only while the test does and is killed afterwards. A server that does
+    not start fails the test; only a missing adbd that cannot be installed skips.
     """
     try:
         server = _netns.start_adbd(netns, tmp_path)
-    except RuntimeError as exc:
-        pytest.skip(f"cannot start adbd: {exc}")
+    except _netns.Unavailable as exc:
+        pytest.skip(f"cannot have adbd: {exc}")
     try:
         yield server
     finally:

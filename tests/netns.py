@@ -13,21 +13,57 @@ import contextlib
 import fcntl
 import json
 import os
+import pwd
 import random
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 APT_LOCK = Path("/tmp/hwnas-tests-apt.lock")
 BACKPORTS_SOURCES = Path("/etc/apt/sources.list.d/hwnas-tests-backports.sources")
+APT_TIMEOUT_S = 600  # one apt-get call; below pytest's timeout (pyproject.toml), so a stuck apt fails with a message
+#: Every system package the tests use: (binary, Debian package, from backports).
+SYSTEM_PACKAGES = (
+    ("ip", "iproute2", False),
+    ("/usr/sbin/sshd", "openssh-server", False),
+    ("ssh-keygen", "openssh-client", False),
+    ("adbd", "adbd", True),
+    ("adb", "adb", True),
+    ("chromium", "chromium", False),
+)
+#: What the test set-up installed in this process ("package (binary)"), for the end-of-run summary.
+INSTALLED: list[str] = []
+
+
+class Unavailable(RuntimeError):
+    """A real component this machine cannot provide (no root, no apt-get, the install failed).
+
+    The fixtures skip with the reason, or fail in strict mode (``HWNAS_STRICT=1``, as ``.ci/run``
+    runs). Any other RuntimeError from here (a server that does not start) is a failure, never a skip."""
+
+
+def read_line(stream: IO[str], *, timeout: float, what: str) -> str:
+    """One line from a child's pipe within ``timeout`` seconds; AssertionError naming ``what`` otherwise.
+
+    Never a bare ``readline()``: a child that hangs without printing fails the test with a message. (A
+    thread reads, not select(): lines already in the pipe object's buffer are not visible to select.)"""
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not got:
+        raise AssertionError(f"no line from {what} within {timeout:g} s")
+    return got[0]
 
 
 # --------------------------------------------------------------------------- namespaces
@@ -37,8 +73,10 @@ def netns_unavailable_reason() -> str | None:
     """Why the netns tests cannot run here, or None when they can."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return "needs root for ip netns: run the tests as root (CI does)"
-    if shutil.which("ip") is None:
-        return "needs root for ip netns: the 'ip' command (iproute2) is not installed"
+    try:
+        ensure_system_package("ip", "iproute2")
+    except Unavailable as exc:
+        return f"needs the 'ip' command (iproute2): {exc}"
     name = f"hwnas-probe-{uuid.uuid4().hex[:8]}"
     try:
         proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=20)
@@ -165,7 +203,7 @@ def _debian_source() -> tuple[str, str, str, str | None]:
         if line.startswith("VERSION_CODENAME="):
             codename = line.split("=", 1)[1].strip().strip('"')
     if not codename:
-        raise RuntimeError("cannot tell the Debian release from /etc/os-release (VERSION_CODENAME)")
+        raise Unavailable("cannot tell the Debian release from /etc/os-release (VERSION_CODENAME)")
     deb822 = Path("/etc/apt/sources.list.d/debian.sources")
     if deb822.is_file():
         for stanza in deb822.read_text().split("\n\n"):
@@ -191,7 +229,7 @@ def _debian_source() -> tuple[str, str, str, str | None]:
                     if options and "signed-by=" in options:
                         signed = options.split("signed-by=", 1)[1].split()[0].rstrip("]")
                     return codename, parts[1], " ".join(parts[3:]), signed
-    raise RuntimeError(f"no apt source for Debian {codename} found to derive the backports suite from")
+    raise Unavailable(f"no apt source for Debian {codename} found to derive the backports suite from")
 
 
 def _enable_backports() -> str:
@@ -210,11 +248,15 @@ def _enable_backports() -> str:
 
 def _apt(argv: list[str]) -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    proc = subprocess.run(
-        [argv[0], "-o", "DPkg::Lock::Timeout=300", *argv[1:]], capture_output=True, text=True, env=env, timeout=900
-    )
+    try:
+        proc = subprocess.run(
+            [argv[0], "-o", "DPkg::Lock::Timeout=300", *argv[1:]],
+            capture_output=True, text=True, env=env, timeout=APT_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise Unavailable(f"{' '.join(argv)} did not finish within {APT_TIMEOUT_S} s") from exc
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()[-600:]}")
+        raise Unavailable(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()[-600:]}")
 
 
 def ensure_system_package(binary: str, package: str, backports: bool = False) -> str:
@@ -222,19 +264,28 @@ def ensure_system_package(binary: str, package: str, backports: bool = False) ->
 
     ``binary`` is a name looked up on PATH (and in the package's file list) or an absolute
     path. With ``backports``, the package comes from ``<codename>-backports``, added as an
-    apt source copied from the machine's own Debian source. Raises RuntimeError when it
-    cannot be installed (the fixtures turn that into a skip with the reason).
+    apt source copied from the machine's own Debian source. Raises :class:`Unavailable` when it
+    cannot be installed (the fixtures skip with the reason, or fail in strict mode).
+    What it installs is recorded in :data:`INSTALLED` (the test run's summary lists it).
     """
     found = _find_binary(binary, package)
     if found:
         return found
     if os.geteuid() != 0:
-        raise RuntimeError(f"{binary} is missing and installing {package} needs root")
+        raise Unavailable(f"{binary} is missing and installing {package} needs root")
     if shutil.which("apt-get") is None:
-        raise RuntimeError(f"{binary} is missing and there is no apt-get to install {package}")
+        raise Unavailable(f"{binary} is missing and there is no apt-get to install {package}")
     APT_LOCK.touch(exist_ok=True)
     with open(APT_LOCK) as lock:  # one installer at a time among concurrent test runs
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        deadline = time.monotonic() + APT_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"another test run held {APT_LOCK} for {APT_TIMEOUT_S} s") from None
+                time.sleep(0.5)
         found = _find_binary(binary, package)
         if found:
             return found
@@ -244,12 +295,14 @@ def ensure_system_package(binary: str, package: str, backports: bool = False) ->
         else:
             try:
                 _apt(["apt-get", "install", "-y", "-q", "--no-install-recommends", package])
-            except RuntimeError:
+            except Unavailable:
                 _apt(["apt-get", "update", "-q"])
                 _apt(["apt-get", "install", "-y", "-q", "--no-install-recommends", package])
     found = _find_binary(binary, package)
     if not found:
-        raise RuntimeError(f"installed {package} but found no executable {binary}")
+        raise Unavailable(f"installed {package} but found no executable {binary}")
+    INSTALLED.append(f"{package} ({found})")
+    print(f"hwnas tests: installed {package} with apt ({found})", file=sys.stderr, flush=True)
     return found
 
 
@@ -271,7 +324,9 @@ class SSHServer:
     log: Path
     proc: subprocess.Popen[bytes]
     sshd: str
-    plain_rc: Path | None = None  # an empty file mounted over ~/.bashrc for the server's sessions
+    #: The sessions' home (their ~/.bashrc, ~/.profile, caches): a throw-away folder whose start-up files the
+    #: tests write, seen by sshd through a copy of /etc/passwd; None: the machine's own home (benchmarks only).
+    home: Path | None = None
 
     def settings(self, **extra: object) -> dict[str, object]:
         """Transport settings for SSHTransport / a profile's ``transport.ssh``."""
@@ -289,18 +344,22 @@ class SSHServer:
     def start(self) -> None:
         """(Re)start sshd with the same host key, config and port."""
         argv = [self.sshd, "-D", "-e", "-f", str(self.config)]
-        rc = Path(os.path.expanduser("~root/.bashrc"))
-        if self.plain_rc is not None and rc.exists():
+        if self.home is not None:
             # ip netns exec runs its command in a mount namespace of its own (slave to the host's), so this
-            # bind mount is seen by sshd and its sessions only: the machine's ~/.bashrc is left as it is.
-            argv = ["sh", "-c", 'mount --bind "$1" "$2" && shift 2 && exec "$@"', "hwnas-sshd", str(self.plain_rc),
-                    str(rc), *argv]
+            # bind mount is seen by sshd and its sessions only: the machine's /etc/passwd is left as it is.
+            passwd = _passwd_with_home(self.user, self.home, self.config.parent / "passwd")
+            argv = ["sh", "-c", 'mount --bind "$1" /etc/passwd && shift && exec "$@"', "hwnas-sshd", str(passwd),
+                    *argv]
         self.proc = subprocess.Popen(
             ns_argv(self.ns, argv),
             stdout=subprocess.DEVNULL,
             stderr=open(self.log, "ab"),  # noqa: SIM115 - the child owns it
         )
-        wait_for_port(self.ns, self.port, proc=self.proc)
+        try:
+            wait_for_port(self.ns, self.port, proc=self.proc)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"sshd did not start: {exc}; its log ends: {_tail(self.log)}") from exc
 
     def kill_all(self) -> None:
         """Kill the listener and every session process it forked (a clean cut: the kernel sends FIN/RST)."""
@@ -313,6 +372,35 @@ class SSHServer:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.kill_all()
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty)"
+    except OSError:
+        return "(no log)"
+
+
+def write_home(home: Path) -> Path:
+    """A throw-away home whose shell start-up files the tests write: nothing of the machine's dotfiles
+    (``pyenv init``, its locks, its PATH) reaches a session that starts there."""
+    home.mkdir(parents=True, exist_ok=True)
+    text = "# written by the hwnas tests: this throw-away home's only start-up file\nexport HWNAS_TEST_HOME=1\n"
+    for name in (".bashrc", ".profile"):
+        (home / name).write_text(text)
+    return home
+
+
+def _passwd_with_home(user: str, home: Path, out: Path) -> Path:
+    """A copy of /etc/passwd in which ``user``'s home is ``home`` (mounted over /etc/passwd for sshd only)."""
+    lines = []
+    for line in Path("/etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if len(fields) == 7 and fields[0] == user:
+            fields[5] = str(home)
+        lines.append(":".join(fields))
+    out.write_text("\n".join(lines) + "\n")
+    return out
 
 
 def _children_tree(pid: int) -> list[int]:
@@ -338,12 +426,15 @@ def _children_tree(pid: int) -> list[int]:
     return out
 
 
-def start_sshd(ns: str, workdir: Path, *, plain_rc: bool = False) -> SSHServer:
+def start_sshd(ns: str, workdir: Path, *, plain_rc: bool = False, home: Path | None = None) -> SSHServer:
     """Throw-away host key and user key, an sshd_config in ``workdir``, sshd started in ``ns``.
 
-    bash sources ``~/.bashrc`` for every command sshd runs; with ``plain_rc`` the server's sessions see an
-    empty one instead, as on a board with stock dotfiles (benchmarks: this machine's runs ``pyenv init``,
-    which costs 0.2-0.45 s per command). The tests keep the real one.
+    bash sources ``~/.bashrc`` for every command sshd runs. With ``home`` the sessions start in that
+    throw-away home (:func:`write_home`), so the machine's dotfiles never run (the tests: this machine's
+    ``~/.bashrc`` runs ``pyenv init``, whose rehash lock, left by a killed session, makes every later
+    shell wait 60 s). ``plain_rc`` is the same with an empty ``.bashrc``, as on a board with stock
+    dotfiles; with neither the sessions run the machine's own (benchmarks compare the two).
+    Raises :class:`Unavailable` when sshd cannot be installed, RuntimeError when it does not start.
     """
     sshd = ensure_system_package("/usr/sbin/sshd", "openssh-server")
     keygen = ensure_system_package("ssh-keygen", "openssh-client")
@@ -384,14 +475,15 @@ def start_sshd(ns: str, workdir: Path, *, plain_rc: bool = False) -> SSHServer:
     host_pub = (workdir / "host_ed25519.pub").read_text().split()
     known_hosts = workdir / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    empty_rc = workdir / "empty_bashrc" if plain_rc else None
-    if empty_rc is not None:
-        empty_rc.write_text("")
+    if plain_rc and home is None:
+        home = write_home(workdir / "home")
+        (home / ".bashrc").write_text("")
+    user = pwd.getpwuid(os.geteuid()).pw_name
     server = SSHServer(
         ns=ns,
         host="127.0.0.1",
         port=port,
-        user="root",
+        user=user,
         key_file=user_key,
         known_hosts=known_hosts,
         host_key=host_key,
@@ -399,7 +491,7 @@ def start_sshd(ns: str, workdir: Path, *, plain_rc: bool = False) -> SSHServer:
         log=workdir / "sshd.log",
         proc=None,  # type: ignore[arg-type]
         sshd=sshd,
-        plain_rc=empty_rc,
+        home=home,
     )
     server.start()
     return server
@@ -437,10 +529,13 @@ class ADBServer:
 
 
 def start_adbd(ns: str, workdir: Path) -> ADBServer:
+    """adbd on a random port in ``ns``; its shells start in a throw-away home (:func:`write_home`).
+
+    Raises :class:`Unavailable` when adbd cannot be installed, RuntimeError when it does not start."""
     adbd = find_adbd()
     port = random_port()
     log = workdir / "adbd.log"
-    env = dict(os.environ, ADBD_PORT=str(port))
+    env = dict(os.environ, ADBD_PORT=str(port), HOME=str(write_home(workdir / "adbd-home")))
     proc = subprocess.Popen(
         ns_argv(ns, [adbd]),
         env=env,
@@ -451,7 +546,32 @@ def start_adbd(ns: str, workdir: Path) -> ADBServer:
     server = ADBServer(ns=ns, host="127.0.0.1", port=port, proc=proc, log=log)
     try:
         wait_for_port(ns, port, proc=proc)
-    except RuntimeError:
+    except RuntimeError as exc:
         server.stop()
-        raise
+        raise RuntimeError(f"adbd did not start: {exc}; its log ends: {_tail(log)}") from exc
     return server
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def install_all() -> int:
+    """Install every system package the tests use (``python3 tests/netns.py install``, run by .ci/run as
+    root); says what it installed and what was there already. Exit status 1 when one cannot be had."""
+    status = 0
+    for binary, package, backports in SYSTEM_PACKAGES:
+        before = len(INSTALLED)
+        try:
+            path = ensure_system_package(binary, package, backports=backports)
+        except Unavailable as exc:
+            print(f"missing   {package}: {exc}", flush=True)
+            status = 1
+            continue
+        print(f"{'installed' if len(INSTALLED) > before else 'present  '} {package} ({path})", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["install"]:
+        sys.exit("usage: python3 tests/netns.py install")
+    sys.exit(install_all())

@@ -178,7 +178,7 @@ def test_silently_dropped_tcp_link_is_link_lost(adbd_server: ns_helpers.ADBServe
         env=dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config")),
     )
     assert proc.stdout is not None
-    assert "started" in proc.stdout.readline()
+    assert "started" in ns_helpers.read_line(proc.stdout, timeout=60, what="the adb client")
     dropped = time.monotonic()
     ns_helpers.set_loopback(adbd_server.ns, up=False)  # packets vanish: no FIN, no RST
     try:
@@ -210,7 +210,7 @@ def test_killed_adbd_is_link_lost(adbd_server: ns_helpers.ADBServer, tmp_path: P
         env=dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config")),
     )
     assert proc.stdout is not None
-    assert "started" in proc.stdout.readline()
+    assert "started" in ns_helpers.read_line(proc.stdout, timeout=60, what="the adb client")
     adbd_server.stop()  # adbd and the shell it started: the kernel closes the socket
     stdout, stderr = proc.communicate(timeout=30)
     res = json.loads(stdout.strip().splitlines()[-1])

@@ -27,7 +27,7 @@ def demo_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "demo-cache")}
     args = [sys.executable, "-m", "hwnas", "demo", "--out", str(out), "--epochs-scale", "0.03",
             "--accuracy-samples", "12", "--validate-samples", "3", "--json"]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=1500, env=env)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=800, env=env)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     return out, json.loads(proc.stdout)
 

@@ -19,6 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from netns import read_line  # noqa: E402  (tests/netns.py: a bounded readline)
+
 from benchmarks._load import DEFAULT_LOAD, Load, LoadSpec, under  # noqa: E402
 
 
@@ -129,7 +131,7 @@ def test_no_worker_outlives_its_parent(how: str, sig: signal.Signals | None) -> 
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None
-        pids = [int(p) for p in parent.stdout.readline().split()]
+        pids = [int(p) for p in read_line(parent.stdout, timeout=30, what="the load's parent").split()]
         assert len(pids) == 2 and all(_alive(p) for p in pids)
         if sig is not None:
             time.sleep(0.3)

@@ -73,7 +73,8 @@ def wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float = 30) -
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
+        line = ns_helpers.read_line(proc.stdout, timeout=max(0.0, deadline - time.monotonic()),
+                                    what=f"the client, waiting for {text!r}")
         if not line:
             raise AssertionError(f"client ended before printing {text!r}: {proc.stderr.read() if proc.stderr else ''}")
         if text in line:

@@ -155,7 +155,7 @@ def test_cli_profile_and_validate_litert(tmp_path: Path, request: pytest.Fixture
 
     def hwnas(*args: str) -> dict:
         proc = subprocess.run(
-            [sys.executable, "-m", "hwnas", *args, "--json"], capture_output=True, text=True, env=env, timeout=1800, cwd=tmp_path
+            [sys.executable, "-m", "hwnas", *args, "--json"], capture_output=True, text=True, env=env, timeout=800, cwd=tmp_path
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads(proc.stdout)  # exactly one JSON object: the converters print nothing there
