@@ -47,6 +47,24 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR-10 batch holds (dicts, lists, bytes, numbers and numpy arrays): any other
+    global a file names (``os.system``, ...) is refused instead of called."""
+
+    ALLOWED = frozenset({
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"), ("builtins", "bytearray"),
+    })
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never holds (refused)")
+        return super().find_class(module, name)
+
+
 def parse_spec(spec: str) -> tuple[str, Path | None]:
     """``(kind, path)`` of a dataset spec (``digits``, ``cifar10:PATH``, ``imagefolder:PATH``).
 
@@ -404,7 +422,7 @@ def _load_cifar10(path: Path, split: str, resolution: int) -> ImageDataset:
         file = root / n
         try:
             with open(file, "rb") as fp:
-                batch = pickle.load(fp, encoding="bytes")
+                batch = _CifarUnpickler(fp, encoding="bytes").load()
             data = batch.get(b"data", batch.get("data")) if isinstance(batch, dict) else None
             labels = batch.get(b"labels", batch.get("labels")) if isinstance(batch, dict) else None
             if data is None or labels is None:
@@ -422,7 +440,7 @@ def _load_cifar10(path: Path, split: str, resolution: int) -> ImageDataset:
     if meta.is_file():
         try:
             with open(meta, "rb") as fp:
-                names_raw = pickle.load(fp, encoding="bytes").get(b"label_names")
+                names_raw = _CifarUnpickler(fp, encoding="bytes").load().get(b"label_names")
             classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names_raw]
         except Exception:  # optional metadata; digits of the labels do as names
             log.debug("cifar10: could not read %s", meta)
