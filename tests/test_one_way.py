@@ -3,7 +3,7 @@ and the one atomic writer give what the code before it gave.
 
 ``fixtures/one_way_golden.json`` holds numbers computed by the code as it was before the redesign (commit
 aadc330): ``lut predict`` on OFA's Note10 tables for twelve seeded archs (as exact float hex), their MACs,
-parameters, entry counts, the search's gather, the learned predictor's features, an evolution search with a
+parameters, entry counts, the search's gathers, an evolution search with a
 fixed seed, and the outputs of exported ONNX models (a subnet, a LUT entry, a PaS network, a PaS deploy file).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def test_macs_params_and_search_gathers_are_unchanged(note10: dict[str, Any]) ->
     from hwnas.search.accuracy import AccuracyPredictor
     from hwnas.search.base import SearchProblem
     from hwnas.search.encoding import ArchEncoding
-    from hwnas.search.latency import LearnedLatency, LUTLatency
+    from hwnas.search.latency import LUTLatency
 
     space, arrays = note10["space"], note10["arrays"]
     assert space.macs_arrays(arrays).tolist() == GOLDEN["macs"]
@@ -68,7 +69,6 @@ def test_macs_params_and_search_gathers_are_unchanged(note10: dict[str, Any]) ->
     encoding = ArchEncoding(space)
     genes = encoding.genes(arrays)
     assert _hex(latency.predict_genes(genes, encoding)) == GOLDEN["genes"]
-    assert _hex(LearnedLatency(space=space).features_arrays(arrays).sum(axis=1)) == GOLDEN["features"]
     problem = SearchProblem(latency=latency, accuracy=AccuracyPredictor.from_ofa_checkpoint(OFA_NOTE10 / "acc_predictor.pth"))
     assert [problem.params(genes).tolist(), problem.macs(genes).tolist()] == GOLDEN["pmacs"]
 
@@ -162,3 +162,22 @@ def test_block_table_equals_a_plain_loop_over_each_arch(name: str) -> None:
         assert active[row].sum() == sum(arch.d)
     assert space.macs_arrays(arrays).tolist() == [space.macs(a) for a in archs]
     assert space.params_arrays(arrays).tolist() == [space.params(a) for a in archs]
+
+
+def test_parse_lines_is_parse_line_by_line() -> None:
+    space = get_space("compact")
+    archs = space.archs_from_arrays(space.sample_arrays(np.random.default_rng(2), 6))
+    lines = [a.to_json() for a in archs]
+    lines[1] = json.dumps({**archs[1].to_dict(), "r": [archs[1].r], "wid": None})  # OFA's own spelling
+    lines.insert(3, "  ")
+    fast = space.parse_lines(lines)
+    assert space.archs_from_arrays(fast) == archs
+    assert {k: v.tolist() for k, v in fast.items()} == {k: v.tolist() for k, v in space.arrays_from_archs(archs).items()}
+    bad = [*lines, json.dumps({**archs[0].to_dict(), "d": [True, 2, 2, 2]})]
+    with pytest.raises(ValueError) as exc:
+        space.parse(bad[-1])
+    with pytest.raises(type(exc.value), match="^" + re.escape(f"line {len(bad)}: {exc.value}")):
+        space.parse_lines(bad)
+    with pytest.raises(ValueError, match="^line 2: .*not one of"):
+        other = json.dumps({**archs[0].to_dict(), "r": 40 if archs[0].r != 40 else 32})
+        space.parse_lines([lines[0], other], resolutions=[archs[0].r])

@@ -54,72 +54,31 @@ def resolve_arch(space: Any, text: str, resolutions: Iterable[int] | None = None
     raise UsageError(f"--arch {text!r}: not JSON, not a file, and not max, min or random:SEED")
 
 
-def read_archs(space: Any, path: str | Path, resolutions: Iterable[int] | None = None) -> list[Any]:
-    """Architectures from a JSON-lines file (one arch per line; blank lines skipped), each validated.
-
-    Raises ArchError naming the file and line of the first bad one, UsageError for an unreadable file."""
-    path = Path(path)
-    rs = sorted({int(r) for r in resolutions}) if resolutions is not None else None
+def _read_text(path: Path) -> str:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read ({exc})") from exc
-    out = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append(space.parse(line, rs))
-        except ArchError as exc:
-            raise ArchError(f"{path} line {number}: {exc}") from None
-    if not out:
-        raise UsageError(f"{path}: no architectures in the file")
-    return out
 
 
 def read_archs_arrays(space: Any, path: str | Path, resolutions: Iterable[int] | None = None) -> dict[str, np.ndarray]:
-    """Architectures from a JSON-lines file straight into the space's array form (``ks, e, d, r``).
+    """Architectures from a JSON-lines file (one arch per line; blank lines skipped) in the space's array
+    form (``ks, e, d, r``), read by :meth:`SearchSpace.parse_lines`.
 
-    The fast path for many architectures: plain JSON decoding and one vectorised validation. Anything
-    unusual falls back to :func:`read_archs`, whose per-line validation gives the precise message
-    (ArchError naming the file, line and field)."""
+    Raises ArchError naming the file and line of the first bad one, UsageError for an unreadable or empty
+    file."""
     path = Path(path)
-    rs = sorted({int(r) for r in resolutions}) if resolutions is not None else None
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read ({exc})") from exc
-    ks: list[Any] = []
-    e: list[Any] = []
-    d: list[Any] = []
-    r: list[Any] = []
-    fields = {"ks", "e", "d", "r"}
-    try:
-        if "true" in text or "false" in text:
-            raise ValueError("booleans")
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            obj = json.loads(line)
-            if type(obj) is not dict or obj.keys() - {"wid"} != fields or obj.get("wid") is not None:
-                raise ValueError("not a plain arch")
-            rv = obj["r"]
-            if type(rv) is list and len(rv) == 1:
-                rv = rv[0]
-            ks.append(obj["ks"])
-            e.append(obj["e"])
-            d.append(obj["d"])
-            r.append(rv)
-        arrays = {k: np.array(v) for k, v in (("ks", ks), ("e", e), ("d", d), ("r", r))}
-        if not r or any(a.dtype.kind != "i" for a in arrays.values()):
-            raise ValueError("not integers")
-        arrays = space.check_arrays(arrays)
-        if rs is not None and not np.isin(arrays["r"], rs).all():
-            raise ValueError("resolution")
-    except (ValueError, TypeError, KeyError):  # ArchError is a ValueError
-        return space.arrays_from_archs(read_archs(space, path, resolutions))
+        arrays = space.parse_lines(_read_text(path).splitlines(), resolutions)
+    except ArchError as exc:
+        raise ArchError(f"{path} {exc}") from None
+    if not len(arrays["r"]):
+        raise UsageError(f"{path}: no architectures in the file")
     return arrays
+
+
+def read_archs(space: Any, path: str | Path, resolutions: Iterable[int] | None = None) -> list[Any]:
+    """:func:`read_archs_arrays` as a list of the space's ``Arch``."""
+    return space.archs_from_arrays(read_archs_arrays(space, path, resolutions))
