@@ -76,6 +76,8 @@ class ProfileRequest:
     batch: int = 1
     out: Path | None = None
     resume: bool = False
+    #: replace an existing LUT (and its sidecars); without it or ``resume`` an existing LUT is refused
+    force: bool = False
     plan: MeasurePlan = MeasurePlan()
     calibration_subnets: int = CALIBRATION_SUBNETS
     seed: int = 0
@@ -130,6 +132,9 @@ def profile_device(
         out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not request.resume and not os.access(out, os.W_OK):
         raise LUTError(f"{out}: cannot write the LUT: permission denied")
+    if out.exists() and not request.resume and not request.force:
+        raise LUTError(f"{out}: a LUT is already there; rerun with --resume to keep its rows and measure the rest, "
+                       "or with --force to replace it (its sidecars too)")
     started = time.perf_counter()
     builder = WorkloadBuilder(space=space, fmt=fmt, dtype=request.dtype, batch=request.batch)
     own_device = device is None
