@@ -51,6 +51,7 @@ def profile_cmd(
     batch: int = typer.Option(1, "--batch", min=1, help="Batch size of the measured models."),
     out: Path | None = typer.Option(None, "--out", help="LUT file (only with one device; default device_profiles/NAME/...)."),
     resume: bool = typer.Option(False, "--resume", help="Keep the rows already in the LUT and measure only the rest."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing LUT and its sidecars (without --resume or --force an existing LUT is refused)."),
     rounds: int = typer.Option(3, "--rounds", min=1, help="Interleaved measurement rounds per batch."),
     runs: int = typer.Option(10, "--runs", min=1, help="Timed runs per model per round."),
     profile_ops: bool = typer.Option(False, "--profile-ops", help="Also record per-operator timings (ONNX Runtime profiler)."),
@@ -62,6 +63,8 @@ def profile_cmd(
 
     if out is not None and len(devices) > 1:
         raise UsageError("--out works with one device only; with several, each LUT goes to its default place")
+    if resume and force:
+        raise UsageError("--resume keeps the LUT's rows and --force replaces them: give one of them")
     if dtype not in ("float32", "int8"):
         raise UsageError(f"--dtype: expected float32 or int8, got {dtype!r}")
     request = ProfileRequest(
@@ -73,6 +76,7 @@ def profile_cmd(
         batch=batch,
         out=out,
         resume=resume,
+        force=force,
         plan=MeasurePlan(rounds=rounds, runs=runs, profile_ops=profile_ops),
     )
     if len(devices) == 1:
