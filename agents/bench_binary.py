@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import runtimes
 from .errors import DeviceError, ProfileError
 from .parsers import BenchmarkOutputError, BenchmarkResult, parse_benchmark_model, parse_ort_perf_test
 
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BINARY_RUNTIMES = ("tflite-benchmark", "onnxruntime-perf-test")
+BINARY_RUNTIMES = runtimes.BINARY_RUNTIMES
 #: ``sh -c SCRIPT NAME ARGV...``: the one shell word, fixed; ARGV stays separate arguments.
 MERGE_STDERR = 'exec "$@" 2>&1'
 OUTPUT_TAIL_LINES = 12
@@ -181,19 +182,24 @@ def _finite(value: float | None) -> float | None:
 def op_rows(parsed: BenchmarkResult) -> list[dict[str, Any]]:
     """The op profiler's Run Order table as ``[{node, op_type, provider, ms}]`` (ms per inference).
 
-    ``provider`` is the delegate that ran the node (``XNNPACK``, ``GPU``, ...) for delegate kernels
-    (node type ``TfLite*Delegate*`` or a LiteRT name ``Delegate/...``), ``LiteRT`` for the LiteRT
-    runtime's own ``LiteRT::Run[...]`` steps, else ``CPU`` (TFLite's builtin kernels). Rows called 0
+    ``provider`` is the delegate that ran the node (``XNNPACK``, ``GPU``, ...) for delegate partitions
+    (a node type the tool named in "Replacing N out of M node(s) with delegate (KERNEL)", any node type
+    holding ``Delegate`` such as a vendor NPU's ``QnnDelegate``, or a LiteRT name ``Delegate/...``),
+    ``LiteRT`` for the LiteRT runtime's own ``LiteRT::Run[...]`` steps, else ``CPU`` (TFLite's builtin
+    kernels). With several delegates a partition is labelled by its own kernel's delegate. Rows called 0
     times per inference (``AllocateTensors`` in LiteRT's table) are initialisation, not inference,
     and are left out.
     """
+    from .parsers import delegate_label
+
     delegate = parsed.delegates[0] if len(parsed.delegates) == 1 else ("delegate" if parsed.delegates else "")
+    kernels = set(parsed.delegate_kernels)
     rows = []
     for op in parsed.ops:
         if op.times_called == 0:
             continue
-        if op.node_type.startswith("TfLite") and "Delegate" in op.node_type:
-            provider = delegate or op.node_type
+        if op.node_type in kernels or "delegate" in op.node_type.lower():
+            provider = delegate if len(parsed.delegates) == 1 else delegate_label(op.node_type)
         elif op.name.startswith("Delegate/"):
             provider = delegate or "delegate"
         elif op.node_type.startswith("LiteRT::"):
@@ -236,7 +242,8 @@ def result_from_benchmark(model_id: str, parsed: BenchmarkResult) -> dict[str, A
         "min_ms": _finite(parsed.min_ms),
         "max_ms": _finite(parsed.max_ms),
     }
-    for key in ("p5_ms", "p95_ms", "p99_ms", "first_ms", "init_ms", "warmup_mean_ms", "memory_mb"):
+    for key in ("p5_ms", "p95_ms", "p99_ms", "first_ms", "init_ms", "warmup_mean_ms", "memory_mb", "init_memory_mb",
+                "peak_memory_mb"):
         value = _finite(getattr(parsed, key))
         if value is not None:
             res[key] = value
@@ -244,9 +251,33 @@ def result_from_benchmark(model_id: str, parsed: BenchmarkResult) -> dict[str, A
     res["statistic_fallback"] = "median_ms" if res["median_ms"] is not None else "mean_ms"
     res["tool"] = parsed.tool
     res["delegates"] = list(parsed.delegates)
-    if parsed.warnings:
-        res["warnings"] = list(parsed.warnings)[:10]
+    warnings = list(parsed.warnings)[:10]
+    why = outlier_reason(res["mean_ms"], res["std_ms"], res["min_ms"], res["max_ms"])
+    res["outliers"] = why is not None
+    if why is not None:
+        # the mean of such a run says more about the interference than about the model
+        res["converged"] = False
+        note = f"{model_id}: the mean {res['mean_ms']:.4g} ms comes from a run with outliers ({why})"
+        log.warning("%s", note)
+        warnings.insert(0, note)
+    if warnings:
+        res["warnings"] = warnings
     return res
+
+
+#: A run whose max is more than this many times its min, or whose std is more than this share of its mean,
+#: had outliers: its mean is flagged (``outliers``) and warned about.
+OUTLIER_MAX_OVER_MIN = 10.0
+OUTLIER_STD_OVER_MEAN = 0.5
+
+
+def outlier_reason(mean: float | None, std: float | None, lo: float | None, hi: float | None) -> str | None:
+    """Why a benchmark program's summary shows a run with outliers, or None."""
+    if lo is not None and hi is not None and lo > 0 and hi > OUTLIER_MAX_OVER_MIN * lo:
+        return f"max {hi:.4g} ms > {OUTLIER_MAX_OVER_MIN:g}x min {lo:.4g} ms"
+    if std is not None and mean is not None and mean > 0 and std > OUTLIER_STD_OVER_MEAN * mean:
+        return f"std {std:.4g} ms > {OUTLIER_STD_OVER_MEAN:g}x mean {mean:.4g} ms"
+    return None
 
 
 class BinaryRunner:

@@ -11,8 +11,9 @@ Two tools are understood:
 
 Both return a :class:`BenchmarkResult` whose times are in milliseconds. Output that holds no
 timing, or that reports a failure (a delegate that did not apply, a model that did not load),
-raises :class:`BenchmarkOutputError` quoting the tool's error lines: a failed run is never
-turned into a latency.
+raises :class:`BenchmarkOutputError` quoting the tool's error lines and saying what is missing: a
+failed run is never turned into a latency. A ``benchmark_model`` log holding only the op-profiling
+tables still yields its per-op rows with ``parse_benchmark_model(text, need_timing=False)``.
 
 Pure functions over text; standard library only (they run on the host).
 """
@@ -31,6 +32,7 @@ __all__ = [
     "BenchmarkResult",
     "OpTiming",
     "OpTypeSummary",
+    "delegate_label",
     "parse_benchmark_model",
     "parse_ort_perf_test",
 ]
@@ -93,11 +95,16 @@ class BenchmarkResult:
     (in run order), ``op_summary`` its per-node-type summary, ``init_ops`` the separate
     initialisation-profiling table (``ModifyGraphWithDelegate``, ``AllocateTensors``).
     ``delegates`` names the delegates (TFLite) or execution providers (ORT) that ran part of
-    the graph; ``warnings`` are the tool's non-fatal complaints.
+    the graph, ``delegate_kernels`` the node types of the delegates' partitions as the tool named
+    them (``TfLiteXNNPackDelegate``, a vendor NPU's own kernel name); ``warnings`` are the tool's
+    non-fatal complaints. Memory (``benchmark_model``): ``init_memory_mb`` and ``memory_mb`` are the
+    footprint after initialisation and overall (older tools: "Peak memory footprint (MB): init=
+    overall=", newer: "Memory footprint delta from the start of the tool (MB): init= overall="),
+    ``peak_memory_mb`` the peak seen by the tool's periodic monitoring.
     """
 
     tool: str
-    mean_ms: float
+    mean_ms: float | None
     runs: int | None = None
     std_ms: float | None = None
     min_ms: float | None = None
@@ -114,6 +121,7 @@ class BenchmarkResult:
     warmup_runs: int | None = None
     memory_mb: float | None = None
     init_memory_mb: float | None = None
+    peak_memory_mb: float | None = None
     threads: int | None = None
     cpu_usage_pct: float | None = None
     inferences_per_second: float | None = None
@@ -121,12 +129,13 @@ class BenchmarkResult:
     op_summary: tuple[OpTypeSummary, ...] = ()
     init_ops: tuple[OpTiming, ...] = ()
     delegates: tuple[str, ...] = ()
+    delegate_kernels: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (tuples become lists, rows become dicts)."""
         out = asdict(self)
-        for key in ("ops", "op_summary", "init_ops", "delegates", "warnings"):
+        for key in ("ops", "op_summary", "init_ops", "delegates", "delegate_kernels", "warnings"):
             out[key] = list(out[key])
         return out
 
@@ -186,7 +195,11 @@ _SUMMARY_RE = re.compile(r"^Inference timings in us:\s*(.*)$")
 _OLD_SUMMARY_RE = re.compile(r"^Average inference timings in us:\s*(.*)$")
 _SUMMARY_ITEM_RE = re.compile(r"([A-Za-z][A-Za-z ()]*?):\s*(" + _NUM + r")")
 _INIT_SESSION_RE = re.compile(r"^Initialized session in (" + _NUM + r")\s*ms")
-_PEAK_MEM_RE = re.compile(r"^Peak memory footprint \(MB\):\s*init=(" + _NUM + r")\s+overall=(" + _NUM + r")")
+_PEAK_MEM_RE = re.compile(
+    r"^(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\):\s*init=(" + _NUM
+    + r")\s+overall=(" + _NUM + r")"
+)
+_PERIODIC_PEAK_RE = re.compile(r"^Overall peak memory footprint \(MB\) via periodic monitoring:\s*(" + _NUM + r")")
 _LITERT_ITEM_RE = re.compile(
     r"^(Model initialization|Warmup \(first\)|Warmup \(avg\)|Inference \(avg\)|Inference \(min\)"
     r"|Inference \(max\)|Inference \(std\)|Init footprint|Overall footprint|Peak memory usage)"
@@ -196,7 +209,7 @@ _NUM_THREADS_RE = re.compile(r"^(?:Num threads|#threads used for CPU inference):
 _TABLE_TITLE_RE = re.compile(r"^=+ (Run Order|Top by Computation Time|Summary by node type) =+$")
 _APPLIED_RE = re.compile(r"^(?:Explicitly )?[Aa]pplied (\w+) delegate")
 _REPLACING_RE = re.compile(r"Replacing (\d+) out of \d+ node\(s\) with delegate \((\w+)\) node")
-_DELEGATE_TYPE_RE = re.compile(r"^TfLite\w*Delegate\w*$")
+_DELEGATE_TYPE_RE = re.compile(r"^\w*Delegate\w*$", re.IGNORECASE)
 
 _DELEGATE_NAMES = (
     ("xnnpack", "XNNPACK"),
@@ -214,6 +227,17 @@ def _delegate_name(raw: str) -> str:
         if needle in low:
             return name
     return raw
+
+
+def delegate_label(kernel: str) -> str:
+    """The delegate a partition's node type belongs to: ``XNNPACK``, ``GPU``, ``NNAPI``, ... for the known
+    ones, else the kernel name itself with a trailing ``Delegate`` and a leading ``TfLite`` dropped
+    (``QnnDelegate`` -> ``Qnn``; a vendor's name stays recognisable, never ``CPU``)."""
+    name = _delegate_name(kernel)
+    if name != kernel:
+        return name
+    short = re.sub(r"(?i)^tflite|delegate\w*$", "", kernel).strip("_") or kernel
+    return short
 
 
 def _stats(rest: str, count: str) -> dict[str, float]:
@@ -334,13 +358,17 @@ def _parse_tables(lines: list[str]) -> tuple[_Tables, _Tables]:
     return init, regular
 
 
-def parse_benchmark_model(text: str) -> BenchmarkResult:
+def parse_benchmark_model(text: str, *, need_timing: bool = True) -> BenchmarkResult:
     """Parse the console output of TFLite/LiteRT ``benchmark_model`` into milliseconds.
+
+    With ``need_timing=False`` a log holding only the op-profiling tables (no ``count=`` line, no
+    summary) gives its per-op rows with ``mean_ms`` None instead of an error.
 
     Raises:
         BenchmarkOutputError: the output reports a failure (``Benchmarking failed``, a delegate
             that failed to apply or prepare, a model that failed to load), or holds no timing of
-            the regular runs (empty or truncated output).
+            the regular runs (empty or truncated output; with ``need_timing``): the message says
+            what is missing and what was found.
     """
     tool = "benchmark_model"
     raw_lines = text.splitlines()
@@ -356,6 +384,8 @@ def parse_benchmark_model(text: str) -> BenchmarkResult:
     delegates: list[str] = []
     init_session_ms: float | None = None
     memory: tuple[float, float] | None = None
+    periodic_peak: float | None = None
+    kernels: list[str] = []
     threads: int | None = None
 
     for line in lines:
@@ -384,12 +414,15 @@ def parse_benchmark_model(text: str) -> BenchmarkResult:
             init_session_ms = _num(m.group(1))
         elif m := _PEAK_MEM_RE.match(stripped):
             memory = (_num(m.group(1)), _num(m.group(2)))
+        elif m := _PERIODIC_PEAK_RE.match(stripped):
+            periodic_peak = _num(m.group(1))
         elif m := _NUM_THREADS_RE.match(stripped):
             threads = threads if threads is not None else int(m.group(1))
         elif (m := _APPLIED_RE.match(stripped)) and not stripped.startswith("Though"):
-            delegates.append(_delegate_name(m.group(1)))
+            delegates.append(delegate_label(m.group(1)))
         if (m := _REPLACING_RE.search(stripped)) and int(m.group(1)) > 0:
-            delegates.append(_delegate_name(m.group(2)))
+            delegates.append(delegate_label(m.group(2)))
+            kernels.append(m.group(2))
 
     if fatal:
         raise _fail(tool, "the benchmark failed", errors, text)
@@ -410,8 +443,18 @@ def parse_benchmark_model(text: str) -> BenchmarkResult:
         mean_us = old_summary["no stats"]
     elif "Inference (avg)" in litert:
         mean_us = litert["Inference (avg)"][0] * _US_PER_MS
-    if mean_us is None:
-        what = "no timing of the regular runs in the output (empty, truncated, or not benchmark_model)"
+    init_tables, regular_tables = _parse_tables(lines)
+    ops = regular_tables.run_order or regular_tables.top
+    if mean_us is None and (need_timing or not (ops or regular_tables.summary)):
+        missing = ("no timing of the regular runs: no 'count=... avg=...' line of the regular runs and no "
+                   "'Inference timings in us:' summary")
+        if ops or regular_tables.summary:
+            what = (f"{missing}; the output holds only the op-profiling tables ({len(ops)} op rows, "
+                    f"{len(regular_tables.summary)} node types)")
+        elif stats_blocks:
+            what = f"{missing} (only the warm-up's count= line: the output stops before the regular runs)"
+        else:
+            what = f"{missing} in the output (empty, truncated, or not benchmark_model)"
         raise _fail(tool, what, errors, text)
 
     def ms(value: float | None) -> float | None:
@@ -460,15 +503,14 @@ def parse_benchmark_model(text: str) -> BenchmarkResult:
         init_memory_mb = litert_ms("Init footprint")
         memory_mb = litert_ms("Peak memory usage") or litert_ms("Overall footprint")
 
-    init_tables, regular_tables = _parse_tables(lines)
-    ops = regular_tables.run_order or regular_tables.top
     for op in ops:
-        if _DELEGATE_TYPE_RE.match(op.node_type):
-            delegates.append(_delegate_name(op.node_type))
+        if _DELEGATE_TYPE_RE.match(op.node_type) or op.node_type in kernels:
+            delegates.append(delegate_label(op.node_type))
+            kernels.append(op.node_type)
 
     return BenchmarkResult(
         tool=tool,
-        mean_ms=mean_us / _US_PER_MS,
+        mean_ms=None if mean_us is None else mean_us / _US_PER_MS,
         runs=runs,
         std_ms=std_ms,
         min_ms=min_ms,
@@ -482,11 +524,13 @@ def parse_benchmark_model(text: str) -> BenchmarkResult:
         warmup_runs=warmup_runs,
         memory_mb=memory_mb,
         init_memory_mb=init_memory_mb,
+        peak_memory_mb=periodic_peak,
         threads=threads,
         ops=tuple(ops),
         op_summary=tuple(regular_tables.summary),
         init_ops=tuple(init_tables.run_order or init_tables.top),
         delegates=_dedupe(delegates),
+        delegate_kernels=_dedupe(kernels),
         warnings=_dedupe(warnings + errors),
     )
 

@@ -430,3 +430,109 @@ def test_ort_spacemit_average_cost_total_wording() -> None:
 def test_ort_errors(text: str, match: str) -> None:
     with pytest.raises(BenchmarkOutputError, match=match):
         parse_ort_perf_test(text)
+
+
+# --------------------------------------------------------------------------- newer outputs, partial logs
+
+POCO_CPU = "tflite_benchmark_android_pocox3_cpu_2t_op_profiling.txt"
+POCO_GPU = "tflite_benchmark_android_pocox3_gpu_delegate_op_profiling.txt"
+
+
+def test_newer_memory_lines() -> None:
+    """TF >= 2.13's benchmark_model prints the footprint delta and a periodically monitored peak instead of
+    "Peak memory footprint (MB): init= overall=" (the lines below are the tool's wording, values from a
+    capture)."""
+    text = fixture(POCO_CPU).replace(
+        "Peak memory footprint (MB): init=2.58594 overall=15.7461",
+        "INFO: Memory footprint delta from the start of the tool (MB): init=2.43359 overall=8.67578\n"
+        "INFO: Overall peak memory footprint (MB) via periodic monitoring: 13.1797\n"
+        "INFO: Memory status at the end of exeution:\n"
+        "INFO: - VmRSS              : 13 MB\n"
+        "INFO: + RssAnnon           : 7 MB\n"
+        "INFO: + RssFile + RssShmem : 6 MB",
+    )
+    r = parse_benchmark_model(text)
+    assert r.init_memory_mb == pytest.approx(2.43359)
+    assert r.memory_mb == pytest.approx(8.67578)
+    assert r.peak_memory_mb == pytest.approx(13.1797)
+    assert r.mean_ms == pytest.approx(17.138)  # the timings are untouched
+    old = tflite(POCO_CPU)
+    assert (old.init_memory_mb, old.memory_mb, old.peak_memory_mb) == (pytest.approx(2.58594), pytest.approx(15.7461), None)
+
+
+def test_vendor_delegate_partition_is_labelled_with_its_delegate() -> None:
+    """A vendor NPU delegate whose kernel is not named TfLite*: the GPU capture with its partition's node
+    type renamed as such a delegate names it, and the tool's own "Replacing ... with delegate" line."""
+    from hwnas.agents.bench_binary import op_rows
+
+    text = fixture(POCO_GPU).replace("TfLiteGpuDelegateV2", "QnnDelegate").replace(
+        "Applied GPU delegate, and the model graph will be completely executed w/ the delegate.",
+        "Replacing 58 out of 58 node(s) with delegate (QnnDelegate) node, yielding 1 partitions for the whole graph.",
+    )
+    r = parse_benchmark_model(text)
+    assert r.delegates == ("Qnn",)
+    assert r.delegate_kernels == ("QnnDelegate",)
+    rows = op_rows(r)
+    assert [(row["op_type"], row["provider"]) for row in rows] == [("QnnDelegate", "Qnn")]
+    # the same partition under a kernel name without "Delegate" in it: the Replacing line still names it
+    text2 = text.replace("QnnDelegate", "NeuronPartition")
+    r2 = parse_benchmark_model(text2)
+    assert [row["provider"] for row in op_rows(r2)] == ["NeuronPartition"]
+    # CPU kernels stay CPU
+    assert {row["provider"] for row in op_rows(tflite(POCO_CPU))} == {"CPU"}
+
+
+def _op_tables_only(text: str) -> str:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Operator-wise Profiling Info for Regular"))
+    return "\n".join(lines[start:]) + "\n"
+
+
+def test_log_with_only_op_tables_yields_rows_and_says_what_is_missing() -> None:
+    full = tflite(POCO_CPU)
+    only = _op_tables_only(fixture(POCO_CPU))
+    with pytest.raises(BenchmarkOutputError, match=r"no 'count=\.\.\. avg=\.\.\.' line.*holds only the op-profiling tables \(\d+ op rows"):
+        parse_benchmark_model(only)
+    r = parse_benchmark_model(only, need_timing=False)
+    assert r.mean_ms is None and r.runs is None
+    assert r.ops == full.ops and len(r.ops) > 10
+    assert r.op_summary == full.op_summary
+    with pytest.raises(BenchmarkOutputError, match="empty, truncated"):
+        parse_benchmark_model("STARTING!\nNum threads: [1]\n", need_timing=False)
+
+
+def test_ort_perf_test_result_without_std_fills_every_lut_statistic() -> None:
+    """onnxruntime_perf_test prints no standard deviation: its result carries the runtime's statistics."""
+    from hwnas.agents.bench_binary import result_from_benchmark
+    from hwnas.agents.runtimes import get_runtime
+
+    res = result_from_benchmark("m", parse_ort_perf_test(fixture("ort_perf_test_android_pixel6_cpu_1t_resnet18.txt")))
+    assert res["std_ms"] is None and res["outliers"] is False
+    rt = get_runtime("onnxruntime-perf-test")
+    stats = {k: float(res[k]) for k in rt.stat_keys}  # what the profiler writes into a LUT row
+    assert stats["mean_ms"] == pytest.approx(19.918) and "std_ms" not in stats
+
+
+@pytest.mark.parametrize(
+    ("tool", "name", "old", "new", "why"),
+    [
+        ("ort", "ort_perf_test_android_pixel6_cpu_1t_resnet18.txt", "Max Latency: 0.0202704 s",
+         "Max Latency: 0.2202704 s", "max 220.3 ms > 10x min 19.78 ms"),
+        ("tflite", POCO_CPU, "count=58 first=17231 curr=17201 min=16993 max=17256 avg=17138 std=58",
+         "count=58 first=17231 curr=17201 min=16993 max=97256 avg=21138 std=11058", "std 11.06 ms > 0.5x mean 21.14 ms"),
+    ],
+    ids=["ort-max-over-min", "tflite-std-over-mean"],
+)
+def test_mean_from_a_run_with_outliers_is_flagged(tool: str, name: str, old: str, new: str, why: str,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from hwnas.agents.bench_binary import result_from_benchmark
+
+    text = fixture(name)
+    assert old in text
+    parse = parse_ort_perf_test if tool == "ort" else parse_benchmark_model
+    clean = result_from_benchmark("m", parse(text))
+    assert clean["outliers"] is False
+    with caplog.at_level("WARNING"):
+        res = result_from_benchmark("m", parse(text.replace(old, new)))
+    assert res["outliers"] is True and res["converged"] is False
+    assert why in res["warnings"][0] and why in caplog.text
