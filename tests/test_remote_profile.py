@@ -369,7 +369,7 @@ def test_several_devices_concurrently(sshd_server: ns_helpers.SSHServer, cli: CL
     # sshdev's link broken: local still completes, the exit code says one device failed
     sshd_server.kill_all()
     luts["local"].unlink()
-    res = cli.run("profile", "sshdev", "local", *SMALL, "--json")
+    res = cli.run("profile", "sshdev", "local", *SMALL, "--force", "--json")  # sshdev's LUT is there: replace it
     assert res.returncode == 1, res.stderr[-3000:]
     by_name = {d["device"]: d for d in json.loads(res.stdout)["devices"]}
     assert by_name["local"]["ok"] is True and by_name["local"]["entries"] == ENTRIES

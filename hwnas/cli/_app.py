@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,6 +36,27 @@ app = typer.Typer(
 )
 
 stderr = Console(stderr=True)
+
+# C0/C1 control characters (tab and newline kept), DEL, and the bidirectional overrides that reorder what a
+# terminal shows: what a device, a profile or a file says must never move the cursor, retitle or recolour.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain(text: Any) -> str:
+    """``text`` as a string without control characters, for a terminal."""
+    return _CONTROL.sub("", str(text))
+
+
+def shown(text: Any) -> str:
+    """``text`` for a Rich markup string or table cell: control characters stripped, markup (``[/bold]``) escaped."""
+    return escape(plain(text))
+
+
+class _PlainFormatter(logging.Formatter):
+    """Log lines on stderr carry device output: strip its control characters (newlines kept)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return plain(super().format(record))
 
 
 @app.callback()
@@ -120,7 +143,7 @@ def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]]
             value = json.dumps(_jsonable(value))
             if len(value) > 200:
                 value = value[:197] + "..."
-        out.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+        out.print(f"[bold]{shown(key)}[/bold]: {shown(value)}", highlight=False)
 
 
 @contextmanager
@@ -166,7 +189,7 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().replace("\n", " | ") or type(exc).__name__
+    text = plain(str(exc).strip().replace("\n", " | ")) or type(exc).__name__
     if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
         text = f"{exc.filename}: {text}"
     known = getattr(type(exc), "exit_code", None) is not None or isinstance(exc, OSError)
@@ -194,6 +217,8 @@ def _main(args: list[str]) -> None:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_PlainFormatter(handler.formatter._fmt if handler.formatter else None))  # noqa: SLF001
     from hwnas.cli import _commands  # noqa: F401  (registers the commands)
 
     try:

@@ -1,4 +1,8 @@
-"""`hwnas devices` (configured profiles and attached ADB devices) and `hwnas probe DEVICE`."""
+"""`hwnas devices` (configured profiles and attached ADB devices) and `hwnas probe DEVICE`.
+
+Every string a device or a profile supplies goes through :func:`~hwnas.cli._app.shown` (control characters
+stripped, Rich markup escaped) before it reaches the terminal.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from hwnas.cli._app import JsonOption, app, emit
+from hwnas.cli._app import JsonOption, app, emit, shown
 
 
 @app.command("devices")
@@ -41,14 +44,14 @@ def _show_devices(result: dict[str, Any]) -> None:
             note = f"adb: {dev.get('state')} {dev.get('model') or ''}; no profile names it".strip()
         elif dev.get("adb_state"):
             note = f"adb: {dev['adb_state']}" + (f"; {note}" if note else "")
-        table.add_row(escape(dev["name"]), dev["transport"], escape(dev["address"]), reachable, escape(note))
+        table.add_row(shown(dev["name"]), shown(dev["transport"]), shown(dev["address"]), reachable, shown(note))
     out.print(table)
     server = result["adb_server"]
     if server["running"]:
-        out.print(f"adb server at {server['address']}: running", highlight=False)
+        out.print(f"adb server at {shown(server['address'])}: running", highlight=False)
     elif server.get("adb"):
         out.print(
-            f"adb server at {server['address']}: not running (start it with `adb start-server` to list USB phones)",
+            f"adb server at {shown(server['address'])}: not running (start it with `adb start-server` to list USB phones)",
             highlight=False,
         )
 
@@ -77,39 +80,39 @@ def _cpus(cpus: list[int]) -> str:
 
 def _show_probe(result: dict[str, Any]) -> None:
     table = Table(
-        title=escape(f"probe {result['device']} ({result['address']})"),
+        title=shown(f"probe {result['device']} ({result['address']})"),
         title_justify="left",
         show_header=False,
     )
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for key in ("model", "manufacturer", "soc", "abi", "os", "cores"):
-        table.add_row(key, "-" if result.get(key) is None else escape(str(result[key])))
+        table.add_row(key, "-" if result.get(key) is None else shown(result[key]))
     if result.get("core_types"):
-        table.add_row("core types", ", ".join(result["core_types"]))
+        table.add_row("core types", shown(", ".join(map(str, result["core_types"]))))
     clusters = [
         f"cpu {_cpus(c['cpus'])}: max {c['max_mhz']:g} MHz, {'/'.join(c['governors']) or '?'} (mask {c['mask']})"
         if c.get("max_mhz") is not None
         else f"cpu {_cpus(c['cpus'])}: max unknown"
         for c in result.get("clusters") or []
     ]
-    table.add_row("clusters", "\n".join(clusters) or "-")
+    table.add_row("clusters", "\n".join(shown(c) for c in clusters) or "-")
     temps = result.get("temperatures_c") or {}
-    table.add_row("temperatures", escape(", ".join(f"{k} {v:.1f} °C" for k, v in temps.items())) or "-")
+    table.add_row("temperatures", shown(", ".join(f"{k} {v:.1f} °C" for k, v in temps.items())) or "-")
     runtimes = [
         f"{name} {info.get('version') or ''} ({info.get('module') or info.get('path')})".replace("  ", " ")
         for name, info in (result.get("runtimes") or {}).items()
     ]
-    table.add_row("runtimes", escape("\n".join(runtimes)) or "-")
+    table.add_row("runtimes", "\n".join(shown(r) for r in runtimes) or "-")
     if result.get("battery"):
         b = result["battery"]
         table.add_row(
-            "battery", f"{b.get('level')}/{b.get('scale')}, {b.get('status')}, {b.get('temperature_c')} °C"
+            "battery", shown(f"{b.get('level')}/{b.get('scale')}, {b.get('status')}, {b.get('temperature_c')} °C")
         )
     if result.get("throttled"):
         t = result["throttled"]
-        table.add_row("throttled", f"{t['raw']} {', '.join(t['flags']) or 'none'}")
+        table.add_row("throttled", shown(f"{t['raw']} {', '.join(map(str, t['flags'])) or 'none'}"))
     if result.get("power_mode"):
-        table.add_row("power mode", f"{result['power_mode']['name']} ({result['power_mode']['mode_id']})")
-    table.add_row("missing", ", ".join(result.get("missing") or []) or "-")
+        table.add_row("power mode", shown(f"{result['power_mode']['name']} ({result['power_mode']['mode_id']})"))
+    table.add_row("missing", shown(", ".join(map(str, result.get("missing") or []))) or "-")
     Console().print(table, highlight=False)
