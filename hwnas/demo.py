@@ -48,11 +48,12 @@ def _commands(out: Path, lut: str, budgets: list[float]) -> list[str]:
 
 
 def check_out_folder(out: Path, *, force: bool) -> None:
-    """Refuse a folder that holds something other than an earlier demo's output (unless ``force``)."""
-    if not is_demo_folder(Path(out)) and not force:
+    """Refuse a folder that holds something other than an earlier demo's output, ``force`` or not: the demo
+    only ever removes a folder that holds its own marker (``state.json`` of a demo)."""
+    if not is_demo_folder(Path(out)):
         raise DemoFolderError(
-            f"{out}: the folder holds files that are not an earlier demo's output; "
-            "pick another --out or pass --force to replace it"
+            f"{out}: the folder holds files that are not an earlier demo's output (--force replaces only "
+            "that, never anything else); pick another --out"
         )
 
 
@@ -69,7 +70,7 @@ def run_demo(
     """Run (or resume) the demo into ``out``; returns ``{"report": folder, ...}``."""
     out = Path(out)
     check_out_folder(out, force=force)
-    if not is_demo_folder(out):
+    if force and out.is_dir() and is_demo_folder(out):  # checked again right before: only the demo's own output
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -14,7 +14,7 @@ from hwnas.cli._app import JsonOption, app, emit, stderr
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo-output"), "--out", help="Output folder (an earlier demo's output is resumed)."),
-    force: bool = typer.Option(False, "--force", help="Replace a folder that holds something else."),
+    force: bool = typer.Option(False, "--force", help="Start afresh: replace an earlier demo's output in --out (a folder holding anything else is never removed)."),
     validate_samples: int = typer.Option(20, "--validate-samples", min=1, help="Random subnets to validate the LUT with."),
     accuracy_samples: int = typer.Option(100, "--accuracy-samples", min=10, help="Subnets evaluated to fit the accuracy predictor."),
     epochs_scale: float = typer.Option(1.0, "--epochs-scale", min=0.001, help="Scale the supernet schedule (1 = default)."),
