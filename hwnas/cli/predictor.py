@@ -99,38 +99,98 @@ def accuracy_cmd(
 @predictor_app.command("latency")
 def latency_cmd(
     space: str = typer.Option(..., "--space", help="Search space of the measured architectures."),
-    data: Path = typer.Option(..., "--data", help="CSV with columns arch (JSON) and latency_ms (end-to-end measurements)."),
-    out: Path = typer.Option(..., "--out", help="Predictor file to write (JSON)."),
-    reference_lut: Path | None = typer.Option(None, "--reference-lut", help="A LUT whose prediction is one more feature (calibration / transfer)."),
-    granularity: str = typer.Option("stage", "--granularity", help="Features per 'stage' or 'total'."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seeds the held-out split."),
+    data: Path | None = typer.Option(None, "--data", help="CSV with columns arch (JSON) and latency_ms (end-to-end measurements of the target device)."),
+    prior: list[Path] = typer.Option([], "--prior", help="Another device's LUT, measurements CSV or saved latency predictor to adapt from (repeatable)."),
+    suggest: int | None = typer.Option(None, "--suggest", min=1, help="Instead of fitting: write the N subnets worth measuring (JSON lines) to --out."),
+    out: Path = typer.Option(..., "--out", help="Predictor file to write (JSON); with --suggest, the archs (JSON lines)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seeds the cross-validation folds (and --suggest's pool)."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Fit a learned latency predictor on whole-model measurements; reports Spearman, within +-10% and MAPE
-    on a held-out 20%."""
-    from hwnas.search.latency import LearnedLatency, LUTLatency
+    """Fit a learned latency predictor on a few end-to-end measurements of a device (the model chosen by
+    cross-validation, optionally adapted from other devices with --prior), or with --suggest pick the
+    subnets worth measuring first.
 
-    archs, ms = _read_pairs(data, "latency_ms")
-    reference = LUTLatency.from_file(reference_lut, space=space) if reference_lut is not None else None
-    try:
-        model = LearnedLatency(space=space, reference=reference, granularity=granularity, seed=seed)
-        model.fit(archs, ms)
-    except ValueError as exc:
-        if getattr(type(exc), "exit_code", None) is None:
-            raise UsageError(str(exc)) from None
-        raise
+    Example: hwnas predictor latency --space ofa-mbv3-w1.0 --suggest 30 --out archs.jsonl;
+    hwnas predictor measure board --archs archs.jsonl --out board.csv;
+    hwnas predictor latency --space ofa-mbv3-w1.0 --data board.csv --prior device_profiles/local/lut.csv --out board.json"""
+    from hwnas.search.fewshot import load_prior, read_measurements, suggest_archs
+    from hwnas.search.latency import LearnedLatency
+    from hwnas.supernet import get_space
+
+    sp = get_space(space)
+    priors = [load_prior(p, sp) for p in prior]
+    start = time.perf_counter()
+    if suggest is not None:
+        if data is not None:
+            raise UsageError("give either --data (to fit) or --suggest N (to pick subnets to measure), not both")
+        rs = sorted(set(sp.lut_resolutions).intersection(*[p.resolutions for p in priors])) or None
+        archs = suggest_archs(sp, suggest, resolutions=rs, seed=seed)
+        from hwnas.profiler.lut import atomic_write_text
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, "".join(a.to_json() + "\n" for a in archs))
+        emit({"archs": [a.to_dict() for a in archs], "file": str(out),
+              "seconds": round(time.perf_counter() - start, 3)}, as_json,
+             None if as_json else (lambda r: typer.echo(f"{len(r['archs'])} archs to measure: {r['file']}")))
+        return 0
+    if data is None:
+        raise UsageError("give --data FILE.csv (measurements to fit) or --suggest N")
+    model = LearnedLatency(space=sp, priors=priors, seed=seed)
+    archs, ms = read_measurements(data, sp, model.resolutions)
+    model.fit(archs, ms)
     model.save(out)
     emit(
         {
             "samples": model.samples_,
-            "model": "ridge",
+            "model": model.model_,
+            "cv_log_error": model.cv_,
             "spearman": model.spearman_,
             "within_10pct": model.within_10pct_,
             "mape": model.mape_,
+            "interval": {"level": model.level, "halfwidth_pct": round(100 * math.expm1(model.interval_), 2)},
+            "priors": [p.source for p in priors],
             "file": str(out),
+            "seconds": round(time.perf_counter() - start, 3),
         },
         as_json,
     )
+    return 0
+
+
+@predictor_app.command("measure")
+def measure_cmd(
+    device: str = typer.Argument(..., metavar="DEVICE", help="Device profile name or path."),
+    archs: Path = typer.Option(..., "--archs", help="Architectures to measure, one JSON arch per line (e.g. from --suggest)."),
+    space: str = typer.Option(..., "--space", help="Search space of the architectures."),
+    out: Path = typer.Option(..., "--out", help="CSV to write (columns arch, latency_ms): what `predictor latency --data` reads."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | int8 (int8: runtime litert)."),
+    batch: int = typer.Option(1, "--batch", min=1),
+    as_json: bool = JsonOption,
+) -> int:
+    """Measure subnets end to end on a device (the profiler's measurement, as `lut validate` does) and write
+    the CSV a learned latency predictor is fitted on."""
+    from hwnas.agents.device import Device
+    from hwnas.agents.profiles import load_profile
+    from hwnas.cli._args import read_archs
+    from hwnas.profiler.lut import atomic_write_text, csv_line
+    from hwnas.profiler.validate import measure_subnets
+    from hwnas.supernet import get_space
+
+    sp = get_space(space)
+    profile = load_profile(device)
+    todo = read_archs(sp, archs)
+    start = time.perf_counter()
+    with Device(profile) as dev, progress_bar("measuring subnets", 2 * len(todo)) as bar:
+        dev.acquire()
+        m = measure_subnets(dev, todo, space_name=sp.name, runtime=profile.runtime, threads=profile.threads,
+                            dtype=dtype, batch=batch, on_progress=bar)
+    ms = [float(v) for v in m["raw_ms"]]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, csv_line(["arch", "latency_ms"])
+                      + "".join(csv_line([a.to_json(), f"{v:.6g}"]) for a, v in zip(todo, ms, strict=True)))
+    emit({"device": profile.name, "samples": len(ms), "latency_ms": ms, "file": str(out),
+          "seconds": round(time.perf_counter() - start, 3)}, as_json,
+         None if as_json else (lambda r: typer.echo(f"{r['samples']} subnets measured on {r['device']}: {r['file']}")))
     return 0
 
 
@@ -148,21 +208,25 @@ def predict_cmd(
     archs: Path = typer.Option(..., "--archs", help="Architectures, one JSON arch per line."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Predict with a saved accuracy predictor (top-1, 0-1) or latency predictor (ms)."""
+    """Predict with a saved accuracy predictor (top-1, 0-1) or latency predictor (ms, with an interval per
+    prediction)."""
     from hwnas.cli._args import read_archs
     from hwnas.search.accuracy import AccuracyPredictor
     from hwnas.search.latency import LearnedLatency
 
     kind = _kind_of(file)
+    result: dict[str, Any] = {"kind": kind}
     if kind == "latency":
         model: Any = LearnedLatency.load(file)
         space = model.space
-        values = model.predict(read_archs(space, archs, model.resolutions))
+        values, intervals = model.predict_interval(read_archs(space, archs, model.resolutions))
+        result["intervals"] = intervals.tolist()
+        result["interval_level"] = model.level
     else:
         model = AccuracyPredictor.load(file)
         space = model.encoding_.space
         values = model.predict(read_archs(space, archs))
-    out = [None if not math.isfinite(v) else float(v) for v in values.tolist()]
-    emit({"kind": kind, "space": space.name, "values": out}, as_json,
-         None if as_json else (lambda r: typer.echo(json.dumps(r["values"]))))
+    result["space"] = space.name
+    result["values"] = [None if not math.isfinite(v) else float(v) for v in values.tolist()]
+    emit(result, as_json, None if as_json else (lambda r: typer.echo(json.dumps(r["values"]))))
     return 0
