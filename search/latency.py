@@ -2,14 +2,10 @@
 
 - :class:`LUTLatency`: the sum of a subnet's LUT entries (the profiler's :class:`~hwnas.profiler.predict.
   LUTPredictor`), for a device with a LUT.
-- :class:`LearnedLatency`: a regressor fitted on a few tens of whole-model measurements, for a device
-  without a LUT or to calibrate a LUT against end-to-end numbers. Its features follow the structure of the
-  network: for every stage (and for the fixed stem + head) the sums of pointwise and depthwise MACs,
-  activation traffic, weights and the layer count, the input resolution, and optionally the prediction of a
-  reference device's LUT. Latency is additive over layers and each of these costs adds time, so the model is
-  linear in them (ridge regression on standardised features, the penalty chosen by leave-one-out, on the
-  latency in ms); with few samples this extrapolates far better than trees (see ``benchmarks/`` and
-  ``tests/test_predictors.py``). It is saved as JSON (feature names, scaler and coefficients), not a pickle.
+- :class:`LearnedLatency`: latency learned from a few tens of whole-model measurements of a device without
+  a LUT (or to adapt other devices' LUTs and measurements to it): the model is chosen by cross-validation
+  among those of :mod:`~hwnas.search.fewshot` on the space's structure features, each prediction comes
+  with a conformal interval, and it is saved as JSON (samples, priors, the choice), not a pickle.
 
 Every predictor answers :meth:`LatencyPredictor.predict_arrays` (the array form) and, for the search's hot
 path, :meth:`LatencyPredictor.predict_genes` (index form, no re-validation).
@@ -45,7 +41,7 @@ __all__ = [
 ]
 
 LATENCY_FORMAT = "hwnas-latency-predictor"
-LATENCY_VERSION = 1
+LATENCY_VERSION = 2
 
 
 class LatencyPredictor(ABC):
@@ -185,193 +181,185 @@ def _check_param(name: str, value: Any, ok: bool, what: str) -> None:
 
 
 class LearnedLatency(LatencyPredictor):
-    """Latency learned from end-to-end measurements (see the module docstring).
+    """Latency learned from a few end-to-end measurements of a device, with an interval per prediction.
+
+    :meth:`fit` tries every model of :data:`~hwnas.search.fewshot.MODELS` the samples allow (additive
+    non-negative costs, ridge and gradient boosting in log space, a MACs baseline, and with ``priors`` the
+    other devices' latencies scaled per operator group plus a residual), keeps the one with the smallest
+    cross-validated log error, and takes the interval from that model's out-of-fold errors (split
+    conformal). Saved as JSON: the samples, the priors and the choice; loading refits the chosen model.
 
     Parameters
     ----------
     space:
         The space (name or object).
-    reference:
-        Optional :class:`LUTLatency` of a reference device whose prediction is one more feature (a LUT of
-        the same device calibrates it; another device's transfers its shape).
-    granularity:
-        ``"stage"`` (features per stage, default) or ``"total"`` (summed over the network).
-    alphas:
-        Ridge penalties tried (leave-one-out picks one), on standardised features.
-    val_fraction:
-        Share of the measurements held out in :meth:`fit` to report Spearman, within-10% and MAPE.
+    priors:
+        :class:`~hwnas.search.fewshot.Prior` objects (other devices' LUTs, measurements or predictors; see
+        :func:`~hwnas.search.fewshot.load_prior`) the target is adapted from.
+    models:
+        The candidate models (default: all of them).
+    level:
+        Coverage the intervals aim at.
     seed:
-        Seeds the hold-out split.
+        Seeds the folds and gradient boosting.
     """
 
     def __init__(
         self,
         *,
         space: Any,
-        reference: LUTLatency | None = None,
-        granularity: str = "stage",
-        alphas: Sequence[float] = tuple(10.0 ** np.arange(-4, 4.5, 0.5)),
-        val_fraction: float = 0.2,
+        priors: Sequence[Any] = (),
+        models: Sequence[str] | None = None,
+        level: float = 0.9,
         seed: int = 0,
     ) -> None:
         self.space_arg = space
         self.space = get_space(space)
-        self.reference = reference
-        self.granularity = granularity
-        self.alphas = alphas
-        self.val_fraction = val_fraction
+        self.priors = tuple(priors)
+        self.models = models
+        self.level = level
         self.seed = seed
-        self.resolutions = self.space.resolutions if reference is None else tuple(reference.resolutions)
-        self._table: _FeatureTable | None = None
+        rs = set(self.space.resolutions)
+        for p in self.priors:
+            rs &= set(p.resolutions)
+        self.resolutions = tuple(sorted(rs))
 
     def _validate_params(self) -> None:
-        _check_param("granularity", self.granularity, self.granularity in ("stage", "total"),
-                     "a str among {'stage', 'total'}")
-        alphas = list(self.alphas)
-        _check_param("alphas", self.alphas, bool(alphas) and all(
-            isinstance(a, int | float) and math.isfinite(a) and a > 0 for a in alphas), "a list of floats > 0")
-        _check_param("val_fraction", self.val_fraction,
-                     isinstance(self.val_fraction, int | float) and 0 <= self.val_fraction <= 0.9,
-                     "a float in [0, 0.9]")
+        from .fewshot import MODELS
+
+        _check_param("models", self.models, self.models is None or (
+            len(self.models) > 0 and all(m in MODELS for m in self.models)), f"None or a list among {list(MODELS)}")
+        _check_param("level", self.level, isinstance(self.level, int | float) and 0 < self.level < 1,
+                     "a float in (0, 1)")
         _check_param("seed", self.seed, isinstance(self.seed, int) and not isinstance(self.seed, bool)
                      and self.seed >= 0, "an int in [0, inf)")
-        if self.reference is not None and self.reference.space.name != self.space.name:
-            raise PredictorError(
-                f"reference LUT is for space {self.reference.space.name}, not {self.space.name}"
-            )
+        for p in self.priors:
+            if p.space != self.space.name:
+                raise PredictorError(f"prior {p.source} is for space {p.space}, not {self.space.name}")
+        if not self.resolutions:
+            raise PredictorError("the priors share no resolution with each other and the space")
 
     # ---- features
 
     @property
     def feature_names(self) -> list[str]:
-        names: list[str] = []
-        groups = [f"stage{s}" for s in range(self.space.n_stages)] + ["fixed"]
-        if self.granularity == "stage":
-            names += [f"{g}.{f}" for g in groups for f in ENTRY_FEATURES]
-        else:
-            names += [f"total.{f}" for f in ENTRY_FEATURES]
-        names += ["resolution_sq"]
-        if self.reference is not None:
-            names.append("reference_ms")
-        return names
+        from ..supernet.spaces import structure_features
 
-    def _features(self, genes: Genes, encoding: ArchEncoding) -> np.ndarray:
-        if self._table is None or self._table.resolutions != tuple(encoding.resolutions):
-            self._table = _FeatureTable(self.space, encoding.resolutions)
-        res = np.asarray(encoding.resolutions, dtype=np.float64)[genes.r]
-        f = self._table.features(genes, encoding, genes.r.astype(np.int64))
-        n = len(genes)
-        parts = [f.reshape(n, -1) if self.granularity == "stage" else f.sum(axis=1)]
-        parts.append((res / 224.0)[:, None] ** 2)
-        if self.reference is not None:
-            parts.append(self.reference.predict_genes(genes, encoding)[:, None])
-        return np.concatenate(parts, axis=1)
+        one = self.space.arrays_from_archs([self.space.min_arch(self.resolutions[0])])
+        return structure_features(self.space, one)[0]
 
     def features_arrays(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The feature matrix (n, len(feature_names)) of the array form."""
-        enc = ArchEncoding(self.space, resolutions=self.resolutions)
-        return self._features(enc.genes(arrays), enc)
+        """The structure feature matrix (n, len(feature_names)) of the array form."""
+        from ..supernet.spaces import structure_features
+
+        return structure_features(self.space, arrays)[1]
+
+    def _feature_set(self, arrays: Mapping[str, np.ndarray]) -> Any:
+        from .fewshot import features
+
+        return features(self.space, arrays, self.priors)
 
     # ---- fit / predict
 
     def fit(self, archs: Sequence[Any], latency_ms: Sequence[float]) -> LearnedLatency:
-        """Fit on measured (architecture, latency in ms) pairs, after holding out ``val_fraction`` of them
-        to report ``spearman_``, ``within_10pct_``, ``mape_`` (None with fewer than 4 held out); the final
-        model is then refitted on all pairs. Raises PredictorError for unusable data."""
-        from scipy.stats import spearmanr
+        """Fit on measured (architecture, latency in ms) pairs. Sets ``model_`` (the chosen model),
+        ``cv_`` ({model: mean absolute out-of-fold log error}), ``spearman_``, ``within_10pct_``, ``mape_``
+        (of the chosen model's out-of-fold predictions), ``interval_`` (the log half-width at ``level``) and
+        ``samples_``. Raises PredictorError for unusable data or too few samples."""
+        from .fewshot import MIN_SAMPLES, choose_model, conformal_halfwidth, fit_model
 
         self._validate_params()
         y = np.asarray(latency_ms, dtype=np.float64).reshape(-1)
         if len(archs) != len(y):
             raise PredictorError(f"{len(archs)} architectures but {len(y)} latencies")
-        if len(y) < 5:
-            raise PredictorError(f"need at least 5 measured architectures to fit, got {len(y)}")
+        if len(y) < MIN_SAMPLES:
+            raise PredictorError(f"need at least {MIN_SAMPLES} measured architectures to fit, got {len(y)}")
         if not np.all(np.isfinite(y)) or (y <= 0).any():
             raise PredictorError("latencies must be positive numbers (ms)")
-        arrays = self.space.arrays_from_archs([self.space.parse(a, resolutions=self.resolutions) for a in archs])
-        x = self.features_arrays(arrays)
-        rng = np.random.default_rng(self.seed)
-        order = rng.permutation(len(y))
-        n_val = int(round(len(y) * self.val_fraction))
-        self.spearman_ = self.within_10pct_ = self.mape_ = None
-        if n_val >= 4 and len(y) - n_val >= 5:
-            val, train = order[:n_val], order[n_val:]
-            coef, intercept, mean, scale, _ = self._solve(x[train], y[train])
-            pred = ((x[val] - mean) / scale) @ coef + intercept
-            rel = np.abs(pred - y[val]) / y[val]
-            rho = spearmanr(pred, y[val]).statistic
-            self.spearman_ = None if not np.isfinite(rho) else float(rho)
-            self.within_10pct_ = float(np.mean(rel <= 0.10))
-            self.mape_ = float(np.mean(rel))
-        self.coef_, self.intercept_, self.mean_, self.scale_, self.alpha_ = self._solve(x, y)
+        parsed = [self.space.parse(a, resolutions=self.resolutions) for a in archs]
+        fs = self._feature_set(self.space.arrays_from_archs(parsed))
+        self.model_, self.cv_, oof = choose_model(fs, y, models=self.models, seed=self.seed)
+        self._fn = fit_model(self.model_, fs, y, seed=self.seed)
+        self._floor = float(np.min(y)) * 1e-3
+        self.interval_ = conformal_halfwidth(np.log(oof / y), self.level)
+        self._set_metrics(oof, y)
         self.samples_ = len(y)
+        self.train_ = ([a.to_dict() for a in parsed], y.tolist())
         return self
 
-    def _solve(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, float]:
-        from sklearn.linear_model import RidgeCV
+    def _set_metrics(self, pred: np.ndarray, y: np.ndarray) -> None:
+        from scipy.stats import spearmanr
 
-        mean = x.mean(axis=0)
-        scale = x.std(axis=0)
-        scale = np.where(scale > 1e-12, scale, 1.0)
-        model = RidgeCV(alphas=list(self.alphas)).fit((x - mean) / scale, y)
-        return np.asarray(model.coef_, dtype=np.float64), float(model.intercept_), mean, scale, float(model.alpha_)
+        rel = np.abs(pred - y) / y
+        rho = spearmanr(pred, y).statistic if len(y) > 2 else float("nan")
+        self.spearman_ = float(rho) if np.isfinite(rho) else None
+        self.within_10pct_ = float(np.mean(rel <= 0.10))
+        self.mape_ = float(np.mean(rel))
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "coef_"):
+        if not hasattr(self, "model_"):
             raise PredictorError("this LearnedLatency is not fitted; call fit() or load() first")
-
-    def predict_genes(self, genes: Genes, encoding: ArchEncoding) -> np.ndarray:
-        self._check_fitted()
-        x = self._features(genes, encoding)
-        return ((x - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
 
     def predict_arrays(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
         self._check_fitted()
-        enc = ArchEncoding(self.space, resolutions=self.resolutions)
-        return self.predict_genes(enc.genes(arrays), enc)
+        p = np.asarray(self._fn(self._feature_set(arrays)), dtype=np.float64)
+        return np.where(np.isfinite(p), np.maximum(p, self._floor), self._floor)
+
+    def interval_arrays(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(n, 2) lower and upper ends (ms) of the ``level`` interval of each prediction."""
+        p = self.predict_arrays(arrays)
+        return np.stack([p * math.exp(-self.interval_), p * math.exp(self.interval_)], axis=1)
+
+    def predict_interval(self, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(latencies (n,), intervals (n, 2)) in ms of architectures validated by the space."""
+        if not len(archs):
+            return np.zeros(0), np.zeros((0, 2))
+        arrays = self.space.arrays_from_archs([self.space.parse(a, resolutions=self.resolutions) for a in archs])
+        return self.predict_arrays(arrays), self.interval_arrays(arrays)
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
-        out.update({"model": "ridge", "granularity": self.granularity,
-                    "reference": None if self.reference is None else self.reference.lut.source})
+        out.update({"model": getattr(self, "model_", None), "priors": [p.source for p in self.priors]})
         return out
 
     # ---- files
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the fitted model as JSON (feature names, scaler, coefficients, metrics)."""
+    def to_dict(self) -> dict[str, Any]:
+        """The saved form: samples, priors, the chosen model, its interval and cross-validation."""
         self._check_fitted()
-        ref = None
-        if self.reference is not None:
-            ref = {"lut": str(self.reference.lut.source), "statistic": self.reference.predictor_.column}
-        payload = {
+        archs, ms = self.train_
+        return {
             "format": LATENCY_FORMAT,
             "version": LATENCY_VERSION,
             "kind": "learned",
-            "model": "ridge",
+            "model": self.model_,
             "space": self.space.name,
             "resolutions": list(self.resolutions),
-            "granularity": self.granularity,
-            "features": self.feature_names,
-            "reference": ref,
-            "mean": self.mean_.tolist(),
-            "scale": self.scale_.tolist(),
-            "coef": self.coef_.tolist(),
-            "intercept": self.intercept_,
-            "alpha": self.alpha_,
+            "seed": self.seed,
+            "interval": {"level": self.level, "log_halfwidth": self.interval_},
+            "cv_log_error": self.cv_,
             "metrics": {"samples": self.samples_, "spearman": self.spearman_,
                         "within_10pct": self.within_10pct_, "mape": self.mape_},
+            "priors": [p.to_dict() for p in self.priors],
+            "samples": [{"arch": a, "latency_ms": v} for a, v in zip(archs, ms, strict=True)],
         }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fitted predictor as JSON (see :meth:`to_dict`)."""
+        from ..profiler.lut import atomic_write_text
+
+        payload = self.to_dict()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(payload) + "\n")
         return path
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any], *, source: str = "<latency predictor>") -> LearnedLatency:
-        """A fitted predictor from the saved JSON object. Raises PredictorError for a bad object."""
+        """A fitted predictor from its saved form (the chosen model is refitted on the saved samples).
+        Raises PredictorError for a bad object."""
+        from .fewshot import MODELS, features, fit_model, prior_from_dict
+
         if payload.get("format") != LATENCY_FORMAT or payload.get("kind") != "learned":
             raise PredictorError(f"{source}: not an hwnas learned latency predictor")
         if payload.get("version") != LATENCY_VERSION:
@@ -380,33 +368,33 @@ class LearnedLatency(LatencyPredictor):
             space = get_space(payload.get("space"))
         except Exception as exc:
             raise PredictorError(f"{source}: {exc}") from None
-        reference = None
-        ref = payload.get("reference")
-        if ref:
-            lut_path = Path(ref.get("lut", ""))
-            if not lut_path.is_file():
-                raise PredictorError(f"{source}: its reference LUT {lut_path} is missing")
-            reference = LUTLatency(LUT.load(lut_path), space=space, column=ref.get("statistic"))
-        pred = cls(space=space, reference=reference, granularity=payload.get("granularity", "stage"))
-        pred.resolutions = tuple(int(r) for r in payload.get("resolutions") or space.resolutions)
-        names = payload.get("features")
-        if names != pred.feature_names:
-            raise PredictorError(f"{source}: feature list does not match this version's {pred.feature_names[:3]}...")
+        model = payload.get("model")
+        if model not in MODELS:
+            raise PredictorError(f"{source}: model {model!r} is not one of {list(MODELS)}")
+        priors = [prior_from_dict(p, source=source) for p in payload.get("priors") or []]
         try:
-            pred.mean_ = np.asarray(payload["mean"], dtype=np.float64)
-            pred.scale_ = np.asarray(payload["scale"], dtype=np.float64)
-            pred.coef_ = np.asarray(payload["coef"], dtype=np.float64)
-            pred.intercept_ = float(payload["intercept"])
-            pred.alpha_ = float(payload.get("alpha", 0.0))
+            interval = payload["interval"]
+            pred = cls(space=space, priors=priors, level=float(interval["level"]), seed=int(payload.get("seed", 0)))
+            rows = payload["samples"]
+            archs = [space.parse(r["arch"]) for r in rows]
+            y = np.asarray([float(r["latency_ms"]) for r in rows], dtype=np.float64)
+            pred.interval_ = float(interval["log_halfwidth"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise PredictorError(f"{source}: bad coefficients ({exc})") from None
-        if not (pred.mean_.shape == pred.scale_.shape == pred.coef_.shape == (len(names),)):
-            raise PredictorError(f"{source}: coefficient arrays do not have {len(names)} entries")
+            raise PredictorError(f"{source}: bad predictor field ({exc})") from None
+        if len(y) < 1 or not np.all(np.isfinite(y)) or (y <= 0).any():
+            raise PredictorError(f"{source}: 'samples' must hold positive latencies")
+        pred.resolutions = tuple(int(r) for r in payload.get("resolutions") or pred.resolutions)
+        fs = features(space, space.arrays_from_archs(archs), priors)
+        pred.model_ = model
+        pred._fn = fit_model(model, fs, y, seed=pred.seed)
+        pred._floor = float(np.min(y)) * 1e-3
+        pred.cv_ = dict(payload.get("cv_log_error") or {})
         metrics = payload.get("metrics") or {}
-        pred.samples_ = metrics.get("samples")
+        pred.samples_ = metrics.get("samples", len(y))
         pred.spearman_ = metrics.get("spearman")
         pred.within_10pct_ = metrics.get("within_10pct")
         pred.mape_ = metrics.get("mape")
+        pred.train_ = ([a.to_dict() for a in archs], y.tolist())
         return pred
 
     @classmethod
