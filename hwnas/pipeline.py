@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from hwnas.supernet.files import atomic_write
 
 STATE_FILE = "state.json"
 MARKER = "hwnas-demo"
@@ -43,10 +43,7 @@ class Pipeline:
         self.cached: list[str] = []
 
     def _save(self) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.out, prefix=".state-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.state, fh, indent=1, default=str)
-        os.replace(tmp, self.state_path)
+        atomic_write(self.state_path, json.dumps(self.state, indent=1, default=str))
 
     def step(self, name: str, inputs: Any, fn: Callable[[], dict[str, Any]], *, files: tuple[str, ...] = ()) -> dict[str, Any]:
         """Run ``fn`` unless a finished result for the same ``inputs`` exists (and its ``files``)."""

@@ -42,7 +42,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -51,6 +50,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ..supernet.files import atomic_write
 from .errors import LUTError
 
 log = logging.getLogger(__name__)
@@ -300,53 +300,14 @@ def csv_line(values: Iterable[Any]) -> str:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+    """Write ``text`` to ``path`` with the one atomic writer (:func:`hwnas.supernet.files.atomic_write`).
 
     Raises LUTError naming the path when it cannot be written.
     """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        atomic_write(path, text)
     except OSError as exc:
         raise LUTError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    try:
-        os.fchmod(fd, _file_mode(path))
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise LUTError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    _fsync_dir(folder)
-
-
-def _file_mode(path: Path) -> int:
-    """The existing file's permissions, else 0o666 less the umask (``mkstemp`` alone gives 0o600)."""
-    try:
-        return path.stat().st_mode & 0o7777
-    except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------------ parse

@@ -15,6 +15,7 @@ from typing import Any
 
 from .diff import DiffResult, EntryChange
 from .errors import ProfilerError
+from ..supernet.files import atomic_write
 from .lut import atomic_write_text
 
 __all__ = ["plot_changes", "write_report"]
@@ -226,9 +227,7 @@ def write_report(result: DiffResult, path: str | os.PathLike[str]) -> list[Path]
             images = {}
             for name, data in pngs.items():
                 png = path.with_name(f"{path.stem}_{name}.png")
-                tmp = png.with_name(png.name + ".tmp")
-                tmp.write_bytes(data)
-                os.replace(tmp, png)
+                atomic_write(png, data)
                 images[name] = png.name
                 written.append(png)
             atomic_write_text(path, _markdown(result, images))

@@ -184,9 +184,9 @@ def export_tflite(
         raise ExportError(f"{path.name}: conversion to .tflite ({dtype}) failed: {exc}") from exc
     except Exception as exc:  # the converters raise many kinds; report them as one
         raise ExportError(f"{path.name}: conversion to .tflite ({dtype}) failed: {type(exc).__name__}: {exc}") from exc
-    from .workloads import _atomic_bytes  # the one atomic writer of workload files
+    from ..supernet.files import atomic_write
 
-    _atomic_bytes(path, data)
+    atomic_write(path, data, make_parents=True)
     return path
 
 

@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..supernet import Arch, Entry, SearchSpace
+from ..supernet.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +67,6 @@ def _digest(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_onnx(module: Any, example: Any, path: Path) -> Path:
     """Export an eval-mode torch module to ONNX (BN folded by constant folding)."""
     import torch
@@ -98,7 +86,7 @@ def export_onnx(module: Any, example: Any, path: Path) -> Path:
                 do_constant_folding=True,
                 dynamo=False,
             )
-    _atomic_bytes(path, buf.getvalue())
+    atomic_write(path, buf.getvalue(), make_parents=True)
     return path
 
 

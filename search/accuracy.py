@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..supernet import get_space
+from ..supernet.files import atomic_write
 from .encoding import ArchEncoding, Genes
 from .errors import PredictorError
 
@@ -292,9 +293,7 @@ class AccuracyPredictor:
             },
             "state_dict": self.state_dict(),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: torch.save(payload, fh))
         return path
 
     @classmethod

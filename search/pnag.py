@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..supernet.files import atomic_write
 from .base import Interval, Options, Progress, Searcher, SearchProblem, check_budgets, single_threaded_blas
 from .encoding import Genes
 from .errors import PredictorError
@@ -484,9 +485,7 @@ class PNAGSearch(Searcher):
         }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: torch.save(payload, fh))
         return path
 
     def load(self, path: str | os.PathLike[str]) -> PNAGSearch:

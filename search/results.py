@@ -25,21 +25,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..supernet.files import atomic_write
+
 __all__ = ["attach_measurements", "plot_front", "write_results"]
 
 RESULT_COLUMNS = (
     "budget_ms", "infeasible", "predicted_latency_ms", "predicted_accuracy", "params", "macs", "min_latency_ms",
     "measured_latency_ms", "arch",
 )
-
-
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(data, str):
-        tmp.write_text(data, encoding="utf-8")
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _cell(value: Any) -> Any:
@@ -113,7 +106,7 @@ def plot_front(
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     path = Path(path)
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return path
 
 
@@ -134,9 +127,9 @@ def write_results(
         "front_csv": out / "front.csv",
         "plot": out / "front.png",
     }
-    _atomic_write(files["json"], json.dumps(payload, indent=1) + "\n")
-    _atomic_write(files["csv"], results_csv(results))
-    _atomic_write(files["front_csv"], front_csv(front))
+    atomic_write(files["json"], json.dumps(payload, indent=1) + "\n")
+    atomic_write(files["csv"], results_csv(results))
+    atomic_write(files["front_csv"], front_csv(front))
     title = " / ".join(str(info[k]) for k in ("device", "space", "algo") if info and info.get(k))
     plot_front(files["plot"], front, results, title=title)
     return {k: str(v) for k, v in files.items()}

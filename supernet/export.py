@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .errors import SupernetError
+from .files import atomic_write
 from .spaces import Arch, SearchSpace
 
 __all__ = ["DTYPES", "FORMATS", "ExportError", "check_onnx", "check_tflite", "export_subnet"]
@@ -54,18 +55,6 @@ class ExportError(SupernetError, RuntimeError):
 
 class ExportUsageError(SupernetError, ValueError):
     """An unknown format or dtype (exit code 2)."""
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager
@@ -277,7 +266,7 @@ def export_subnet(
     except Exception as exc:  # the exporters and quantisers raise many kinds of errors
         raise ExportError(f"{out.name}: {fmt} export ({dtype}) failed: {type(exc).__name__}: {exc}") from exc
     try:
-        _atomic_write(out, data)
+        atomic_write(out, data, make_parents=True)
     except OSError as exc:
         raise ExportUsageError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     inputs = _check_inputs(arch.r, check_inputs, seed)

@@ -54,6 +54,7 @@ from . import bn as bn_mod
 from .data import ImageDataset, load_dataset
 from .elastic import Choices, OFASupernet
 from .errors import CheckpointError, SupernetError
+from .files import atomic_write
 from .spaces import SearchSpace, get_space
 
 __all__ = [
@@ -306,10 +307,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         ),
         "final": ckpt.final,
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def load_checkpoint(path: str | Path, *, space: str | SearchSpace | None = None) -> Checkpoint:

@@ -181,3 +181,27 @@ def test_parse_lines_is_parse_line_by_line() -> None:
     with pytest.raises(ValueError, match="^line 2: .*not one of"):
         other = json.dumps({**archs[0].to_dict(), "r": 40 if archs[0].r != 40 else 32})
         space.parse_lines([lines[0], other], resolutions=[archs[0].r])
+
+
+# ---- the one atomic writer -------------------------------------------------------------------------------
+
+
+def test_atomic_write_never_leaves_a_half_written_file(tmp_path: Path) -> None:
+    from hwnas.supernet.files import atomic_write
+
+    path = tmp_path / "table.csv"
+    atomic_write(path, "old\n")
+    path.chmod(0o640)
+
+    def half(fh: Any) -> None:
+        fh.write(b"new, but only ha")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(path, half)
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+    atomic_write(path, b"new\n")
+    assert path.read_bytes() == b"new\n" and path.stat().st_mode & 0o777 == 0o640
+    with pytest.raises(FileNotFoundError):
+        atomic_write(tmp_path / "missing" / "x.json", "{}")
+    assert atomic_write(tmp_path / "made" / "x.json", "{}", make_parents=True).read_text() == "{}"
