@@ -13,7 +13,15 @@
    them (sidecar ``NAME.samples.csv``/``.npz``), else the runs' p10-p90 intervals (base scaled by the
    drift) not overlapping, else mean +- 1.2816 std (the p10-p90 of a normal) when only mean/std are known.
    Spreads are taken relative to their centre and applied to the statistic, so a calibrated or
-   reference-normalised statistic (``lut_ms``) is judged with the spread of its raw runs.
+   reference-normalised statistic (``lut_ms``) is judged with the spread of its raw runs. When both
+   rows carry their statistic's confidence interval (``ci``, the relative half-width of its 95%
+   interval, from adaptive sampling), a change beyond the two intervals combined also counts as
+   significant.
+   Every entry is ``decided`` unless its change is beyond the threshold but not told from noise, or
+   one of its rows never converged (``converged`` false) and its change is beyond the threshold: those,
+   with the regressions, are what ``lut diff --recheck DEVICE`` re-measures (:mod:`.recheck`). Each
+   entry says the smallest change it could have been flagged for (``detectable_pct``); the table's
+   ``smallest_detectable`` (a fraction) is the smallest of those.
 4. **Impact**: how much a random subnet of the space moves, from ``LUTPredictor`` over ``samples``
    random subnets: per entry the mean relative change its own (drift-corrected) change causes (and the
    median over the subnets that use it); for the whole table the median relative change of the predicted
@@ -33,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LUTError, ProfilerError
-from .lut import LUT, OVERHEAD_KEY, dotted_get
+from .lut import COMPARABILITY_FIELDS, LUT, OVERHEAD_KEY, dotted_get
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +54,6 @@ __all__ = [
     "diff_luts",
 ]
 
-#: Metadata fields (dotted paths) that must agree for two LUTs to be compared.
-COMPARABILITY_FIELDS = (
-    "space",
-    "statistic",
-    "runtime.name",
-    "runtime.version",
-    "runtime.providers",
-    "runtime.delegate",
-    "exporter.name",
-    "exporter.version",
-    "exporter.opset",
-    "dtype",
-    "batch",
-    "threads",
-    "cores",
-    "device.model",
-    "device.soc",
-)
 Z80 = 1.2815515655446004  # p90 of the standard normal: mean +- Z80 * std spans p10..p90
 MIN_SAMPLES = 5
 
@@ -126,9 +116,12 @@ class EntryChange:
     p_value: float | None
     method: str
     verdict: str  # regression | improvement | noise | ok
+    decided: bool = True
+    detectable_pct: float | None = None
     noise_pct: float | None = None
     impact_pct: float | None = None
     impact_when_used_pct: float | None = None
+    rechecked: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,6 +142,7 @@ class DiffResult:
     noise_pct: float | None = None
     noise_z: float = 4.0
     detectable_pct: float | None = None
+    rechecked: dict[str, Any] | None = None
     entries: list[EntryChange] = field(default_factory=list)
     missing: list[dict[str, Any]] = field(default_factory=list)
     added: list[dict[str, Any]] = field(default_factory=list)
@@ -163,6 +157,16 @@ class DiffResult:
     @property
     def improvements(self) -> list[EntryChange]:
         return sorted((e for e in self.entries if e.verdict == "improvement"), key=_impact_order)
+
+    @property
+    def undecided(self) -> list[EntryChange]:
+        return [e for e in self.entries if not e.decided]
+
+    @property
+    def smallest_detectable(self) -> float | None:
+        """The smallest slowdown (a fraction) any entry could have been flagged for."""
+        found = [e.detectable_pct for e in self.entries if e.detectable_pct is not None]
+        return min(found) / 100.0 if found else None
 
     @property
     def drift_pct(self) -> float | None:
@@ -209,7 +213,10 @@ class DiffResult:
             "noise_pct": self.noise_pct,
             "noise_z": self.noise_z,
             "detectable_pct": self.detectable_pct,
+            "smallest_detectable": self.smallest_detectable,
             "entries_compared": len(self.entries),
+            "undecided": [short(e) for e in self.undecided],
+            "rechecked": self.rechecked,
             "regressions": [short(e) for e in self.regressions],
             "improvements": [short(e) for e in self.improvements],
             "within_noise": noise,
@@ -244,6 +251,29 @@ def _relative_spread(lut: LUT, i: int) -> tuple[float, float] | None:
             rel = Z80 * float(lut.rows["std_ms"].iat[i]) / center
             return 1.0 - rel, 1.0 + rel
     return None
+
+
+def _ci(lut: LUT, i: int) -> float | None:
+    """The row's relative 95% half-width (``ci`` column), None when absent or not a number."""
+    if "ci" not in lut.rows.columns:
+        return None
+    try:
+        v = float(lut.rows["ci"].iat[i])
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v >= 0 else None
+
+
+def _converged(lut: LUT, i: int) -> bool:
+    if "converged" not in lut.rows.columns:
+        return True
+    v = lut.rows["converged"].iat[i]
+    if isinstance(v, str):
+        return v.strip().lower() not in ("0", "false", "no")
+    try:
+        return bool(int(v)) if not (isinstance(v, float) and math.isnan(v)) else True
+    except (TypeError, ValueError):
+        return True
 
 
 def diff_luts(
@@ -352,8 +382,16 @@ def diff_luts(
             hb = (bi[1] - bi[0]) / (2.0 * bv)
             hn = (ni[1] - ni[0]) / (2.0 * nv)
             unc = 100.0 * math.hypot(hb, hn) * (1.0 + corrected)
+        cb, cn = _ci(base, i), _ci(new, j)
+        ci_width = math.hypot(cb, cn) if cb is not None and cn is not None else None
+        if ci_width is not None and method != "threshold":
+            # the statistics' own 95% intervals (adaptive sampling) apart: significant as well
+            significant_up = significant_up or math.log1p(corrected) > ci_width
+            significant_down = significant_down or math.log1p(corrected) < -ci_width
         # beyond what the table's own between-run noise (entries of similar size) explains
         outlier = abs(math.log1p(corrected)) > noise_z * sigma[n_entry]
+        need = max(math.log1p(thr), noise_z * float(sigma[n_entry]), ci_width or 0.0)
+        converged = _converged(base, i) and _converged(new, j)
         if corrected > thr and significant_up and outlier:
             verdict = "regression"
         elif corrected < -thr and significant_down and outlier:
@@ -362,6 +400,7 @@ def diff_luts(
             verdict = "noise"
         else:
             verdict = "ok"
+        decided = verdict != "noise" and (converged or abs(corrected) <= thr)
         result.entries.append(
             EntryChange(
                 key=key,
@@ -374,6 +413,8 @@ def diff_luts(
                 p_value=p_value,
                 method=method,
                 verdict=verdict,
+                decided=decided,
+                detectable_pct=100.0 * math.expm1(need),
                 noise_pct=100.0 * float(sigma[n_entry]),
             )
         )

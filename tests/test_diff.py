@@ -309,3 +309,121 @@ def test_history_over_git_and_files(tmp_path):
                            "--samples", "100"], capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)["points"]) == 3 and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------------------ decided, intervals, recheck
+
+
+def test_decided_and_smallest_detectable(tmp_path):
+    values = _base_values()
+    new_values = _noisy(values, 31)
+    victims = _pick(values, 2, 31)
+    new_values[victims[0]] *= 1.30
+    a = _save(tmp_path / "a.csv", values, seed=1)
+    b = _save(tmp_path / "b.csv", new_values, seed=131)
+    res = diff_luts(LUT.load(a), LUT.load(b), samples=0)
+    out = res.to_json()
+    assert [(r["key"], r["resolution"], r["decided"]) for r in out["regressions"]] == [(*victims[0], True)]
+    assert 0 < out["smallest_detectable"] <= min(e.detectable_pct for e in res.entries) / 100 + 1e-12
+    assert out["smallest_detectable"] * 100 >= res.threshold_pct - 1e-9
+    assert all(e.decided for e in res.entries if e.verdict in ("ok", "regression", "improvement"))
+    assert all(not e.decided for e in res.entries if e.verdict == "noise")
+
+
+def _with_columns(path: Path, out: Path, **columns) -> Path:
+    lut = LUT.load(path)
+    for name, fn in columns.items():
+        lut.rows[name] = [fn(k, int(r)) for k, r in zip(lut.rows["key"], lut.rows["resolution"])]
+    lut.save(out)
+    return out
+
+
+def test_unconverged_change_is_undecided_and_ci_gives_power(tmp_path):
+    """A +8% change beyond threshold: undecided where a row never converged; with tight intervals (ci) on
+    both sides and no per-run samples, the intervals alone make it significant."""
+    values = _base_values()
+    victim = _pick(values, 1, 41)[0]
+    new_values = dict(values)
+    new_values[victim] *= 1.08
+    a = _save(tmp_path / "a.csv", values, seed=1)
+    b = _save(tmp_path / "b.csv", new_values, seed=1)
+    for path in (a, b):  # the victim's runs spread +-10%: its p10-p90 intervals overlap at +8%
+        lut = LUT.load(path)
+        sel = (lut.rows["key"] == victim[0]) & (lut.rows["resolution"].astype(int) == victim[1])
+        med = lut.rows.loc[sel, "median_ms"].astype(float)
+        lut.rows.loc[sel, "p10_ms"], lut.rows.loc[sel, "p90_ms"] = med * 0.9, med * 1.1
+        lut.save(path)
+    unconv = _with_columns(b, tmp_path / "b-unconv.csv", ci=lambda k, r: 0.2 if (k, r) == victim else 0.01,
+                           converged=lambda k, r: 0 if (k, r) == victim else 1)
+    res = diff_luts(LUT.load(a), LUT.load(unconv), samples=0, noise_z=0.0)
+    e = next(e for e in res.entries if (e.key, e.resolution) == victim)
+    assert e.decided is False and e.verdict == "noise"
+    # p10-p90 of the synthetic rows overlap at +8%: without ci this stays noise; with 1% intervals it is not
+    plain = diff_luts(LUT.load(a), LUT.load(b), samples=0, noise_z=0.0)
+    assert next(e for e in plain.entries if (e.key, e.resolution) == victim).verdict == "noise"
+    ci_a = _with_columns(a, tmp_path / "a-ci.csv", ci=lambda k, r: 0.01, converged=lambda k, r: 1)
+    ci_b = _with_columns(b, tmp_path / "b-ci.csv", ci=lambda k, r: 0.01, converged=lambda k, r: 1)
+    tight = diff_luts(LUT.load(ci_a), LUT.load(ci_b), samples=0, noise_z=0.0)
+    assert [(e.key, e.resolution) for e in tight.regressions] == [victim]
+
+
+@pytest.fixture(scope="module")
+def local_base(tmp_path_factory):
+    """A real profile of the local CPU (compact space at 32)."""
+    folder = tmp_path_factory.mktemp("recheck")
+    env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "workload-cache")}
+    out = folder / "base.csv"
+    proc = subprocess.run([sys.executable, "-m", "hwnas", "profile", "local", "--space", SPACE, "--resolutions", "32",
+                           "--out", str(out), "--json"], capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return out, env
+
+
+def test_recheck_end_to_end_on_local(local_base, tmp_path):
+    """Three entries of NEW edited 40% slower; the device then really runs two of them 1.4x slower (a runtime
+    wrapper, benchmarks/_slow_runtime.py). --recheck on it confirms those two and clears the third; on the
+    plain local device it clears all three. Another device's fingerprint or runtime: exit 2 naming the field."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks._slow_runtime import write_slow_profile
+    from benchmarks.bench_diff import inject
+
+    base, env = local_base
+    keys = [k for k in LUT.load(base).keys() if k[0].startswith("expanded_conv")]
+    rng = np.random.default_rng(5)
+    picks = [keys[i] for i in rng.choice(len(keys), size=3, replace=False)]
+    new = tmp_path / "new.csv"
+    inject(base, new, picks, [1.4, 1.4, 1.4])
+    slow = write_slow_profile(tmp_path / "dev", [f"{k}@{r}" for k, r in picks[:2]], 1.4)
+
+    def diff(*extra):
+        proc = subprocess.run([sys.executable, "-m", "hwnas", "lut", "diff", str(base), str(new), "--json",
+                               "--samples", "50", *extra], capture_output=True, text=True, timeout=600, env=env)
+        return proc, (json.loads(proc.stdout) if proc.stdout.strip() else None)
+
+    proc, plain = diff()
+    assert proc.returncode == 1, proc.stderr
+    assert {(r["key"], r["resolution"]) for r in plain["regressions"]} == set(picks)
+    assert plain["rechecked"] is None
+
+    proc, data = diff("--recheck", str(slow))
+    assert proc.returncode == 1, proc.stderr
+    assert {(r["key"], r["resolution"]) for r in data["regressions"]} == set(picks[:2])
+    assert all(r["decided"] and r["rechecked"]["change_pct"] > 20 for r in data["regressions"])
+    assert data["rechecked"]["device"] == "local-slow" and data["rechecked"]["confirmed"] == 2
+    assert data["rechecked"]["cleared"] >= 1
+
+    proc, data = diff("--recheck", "local")
+    assert proc.returncode == 0, (proc.stderr, data["regressions"])
+    assert data["regressions"] == [] and data["rechecked"]["cleared"] >= 3
+
+    other = LUT.load(new)
+    other.metadata["device"] = dict(other.metadata["device"], model="Pixel 9")
+    other_path = tmp_path / "other.csv"
+    other.save(other_path)
+    proc = subprocess.run([sys.executable, "-m", "hwnas", "lut", "diff", str(base), str(other_path), "--allow",
+                           "device.model", "--recheck", "local"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2 and "device.model" in proc.stderr and "Traceback" not in proc.stderr
+    litert = tmp_path / "dev" / "litert.yaml"
+    litert.write_text("name: litert-box\ntransport:\n  local: {}\nruntime: litert\nthreads: 1\n")
+    proc, _ = diff("--recheck", str(litert))
+    assert proc.returncode == 2 and "runtime.name" in proc.stderr and "Traceback" not in proc.stderr

@@ -234,6 +234,7 @@ def diff_cmd(
     noise_z: float = typer.Option(4.0, "--noise-z", min=0.0, help="How many robust standard deviations of the table's own between-run noise a change must exceed."),
     samples: int = typer.Option(1000, "--samples", min=0, help="Random subnets for the whole-network impact."),
     seed: int = typer.Option(0, "--seed"),
+    recheck: str | None = typer.Option(None, "--recheck", help="Device profile (NEW's device): re-measure the flagged and undecided entries there before deciding."),
     as_json: bool = JsonOption,
 ) -> int:
     """Regression test: exit 0 no regression, 1 regression (or drift beyond its threshold), 2 not comparable."""
@@ -250,6 +251,14 @@ def diff_cmd(
         base_lut, new_lut, threshold_pct=threshold, drift_threshold_pct=drift_threshold, allow=allow,
         noise_z=noise_z, samples=samples, seed=seed,
     )
+    if recheck is not None and result.comparable:
+        from hwnas.agents.device import Device
+        from hwnas.agents.profiles import load_profile
+        from hwnas.profiler.recheck import recheck as recheck_entries
+
+        with Device(load_profile(recheck)) as dev:
+            dev.acquire()
+            recheck_entries(result, base_lut, new_lut, dev, samples=samples, seed=seed)
     files: list[str] = []
     if report is not None:
         from hwnas.profiler.report import write_report
@@ -300,6 +309,14 @@ def _human_diff(d: dict[str, Any]) -> None:
             f"  {e['verdict']:<11} {e['change_pct']:+6.1f}%{unc} ({e['base_ms']:.4g} -> {e['new_ms']:.4g} ms"
             f"{impact})  {e['key']} @ {e['resolution']}"
         )
+    if d.get("undecided"):
+        say(f"  {len(d['undecided'])} entries undecided (beyond the threshold, not told from noise): rerun with --recheck DEVICE")
+    if d.get("rechecked"):
+        r = d["rechecked"]
+        say(f"  rechecked on {r['device']}: {r['entries']} entries, {r['confirmed']} confirmed, {r['cleared']} cleared, "
+            f"{r['undecided']} still undecided")
+    if d.get("smallest_detectable") is not None:
+        say(f"  smallest detectable change: {100 * d['smallest_detectable']:.1f}%")
     if d["missing"] or d["added"]:
         say(f"  missing: {len(d['missing'])}, added: {len(d['added'])}")
     for note in d["notes"]:
