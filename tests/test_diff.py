@@ -374,7 +374,7 @@ def local_base(tmp_path_factory):
     env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "workload-cache")}
     out = folder / "base.csv"
     proc = subprocess.run([sys.executable, "-m", "hwnas", "profile", "local", "--space", SPACE, "--resolutions", "32",
-                           "--out", str(out), "--json"], capture_output=True, text=True, timeout=900, env=env)
+                           "--out", str(out), "--json"], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
     return out, env
 
