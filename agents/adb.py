@@ -40,9 +40,10 @@ from adb_shell.adb_device import AdbDevice
 from adb_shell.transport.base_transport import BaseTransport
 from adb_shell.transport.tcp_transport import TcpTransport
 
-from .errors import DeviceError, DeviceTimeout, LinkLost, ProfileError
+from .errors import DeviceError, DeviceTimeout, LinkLost, OutputTooLarge, ProfileError
 from .profiles import config_dir
 from .transport import (
+    MAX_OUTPUT_BYTES,
     CommandResult,
     LineCallback,
     RemoteOutput,
@@ -432,6 +433,11 @@ class ADBTransport(Transport):
                 )
                 for chunk in stream:
                     out.feed(chunk)
+                    if out.overflow:
+                        raise OutputTooLarge(
+                            f"{description} printed more than {MAX_OUTPUT_BYTES >> 20} MiB and was stopped",
+                            device=self.device, command=shell_join(argv), output=out.stdout[-2000:],
+                        )
                     if time.monotonic() > deadline:
                         raise adb_exc.AdbTimeoutError("past the deadline")
                 out.finish()
@@ -446,6 +452,15 @@ class ADBTransport(Transport):
                         output=out.stdout[-2000:],
                     ) from None
                 raise self._link_lost(description, exc) from None
+            except BaseException:
+                # Too much output, an interrupt (Ctrl-C) or an error of ours mid-stream: the command must not
+                # go on on the device (a fresh connection kills it; the stream may be mid-packet).
+                link.deadline = None
+                try:
+                    self._kill_after_timeout(out.pid, description)
+                except BaseException as kill_exc:  # noqa: BLE001 - the original exception is the one to report
+                    log.warning("%s: could not stop %s on the device: %s", self.device, description, kill_exc)
+                raise
             finally:
                 link.deadline = None
         rc = out.returncode

@@ -81,6 +81,17 @@ kill_tree "$1"
 exit 0
 """
 
+# Exit 0 while PID $1 runs (not a zombie), trying $2 times 0.1 s apart for it to go.
+_ALIVE = r"""
+i=0
+while [ "$i" -lt "$2" ]; do
+  [ -d "/proc/$1" ] || exit 1
+  case "$(sed -n 's/^State:[[:space:]]*//p' "/proc/$1/status" 2>/dev/null)" in Z*|X*|"") exit 1 ;; esac
+  i=$((i+1)); [ "$i" -lt "$2" ] && sleep 0.1
+done
+exit 0
+"""
+
 # Kill every process whose command line contains "$1$2". The pattern arrives split in two
 # arguments so that this shell (and its forks for $(...)), whose own command line holds
 # them, never matches itself; its ancestors (the transport's wrappers) are skipped too.
@@ -287,8 +298,11 @@ class DeviceLock:
             return None
         return owner.gone_on_this_machine(self.owner)
 
-    def _device_pid_alive(self, pid: int) -> bool:
-        res = self._run(["test", "-d", f"/proc/{int(pid)}"], "check the runner on the device")
+    def _device_pid_alive(self, pid: int, *, wait_s: float = 0.0) -> bool:
+        """Whether ``pid`` runs on the device (a zombie, dead but not yet reaped, does not); with ``wait_s``, give it
+        that long to go (a killed process takes a moment)."""
+        res = self._run(["sh", "-c", _ALIVE, "hwnas-alive", str(int(pid)), str(max(1, int(wait_s * 10)))],
+                        "check the runner on the device")
         return res.returncode == 0
 
     def _remove_if(self, owner_line: str) -> bool:
@@ -316,7 +330,7 @@ class DeviceLock:
                 log.warning("%s: a runner (pid %s) still runs on the device; stopping it before unlocking",
                             self.device, runner_pid)
                 self._run(["sh", "-c", _KILL_TREE, "hwnas-kill-tree", str(runner_pid)], "stop the runner")
-                if self._device_pid_alive(runner_pid):
+                if self._device_pid_alive(runner_pid, wait_s=3.0):
                     log.warning("%s: the runner (pid %s) survived; the device lock %s stays (a later run clears it "
                                 "once the runner is gone)", self.device, runner_pid, self.path)
                     return
