@@ -1,0 +1,267 @@
+"""Few-shot latency prediction: structure features, models chosen by cross-validation, priors from other
+devices, conformal intervals, which subnets to measure, and the CLI's `predictor latency / measure /
+predict` with its bad-input errors.
+
+The "devices" here are OFA's published Note10 LUT with stage-dependent speed-ups and multiplicative noise
+(a phone cannot be attached here); `predictor measure` measures real subnets with ONNX Runtime on this
+machine through the `local` profile.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from hwnas.cli._app import main
+from hwnas.profiler.ofa_interop import import_ofa, ofa_note10_dir
+from hwnas.search.encoding import ArchEncoding
+from hwnas.search.errors import PredictorError
+from hwnas.search.fewshot import MIN_SAMPLES, load_prior, lut_prior, measurements_prior, suggest_archs
+from hwnas.search.latency import LearnedLatency, LUTLatency
+from hwnas.supernet import get_space
+from hwnas.supernet.spaces import ENTRY_COSTS, structure_features
+
+W12 = "ofa-mbv3-w1.2"
+
+
+@pytest.fixture(scope="module")
+def note10() -> LUTLatency:
+    return LUTLatency(import_ofa(sorted(ofa_note10_dir().glob("*_lookup_table.yaml")), W12))
+
+
+def _device(lat: LUTLatency, archs: list, stage_scale: list[float], fixed_scale: float, noise: float,
+            seed: int = 0) -> np.ndarray:
+    """Another device: the Note10 LUT's blocks scaled per stage, its fixed part scaled, times noise."""
+    sp = lat.space
+    enc = ArchEncoding(sp, resolutions=lat.resolutions)
+    genes = enc.genes(sp.arrays_from_archs(archs))
+    block, fixed = lat.block_table(enc)
+    ri = genes.r.astype(int)
+    scale = np.repeat(np.asarray(stage_scale), sp.max_depth)
+    vals = block[ri[:, None], np.arange(sp.n_blocks)[None, :], genes.ks, genes.e] * scale[None, :]
+    y = fixed_scale * fixed[ri] + np.where(enc.active(genes), vals, 0.0).sum(axis=1)
+    return y * np.exp(np.random.default_rng(seed).normal(0, noise, len(y)))
+
+
+def _archs(space: str, n: int, seed: int, resolutions=None) -> list:
+    sp = get_space(space)
+    return sp.archs_from_arrays(sp.sample_arrays(np.random.default_rng(seed), n, resolutions or sp.lut_resolutions))
+
+
+def _score(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    return float(spearmanr(pred, y).statistic), float(np.mean(np.abs(pred / y - 1) <= 0.10))
+
+
+# ---- features
+
+
+@pytest.mark.parametrize("space", ["ofa-mbv3-w1.0", W12, "compact"])
+def test_structure_features_add_up_to_the_space_costs(space: str) -> None:
+    sp = get_space(space)
+    arrays = sp.sample_arrays(np.random.default_rng(1), 50)
+    names, x = structure_features(sp, arrays)
+    assert x.shape == (50, len(names)) and len(names) == len(set(names))
+
+    def total(cost: str) -> np.ndarray:
+        return x[:, names.index(f"fixed.{cost}")] + sum(x[:, names.index(f"stage{s}.{cost}")] for s in range(sp.n_stages))
+
+    np.testing.assert_allclose(total("mmacs") * 1e6, sp.macs_arrays(arrays), rtol=1e-9)
+    np.testing.assert_allclose(total("mparams") * 1e6, sp.params_arrays(arrays), rtol=1e-9)
+    layers = total("layers")
+    assert np.array_equal(layers, arrays["d"].sum(axis=1) + len(sp.fixed_entries(int(arrays["r"][0]))))
+    assert np.array_equal(x[:, names.index("resolution")], arrays["r"])
+    assert set(ENTRY_COSTS) <= {n.split(".")[-1] for n in names}
+
+
+# ---- models, intervals, priors
+
+
+def test_fit_chooses_by_cross_validation_and_beats_the_macs_baseline(note10: LUTLatency) -> None:
+    archs = _archs(W12, 550, 0)
+    y = _device(note10, archs, [1.6, 1.3, 1.0, 0.8, 0.6], 1.4, 0.03)
+    train, test = slice(0, 50), slice(50, None)
+    model = LearnedLatency(space=W12).fit(archs[train], y[train])
+    assert model.model_ in model.cv_ and model.cv_[model.model_] == min(model.cv_.values())
+    assert "prior-ops" not in model.cv_  # no prior, no prior models
+    rho, w10 = _score(model.predict(archs[test]), y[test])
+    base = LearnedLatency(space=W12, models=["macs-linear"]).fit(archs[train], y[train])
+    rho_b, w10_b = _score(base.predict(archs[test]), y[test])
+    assert rho > 0.9 and w10 > 0.8
+    assert rho > rho_b and w10 >= w10_b
+
+
+def test_interval_covers_about_its_level(note10: LUTLatency) -> None:
+    archs = _archs(W12, 1050, 3)
+    y = _device(note10, archs, [1.2, 1.1, 1.0, 0.9, 0.8], 1.1, 0.05, seed=3)
+    model = LearnedLatency(space=W12, level=0.9).fit(archs[:50], y[:50])
+    pred, iv = model.predict_interval(archs[50:])
+    assert np.all(iv[:, 0] <= pred) and np.all(pred <= iv[:, 1])
+    coverage = np.mean((iv[:, 0] <= y[50:]) & (y[50:] <= iv[:, 1]))
+    assert 0.8 <= coverage <= 0.99
+
+
+def test_a_lut_prior_transfers_with_ten_samples(note10: LUTLatency) -> None:
+    archs = _archs(W12, 510, 5)
+    y = _device(note10, archs, [2.0, 1.5, 1.0, 0.7, 0.5], 1.8, 0.02, seed=5)
+    alone = LearnedLatency(space=W12).fit(archs[:10], y[:10])
+    prior = lut_prior(note10.lut, note10.space, source="note10")
+    adapted = LearnedLatency(space=W12, priors=[prior]).fit(archs[:10], y[:10])
+    assert adapted.model_.startswith("prior")
+    rho_a, w10_a = _score(alone.predict(archs[10:]), y[10:])
+    rho_p, w10_p = _score(adapted.predict(archs[10:]), y[10:])
+    assert rho_p > 0.97 and w10_p > 0.9
+    assert w10_p > w10_a
+
+
+def test_a_measurements_prior_and_saving_round_trip(note10: LUTLatency, tmp_path: Path) -> None:
+    archs = _archs(W12, 420, 6)
+    source = _device(note10, archs[:200], [1.0, 1.0, 1.0, 1.0, 1.0], 1.0, 0.02, seed=6)
+    target = _device(note10, archs[200:], [1.5, 1.4, 1.3, 1.2, 1.1], 1.6, 0.02, seed=7)
+    prior = measurements_prior(archs[:200], source, get_space(W12), source="source.csv")
+    model = LearnedLatency(space=W12, priors=[prior]).fit(archs[200:220], target[:20])
+    pred, iv = model.predict_interval(archs[220:])
+    assert _score(pred, target[20:])[1] > 0.85
+    path = model.save(tmp_path / "lat.json")
+    payload = json.loads(path.read_text())
+    assert payload["model"] == model.model_ and len(payload["samples"]) == 20
+    assert payload["priors"][0]["kind"] == "measurements"
+    back = LearnedLatency.load(path)
+    got, got_iv = back.predict_interval(archs[220:])
+    np.testing.assert_allclose(got, pred, rtol=1e-9)
+    np.testing.assert_allclose(got_iv, iv, rtol=1e-9)
+
+
+def test_fit_refuses_too_few_samples_and_foreign_priors(note10: LUTLatency) -> None:
+    archs = _archs(W12, MIN_SAMPLES - 1, 0)
+    with pytest.raises(PredictorError, match=f"need at least {MIN_SAMPLES} measured architectures.*got {MIN_SAMPLES - 1}"):
+        LearnedLatency(space=W12).fit(archs, [1.0] * len(archs))
+    with pytest.raises(PredictorError, match="a LUT of space ofa-mbv3-w1.2, not ofa-mbv3-w1.0"):
+        lut_prior(note10.lut, get_space("ofa-mbv3-w1.0"), source="note10.csv")
+    with pytest.raises(ValueError, match="The 'models' parameter of LearnedLatency"):
+        LearnedLatency(space=W12, models=["tree"]).fit(_archs(W12, 10, 0), [1.0] * 10)
+
+
+# ---- which subnets to measure
+
+
+def test_suggest_spreads_over_macs_resolution_and_depth() -> None:
+    sp = get_space("ofa-mbv3-w1.0")
+    pool = _archs("ofa-mbv3-w1.0", 2000, 11)
+    picked = suggest_archs(sp, 20, pool=pool, seed=0)
+    assert len(set(picked)) == 20 and set(picked) <= set(pool)
+    assert picked == suggest_archs(sp, 20, pool=pool, seed=0)
+    macs = sp.macs_arrays(sp.arrays_from_archs(pool))
+    got = sp.macs_arrays(sp.arrays_from_archs(picked))
+    assert got.min() == macs.min() and got.max() == macs.max()
+    assert {a.r for a in picked} == set(sp.lut_resolutions)
+    depths = [sum(a.d) for a in picked]
+    assert max(depths) - min(depths) >= 8
+    # spread, not random: the suggestions cover the MACs range more evenly than random draws
+    rng = np.random.default_rng(0)
+    edges = np.quantile(macs, np.linspace(0, 1, 6))
+    spread = len(np.unique(np.digitize(got, edges[1:-1])))
+    rand = np.mean([len(np.unique(np.digitize(macs[rng.choice(len(pool), 5, replace=False)], edges[1:-1])))
+                    for _ in range(200)])
+    assert spread == 5 and rand < 5
+
+
+# ---- CLI
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+def _write_csv(path: Path, archs: list, values: list) -> Path:
+    lines = ["arch,latency_ms"] + ['"' + a.to_json().replace('"', '""') + '",' + str(v) for a, v in zip(archs, values)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_cli_suggest_fit_with_prior_and_predict_intervals(note10: LUTLatency, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    lut_file = tmp_path / "note10.csv"
+    note10.lut.save(lut_file)
+    code, out, _ = _run(["predictor", "latency", "--space", W12, "--suggest", "12", "--out", str(tmp_path / "s.jsonl"),
+                         "--json"], capsys)
+    assert code == 0 and len(json.loads(out)["archs"]) == 12
+    sp = get_space(W12)
+    archs = [sp.parse(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    y = _device(note10, archs, [1.5, 1.2, 1.0, 0.9, 0.7], 1.3, 0.02)
+    data = _write_csv(tmp_path / "board.csv", archs, y.tolist())
+    code, out, err = _run(["predictor", "latency", "--space", W12, "--data", str(data), "--prior", str(lut_file),
+                           "--out", str(tmp_path / "board.json"), "--json"], capsys)
+    assert code == 0, err
+    fitted = json.loads(out)
+    assert fitted["samples"] == 12 and fitted["model"] in fitted["cv_log_error"]
+    test = _archs(W12, 5, 99)
+    (tmp_path / "t.jsonl").write_text("".join(a.to_json() + "\n" for a in test))
+    code, out, _ = _run(["predictor", "predict", str(tmp_path / "board.json"), "--archs", str(tmp_path / "t.jsonl"),
+                         "--json"], capsys)
+    assert code == 0
+    res = json.loads(out)
+    assert len(res["values"]) == len(res["intervals"]) == 5
+    assert all(lo <= v <= hi for v, (lo, hi) in zip(res["values"], res["intervals"]))
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", r"board.csv line 3: 'latency_ms' is missing"),
+        ("text", r"board.csv line 4: 'latency_ms' is 'fast', expected a positive number"),
+        ("space", r"board.csv line 2: not an arch of space ofa-mbv3-w1.2"),
+        ("few", rf"need at least {MIN_SAMPLES} measured architectures to fit, got 3"),
+        ("prior", r"prior .*w10.json: a predictor of space ofa-mbv3-w1.0, not ofa-mbv3-w1.2"),
+    ],
+    ids=["missing-latency", "non-numeric", "other-space-arch", "too-few", "other-space-prior"],
+)
+def test_cli_bad_input_exits_2_naming_the_row_or_file(case: str, message: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    archs = _archs(W12, 8, 2)
+    values: list = [5.0 + i for i in range(8)]
+    extra: list[str] = []
+    if case == "missing":
+        values[1] = ""
+    elif case == "text":
+        values[2] = "fast"
+    elif case == "space":
+        archs[0] = _archs("compact", 1, 0)[0]
+    elif case == "few":
+        archs, values = archs[:3], values[:3]
+    else:
+        other = _archs("ofa-mbv3-w1.0", 8, 2)
+        LearnedLatency(space="ofa-mbv3-w1.0").fit(other, values).save(tmp_path / "w10.json")
+        extra = ["--prior", str(tmp_path / "w10.json")]
+    data = _write_csv(tmp_path / "board.csv", archs, values)
+    code, _, err = _run(["predictor", "latency", "--space", W12, "--data", str(data), "--out",
+                         str(tmp_path / "p.json"), *extra], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_cli_measure_writes_the_csv_the_fit_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real end-to-end measurements with ONNX Runtime on this machine (the `local` profile)."""
+    sp = get_space("compact")
+    archs = suggest_archs(sp, 6, seed=0)
+    (tmp_path / "a.jsonl").write_text("".join(a.to_json() + "\n" for a in archs))
+    out_csv = tmp_path / "m.csv"
+    code, out, err = _run(["predictor", "measure", "local", "--space", "compact", "--archs", str(tmp_path / "a.jsonl"),
+                           "--out", str(out_csv), "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["samples"] == 6 and all(v > 0 for v in res["latency_ms"])
+    from hwnas.search.fewshot import read_measurements
+
+    got, ms = read_measurements(out_csv, sp)
+    assert got == archs and ms == pytest.approx(res["latency_ms"], rel=1e-5)
+    prior = load_prior(out_csv, sp)
+    assert prior.kind == "measurements" and prior.data["samples"] == 6
