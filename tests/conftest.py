@@ -43,6 +43,7 @@ _PER_TEST_DIRS = ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME") 
 _LEAKY_VARS = ("SSH_AUTH_SOCK", "ADB_SERVER_SOCKET", "ANDROID_ADB_SERVER_PORT", "ANDROID_SERIAL", "HWNAS_CONVERT_WORKERS")
 
 _NETNS_REASON: list[str | None] = []
+_STRICT_COLLECT_SKIPS: list[str] = []
 
 
 # --------------------------------------------------------------------------- strict mode
@@ -71,9 +72,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report.longrepr = f"HWNAS_STRICT=1: this test may not skip here, but it skipped: {reason}"
 
 
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A whole module skipped while collecting (``importorskip`` at its top) is counted, in strict mode,
+    and fails the run at its end (failing the collection itself would stop every other test)."""
+    if STRICT and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _STRICT_COLLECT_SKIPS.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _STRICT_COLLECT_SKIPS and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _netns.INSTALLED:
         terminalreporter.write_line("hwnas test set-up installed: " + ", ".join(_netns.INSTALLED))
+    for line in _STRICT_COLLECT_SKIPS:
+        terminalreporter.write_line(f"HWNAS_STRICT=1: a module may not skip here, but it skipped: {line}", red=True)
 
 
 # --------------------------------------------------------------------------- sealed from the machine

@@ -38,28 +38,48 @@ def test_real_component_skipped_by_a_mark():
 '''
 
 
-def _run_sample(tmp_path: Path, strict: bool) -> str:
-    """pytest on a sample file with this suite's conftest loaded as a plugin; its summary line."""
-    (tmp_path / "test_sample.py").write_text(_SAMPLE)
+_SAMPLE_MODULE_SKIP = '''
+import pytest
+
+pytest.importorskip("hwnas_no_such_runtime")
+
+
+def test_never_collected():
+    pass
+'''
+
+
+def _run_sample(tmp_path: Path, strict: bool, module_only: bool = False) -> str:
+    """pytest on sample files with this suite's conftest loaded as a plugin; its summary line and exit code."""
+    if not module_only:
+        (tmp_path / "test_sample.py").write_text(_SAMPLE)
+    (tmp_path / "test_sample_module.py").write_text(_SAMPLE_MODULE_SKIP)
     env = dict(os.environ, PYTHONPATH=str(TESTS), HWNAS_STRICT="1" if strict else "0")
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider", "-W", "ignore",
-         "--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path / "test_sample.py")],
+         "--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path)],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
     )
-    return proc.stdout.strip().splitlines()[-1] + f" rc={proc.returncode}"
+    summary = proc.stdout.strip().splitlines()[-1] + f" rc={proc.returncode}"
+    return summary + (" module-skip-reported" if "a module may not skip here" in proc.stdout else "")
 
 
 def test_strict_mode_turns_skips_into_failures(tmp_path: Path) -> None:
     summary = _run_sample(tmp_path, strict=True)
-    # the skip inside the test fails, the real-component test's skipif mark errors in set-up,
-    # the configuration's skipif mark stays a skip
-    assert re.search(r"\b1 failed, 1 passed, 1 skipped, 1 error\b.* rc=1$", summary), summary
+    # the skip inside the test fails, the real-component test's skipif mark errors in set-up, the
+    # configuration's skipif mark stays a skip, and the module skipped at collection fails the run
+    assert re.search(r"\b1 failed, 1 passed, 2 skipped, 1 error\b.* rc=1 module-skip-reported$", summary), summary
+
+
+def test_strict_mode_fails_a_run_whose_only_skip_is_a_module(tmp_path: Path) -> None:
+    (tmp_path / "only").mkdir()
+    summary = _run_sample(tmp_path / "only", strict=True, module_only=True)
+    assert re.search(r"\b1 skipped\b.* rc=1 module-skip-reported$", summary), summary
 
 
 def test_without_strict_mode_the_same_tests_skip(tmp_path: Path) -> None:
     summary = _run_sample(tmp_path, strict=False)
-    assert re.search(r"\b1 passed, 3 skipped\b.* rc=0$", summary), summary
+    assert re.search(r"\b1 passed, 4 skipped\b.* rc=0$", summary), summary
 
 
 def test_the_run_is_sealed_from_the_users_files() -> None:
