@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from hwnas.cli._app import JsonOption, UsageError, app, emit, progress_bar, stderr
+from hwnas.cli._app import JsonOption, UsageError, app, emit, plain, progress_bar, stderr
 from hwnas.cli.lut import lut_app
 
 
@@ -106,7 +106,7 @@ def profile_cmd(
                 except Exception as exc:  # one device's failure does not stop the others
                     code = getattr(type(exc), "exit_code", 1)
                     results[name] = {"device": name, "ok": False, "error": str(exc), "exit_code": code}
-                    stderr.print(f"hwnas: error: {exc}", highlight=False, markup=False)
+                    stderr.print(f"hwnas: error: {plain(exc)}", highlight=False, markup=False)
     ordered = [results[n] for n in devices]
     emit({"devices": ordered}, as_json)
     codes = [r.get("exit_code", 0) for r in ordered]
