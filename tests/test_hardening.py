@@ -427,6 +427,13 @@ def test_probe_output_escapes_markup_and_strips_control_characters(capsys: pytes
     assert "[/bold]" in out and "[/red]" in out and "[/oops]" in out
 
 
+def test_lut_show_prints_device_strings_from_a_lut_as_text(tmp_path: Path) -> None:
+    path = _small_lut(tmp_path, soc="[/bold]\x1b]0;owned\x07\x1b[2J")
+    res = hwnas("lut", "show", str(path))
+    assert res.returncode == 0, res.stderr[-800:]
+    assert "[/bold]" in res.stdout and "\x1b" not in res.stdout and "\x07" not in res.stdout
+
+
 def test_errors_and_log_lines_reach_stderr_without_control_characters() -> None:
     from hwnas.cli._app import _one_line, _PlainFormatter
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from hwnas.cli._app import JsonOption, UsageError, app, emit, progress_bar
+from hwnas.cli._app import JsonOption, UsageError, app, emit, progress_bar, shown
 from hwnas.cli._args import ARCH_HELP
 
 lut_app = typer.Typer(
@@ -148,14 +148,15 @@ def _human_ops(result: dict[str, Any]) -> None:
 
     out = _console()
     if not result["rows"]:
-        out.print(f"{result['lut']}: {result.get('note', 'no per-operator data')}", highlight=False)
+        out.print(shown(f"{result['lut']}: {result.get('note', 'no per-operator data')}"), highlight=False)
         return
-    table = Table(title=f"{result['lut']}: per-operator breakdown")
+    table = Table(title=shown(f"{result['lut']}: per-operator breakdown"))
     for col in ("key", "resolution", "op_type", "nodes", "ms", "share", "provider"):
         table.add_column(col, overflow="fold")
     for r in result["rows"]:
         share = "" if r["share"] is None else f"{100 * r['share']:.1f}%"
-        table.add_row(r["key"], str(r["resolution"]), r["op_type"], str(r["nodes"]), f"{r['ms']:.4f}", share, r["provider"])
+        table.add_row(shown(r["key"]), str(r["resolution"]), shown(r["op_type"]), str(r["nodes"]), f"{r['ms']:.4f}", share,
+                      shown(r["provider"]))
     out.print(table)
 
 
@@ -164,17 +165,17 @@ def _human_show(result: dict[str, Any]) -> None:
 
     out = _console()
     meta = result["metadata"]
-    out.print(f"[bold]{result['lut']}[/bold]: {result['entries']} entries", highlight=False)
+    out.print(f"[bold]{shown(result['lut'])}[/bold]: {result['entries']} entries", highlight=False)
     for k in ("space", "resolutions", "statistic", "runtime", "exporter", "dtype", "batch", "threads", "cores", "device", "date"):
         if meta.get(k) is not None:
-            out.print(f"  {k}: {meta[k]}", highlight=False)
+            out.print(f"  {k}: {shown(meta[k])}", highlight=False)  # device strings: no markup, no control characters
     stat = result["statistic"]
     table = Table()
     cols = ["key", "resolution", "runs", stat] + [c for c in ("p10_ms", "p90_ms", "std_ms") if result["rows"] and c in result["rows"][0]]
     for col in cols:
         table.add_column(col, overflow="fold")
     for r in result["rows"]:
-        table.add_row(*[f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols])
+        table.add_row(*[f"{r[c]:.4f}" if isinstance(r[c], float) else shown(r[c]) for c in cols])
     out.print(table)
 
 
