@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .bench_binary import BINARY_RUNTIMES, measure_with_binary
+from .device_state import CpuCluster, CpuFreq, cpu_clusters, derive_core_mask
 from .errors import DeviceError, LinkLost
 from .lock import DeviceLock, kill_leftover_runners
 from .profiles import PYTHON_RUNTIMES, DeviceProfile
@@ -267,14 +268,12 @@ class Device:
         return argv
 
     def core_mask(self) -> str | None:
+        """The taskset mask of the profile's ``cores`` (``device_state.derive_core_mask``; ``big`` reads the
+        device's CPU clusters)."""
         cores = self.profile.cores
-        if cores == "all":
-            return None
-        if cores == "big":
-            return self._big_core_mask()
-        return cores.lower().removeprefix("0x")
+        return derive_core_mask(self._cpu_clusters() if cores == "big" else [], cores)
 
-    def _big_core_mask(self) -> str | None:
+    def _cpu_clusters(self) -> list[CpuCluster]:
         res = self.transport.run(
             [
                 "sh",
@@ -286,16 +285,12 @@ class Device:
             timeout=30,
             check=False,
         )
-        freqs: dict[int, int] = {}
+        freqs: dict[int, CpuFreq] = {}
         for line in res.stdout.splitlines():
             parts = line.split()
             if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
-                freqs[int(parts[0])] = int(parts[1])
-        if not freqs or max(freqs.values()) == 0:
-            return None
-        top = max(freqs.values())
-        mask = sum(1 << cpu for cpu, f in freqs.items() if f == top)
-        return format(mask, "x")
+                freqs[int(parts[0])] = CpuFreq(cpu=int(parts[0]), max_khz=int(parts[1]) or None)
+        return cpu_clusters(freqs)
 
     def measure(
         self,

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import runtimes
 from .device_state import (
     STATE_COMMANDS,
     android_props,
@@ -99,12 +100,9 @@ RUNTIME_SCRIPT = (
 )
 
 # Python modules behind each profile runtime, in the runner's order of preference.
-_RUNTIME_MODULES: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("onnxruntime",),
-    "litert": ("ai_edge_litert", "tflite_runtime"),
-}
+_RUNTIME_MODULES: dict[str, tuple[str, ...]] = {name: r.modules for name, r in runtimes.REGISTRY.items() if r.python}
 # Programs a profile's benchmark_binary may name, by runtime.
-_BENCHMARK_RUNTIMES = ("tflite-benchmark", "onnxruntime-perf-test")
+_BENCHMARK_RUNTIMES = runtimes.BINARY_RUNTIMES
 
 
 # --------------------------------------------------------------------------- probing

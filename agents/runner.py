@@ -14,20 +14,27 @@ Usage::
 The job (JSON)::
 
     {"runtime": "onnxruntime", "threads": 1, "warmup": 10, "runs": 50,
-     "min_seconds": 0.2, "rounds": 1, "cooldown_s": 0, "max_temp_c": 75,
+     "min_seconds": 0.2, "rounds": 3, "cooldown_s": 0, "max_temp_c": 75,
+     "statistic": "median_ms", "precision": 0.02, "max_entry_s": 10,
      "max_thermal_wait_s": 120, "temp_paths": ["/sys/class/thermal/thermal_zone0/temp"],
      "state_paths": ["/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"],
      "keep_samples": true, "profile_ops": false, "xnnpack": true, "flush_kb": 0,
      "models": [{"id": "k1", "path": "models/k1.onnx"}]}
 
-With ``rounds`` > 1 the models are measured round-robin, ``runs`` inferences of each
-model per round, so that a machine whose speed drifts affects every model alike.
+The measurement keys (``warmup`` to ``max_entry_s``) are always sent by the host (their defaults live in
+hwnas's ``agents/measure_settings.py``, not here). Models are measured round-robin, so that a machine
+whose speed drifts affects every model alike: each round gives every model still being measured
+``runs / rounds`` timed inferences (and ``min_seconds / rounds`` of timed work). After ``rounds`` rounds a
+model is done as soon as the relative half-width of the 95% confidence interval of its ``statistic``
+(see :func:`relative_ci`) is at most ``precision``, or once ``max_entry_s`` of work went into it; its
+result says which (``ci``, ``converged``). ``precision`` null: exactly ``rounds`` rounds.
 
 Output, one JSON object per line, flushed as soon as it is known::
 
     {"type": "hello", "protocol": 1, "runtime": ..., "runtime_version": ..., "pid": ...}
     {"type": "result", "id": ..., "runs": n, "median_ms": ..., "p10_ms": ..., "p90_ms": ...,
      "mean_ms": ..., "std_ms": ..., "min_ms": ..., "max_ms": ..., "samples_ms": [...],
+     "statistic": "median_ms", "ci": 0.012, "converged": true, "rounds": 4, "seconds": 0.9,
      "temp_c": ..., "state": {...}, "thermal_wait_s": ..., "ops": [...]}
     {"type": "error", "id": ..., "message": ...}
     {"type": "done", "seconds": ..., "measured": n, "failed": n}
@@ -76,7 +83,75 @@ def summarize(samples_ms):
         "std_ms": math.sqrt(var),
         "min_ms": s[0],
         "max_ms": s[-1],
+        "tmean_ms": trimmed_mean(s),
     }
+
+
+#: z of a two-sided 95% interval
+Z95 = 1.959963984540054
+#: statistic name -> quantile it estimates (``min_ms``: its interval is the 5th percentile's)
+QUANTILES = {"median_ms": 0.5, "p10_ms": 0.1, "p90_ms": 0.9, "min_ms": 0.05}
+TRIM = 0.1  # share cut from each end by the trimmed mean
+
+
+def trimmed_mean(sorted_values, trim=TRIM):
+    n = len(sorted_values)
+    k = int(math.floor(trim * n))
+    kept = sorted_values[k : n - k] or sorted_values
+    return sum(kept) / len(kept)
+
+
+def quantile_interval(sorted_values, q, z=Z95):
+    """Distribution-free confidence interval of the ``q`` quantile: order statistics whose ranks come from
+    the binomial(n, q) count of samples below the quantile (normal approximation with a continuity margin).
+    ``None`` when ``n`` is too small for the interval to lie inside the sample."""
+    n = len(sorted_values)
+    if n < 2:
+        return None
+    half = z * math.sqrt(n * q * (1 - q))
+    lo = int(math.floor(n * q - half))  # 1-based ranks
+    hi = int(math.ceil(n * q + half)) + 1
+    if lo < 1 or hi > n:
+        return None
+    return sorted_values[lo - 1], sorted_values[hi - 1]
+
+
+def relative_ci(samples_ms, statistic):
+    """Relative half-width (a fraction of the statistic) of the 95% confidence interval of ``statistic``
+    over ``samples_ms``; ``inf`` while there are too few samples to say.
+
+    Quantiles (``median_ms``, ``p10_ms``, ``p90_ms``; ``min_ms`` through the 5th percentile) use order
+    statistics, which hold whatever the distribution (bimodal, long-tailed); ``mean_ms`` uses the
+    standard error, ``tmean_ms`` (10% trimmed mean) the winsorised standard error."""
+    s = sorted(samples_ms)
+    n = len(s)
+    if n < 2:
+        return math.inf
+    if statistic in QUANTILES:
+        q = QUANTILES[statistic]
+        ci = quantile_interval(s, q)
+        if ci is None:
+            return math.inf
+        centre = quantile(s, q) if statistic != "min_ms" else s[0]
+        return (ci[1] - ci[0]) / 2 / centre if centre > 0 else math.inf
+    if statistic == "tmean_ms":
+        k = int(math.floor(TRIM * n))
+        w = [min(max(x, s[k]), s[n - 1 - k]) for x in s]
+        mw = sum(w) / n
+        sw = math.sqrt(sum((x - mw) ** 2 for x in w) / (n - 1))
+        centre = trimmed_mean(s)
+        return Z95 * sw / ((1 - 2 * TRIM) * math.sqrt(n)) / centre if centre > 0 else math.inf
+    mean = sum(s) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in s) / (n - 1))
+    return Z95 * sd / math.sqrt(n) / mean if mean > 0 else math.inf
+
+
+def sampling_done(samples_ms, statistic, precision, spent_s, max_entry_s):
+    """The stopping rule: ``(done, ci, converged)`` for a model's samples so far."""
+    ci = relative_ci(samples_ms, statistic)
+    converged = precision is not None and ci <= precision
+    done = precision is None or converged or spent_s >= max_entry_s
+    return done, ci, converged
 
 
 def read_text(path):
@@ -344,13 +419,19 @@ def main(argv):
     emit(msg)
     if msg["type"] == "fatal":
         return 3
-    warmup = int(job.get("warmup", 10))
-    runs = int(job.get("runs", 50))
-    min_seconds = float(job.get("min_seconds", 0.0))
-    max_runs = int(job.get("max_runs", max(runs, 100000)))
-    rounds = max(1, int(job.get("rounds", 1)))
-    cooldown = float(job.get("cooldown_s", 0.0))
+    warmup = int(job["warmup"])
+    runs = int(job["runs"])
+    min_seconds = float(job["min_seconds"])
+    rounds = max(1, int(job["rounds"]))
+    cooldown = float(job["cooldown_s"])
+    precision = job.get("precision")
+    precision = None if precision is None else float(precision)
+    max_entry_s = float(job.get("max_entry_s") or math.inf)
+    statistic = job.get("statistic") or "median_ms"
+    max_runs = int(job.get("max_runs", 100000))
     keep = bool(job.get("keep_samples", True))
+    per_round = max(1, -(-runs // rounds))  # ceil: at least `runs` timed runs after `rounds` rounds
+    per_round_s = min_seconds / rounds
     flushers = {}
     state_paths = job.get("state_paths") or []
     temp_paths = job.get("temp_paths") or []
@@ -359,64 +440,79 @@ def main(argv):
     models = {}
     samples = {}
     waits = {}
-    broken = set()
-    specs = job["models"]
-    for r in range(rounds):
-        for spec in specs:
-            mid = spec["id"]
-            if mid in broken:
-                continue
+    spent = {}
+    done_rounds = {}
+    specs = list(job["models"])
+    active = [spec["id"] for spec in specs]
+    by_id = {spec["id"]: spec for spec in specs}
+    r = 0
+    while active:
+        for mid in list(active):
+            spec = by_id[mid]
             path = spec["path"] if os.path.isabs(spec["path"]) else os.path.join(base, spec["path"])
+            t_model = time.perf_counter()
             try:
                 if mid not in models:
                     models[mid] = load_model(job, path)
                     fn = models[mid]
                     for _ in range(warmup):
                         fn()
+                    t_model = time.perf_counter()  # loading and warm-up are not the entry's sampling time
                 _, waited = thermal_gate(job)
                 waits[mid] = waits.get(mid, 0.0) + waited
+                t_model += waited
                 fn = models[mid]
                 fn()  # one un-timed call re-warms caches after the other models ran
                 flush_kb = int(spec.get("flush_kb", job.get("flush_kb", 0)) or 0)
                 if flush_kb not in flushers:
                     flushers[flush_kb] = make_flusher(flush_kb)
                 samples.setdefault(mid, []).extend(
-                    time_runs(fn, runs, min_seconds / rounds, max_runs, flushers[flush_kb])
+                    time_runs(fn, per_round, per_round_s, max_runs, flushers[flush_kb])
                 )
             except Exception as exc:
-                broken.add(mid)
+                active.remove(mid)
                 models.pop(mid, None)
                 failed += 1
                 emit({"type": "error", "id": mid, "message": f"{type(exc).__name__}: {exc}"})
                 continue
-            if r == rounds - 1:
-                result = {"type": "result", "id": mid}
-                result.update(summarize(samples[mid]))
-                if keep:
-                    result["samples_ms"] = [round(x, 6) for x in samples[mid]]
-                result["temp_c"] = read_temp_c(temp_paths)
-                result["thermal_wait_s"] = waits.get(mid, 0.0)
-                if state_paths:
-                    result["state"] = {p: read_text(p) for p in state_paths}
-                delegates = getattr(models.get(mid), "delegates", None)
-                if delegates is not None:
-                    result["delegates"] = delegates
-                if job.get("profile_ops") and runtime == "onnxruntime":
-                    try:
-                        result["ops"] = op_profile(job, spec, path, int(job.get("profile_runs", 20)))
-                    except Exception as exc:  # per-op data is optional
-                        result["ops_error"] = f"{type(exc).__name__}: {exc}"
-                elif job.get("profile_ops"):
-                    result["ops_error"] = (
-                        f"runtime {runtime} has no op profiler in its Python API; "
-                        "per-op times: runtime tflite-benchmark with benchmark_model --enable_op_profiling"
-                    )
-                emit(result)
-                measured += 1
-                models.pop(mid, None)
-                samples.pop(mid, None)
+            spent[mid] = spent.get(mid, 0.0) + time.perf_counter() - t_model
+            done_rounds[mid] = r + 1
             if cooldown > 0:
                 time.sleep(cooldown)
+            if r < rounds - 1:
+                continue
+            stop, ci, converged = sampling_done(samples[mid], statistic, precision, spent[mid], max_entry_s)
+            if not stop and len(samples[mid]) < max_runs:
+                continue
+            active.remove(mid)
+            result = {"type": "result", "id": mid}
+            result.update(summarize(samples[mid]))
+            result.update(statistic=statistic, ci=ci if math.isfinite(ci) else None, converged=converged,
+                          rounds=done_rounds[mid], seconds=round(spent[mid], 6))
+            if keep:
+                result["samples_ms"] = [round(x, 6) for x in samples[mid]]
+            result["temp_c"] = read_temp_c(temp_paths)
+            result["thermal_wait_s"] = waits.get(mid, 0.0)
+            if state_paths:
+                result["state"] = {p: read_text(p) for p in state_paths}
+            delegates = getattr(models.get(mid), "delegates", None)
+            if delegates is not None:
+                result["delegates"] = delegates
+            if job.get("profile_ops") and runtime == "onnxruntime":
+                try:
+                    result["ops"] = op_profile(job, spec, path, int(job.get("profile_runs", 20)))
+                except Exception as exc:  # per-op data is optional
+                    result["ops_error"] = f"{type(exc).__name__}: {exc}"
+            elif job.get("profile_ops"):
+                result["ops_error"] = (
+                    f"runtime {runtime} has no op profiler in its Python API; "
+                    "per-op times: runtime tflite-benchmark with benchmark_model --enable_op_profiling"
+                )
+            emit(result)
+            measured += 1
+            models.pop(mid, None)
+            samples.pop(mid, None)
+        r += 1
     emit({"type": "done", "seconds": time.perf_counter() - started, "measured": measured, "failed": failed})
     return 0
 

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ..agents.runtimes import COMPARABILITY_FIELDS
 from ..supernet.files import atomic_write
 from .errors import LUTError
 
@@ -74,6 +75,8 @@ STANDARD_METADATA = (
     "cores",
     "device",
     "temperatures_c",
+    "noise_floor",
+    "measurement",
     "reference",
     "hwnas_version",
     "date",
@@ -86,24 +89,14 @@ ID_COLUMNS = ("key", "resolution", "op")
 STAT_COLUMNS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms")
 DEFAULT_COLUMNS = (*ID_COLUMNS, *OP_FIELDS, "runs", *STAT_COLUMNS)
 REQUIRED_COLUMNS = ("key", "resolution", "op", "runs")
+#: How sure each measured row is: ``ci`` (relative half-width of the statistic's 95% confidence interval,
+#: a fraction; blank where unknown) and ``converged`` (``true`` when ``ci`` reached the precision target).
+MEASURE_COLUMNS = ("ci", "converged")
 SAMPLES_COLUMNS = ("key", "resolution", "run", "ms")
 OPS_COLUMNS = ("key", "resolution", "node", "op_type", "provider", "ms")
-#: Metadata fields (dotted paths) that must agree before ``LUTWriter(resume=True)`` appends to a file.
-RESUME_FIELDS = (
-    "space",
-    "statistic",
-    "runtime.name",
-    "runtime.version",
-    "exporter.name",
-    "exporter.version",
-    "exporter.opset",
-    "dtype",
-    "batch",
-    "threads",
-    "cores",
-    "device.model",
-    "device.soc",
-)
+#: Metadata fields (dotted paths) that must agree before ``LUTWriter(resume=True)`` appends to a file: the
+#: same list ``lut diff`` compares tables by (the runtime registry's).
+RESUME_FIELDS = COMPARABILITY_FIELDS
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -168,6 +161,15 @@ def entry_row(key: str, resolution: int, *, runs: int, stats: Mapping[str, float
             raise ValueError(f"statistic column {name!r} must end in its unit (e.g. '_ms')")
         row[name] = float(value)
     return row
+
+
+def measure_cells(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A measurement result's ``ci`` and ``converged`` as LUT cells."""
+    ci = result.get("ci")
+    return {
+        "ci": None if ci is None or not math.isfinite(float(ci)) else float(ci),
+        "converged": "true" if result.get("converged") else "false",
+    }
 
 
 def default_metadata(*, space: str, resolutions: Sequence[int], statistic: str = "median_ms") -> dict[str, Any]:

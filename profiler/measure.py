@@ -1,58 +1,109 @@
-"""Measurement plan: batches of workloads, interleaved rounds, a reference in every batch.
+"""Measurement plan: batches of workloads, interleaved rounds, a reference in every batch, adaptive sampling.
 
 This machine (and any shared or thermally limited device) changes speed while it is
-being measured. Three things make a LUT robust to it:
+being measured. What makes a LUT robust to it:
 
 - every batch of models sent to the runner also holds the *reference* workload, and
   every result records the reference latency of its own batch (``ref_ms``), so values
   from batches measured at different machine speeds are normalised to one speed;
 - inside a batch, models are measured round-robin (``rounds``), so a slow spell
   affects all of them alike;
-- the statistic is a low quantile (``p10_ms``): interference only ever adds time, so the
-  lower tail moves far less than the median between runs.
+- sampling is adaptive: each model is measured until its statistic's confidence interval
+  is within ``precision`` (or ``max_entry_s`` is spent), see ``agents/measure_settings.py``;
+  every result carries ``ci`` and ``converged``;
+- the statistic comes from the runtime registry (``agents/runtimes.py``);
+- every result a device returns is checked before anyone writes it (:func:`check_results`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..agents import runtimes
 from ..agents.device import Device, ModelFile
+from ..agents.errors import DeviceError
+from ..agents.measure_settings import MeasureSettings
+from ..agents.runner import Z95
 from .workloads import Workload
 
 log = logging.getLogger(__name__)
 
-#: The raw statistic LUT values and validations are computed from (Python runner runtimes).
-RAW_STATISTIC = "p10_ms"
-STAT_KEYS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms")
-#: Benchmark programs (benchmark_model, onnxruntime_perf_test) print no per-run samples: every
-#: variant prints the mean, std, min and max, so those runtimes are measured by their mean.
-BINARY_STATISTIC = "mean_ms"
-BINARY_STAT_KEYS = ("mean_ms", "std_ms", "min_ms", "max_ms")
+#: The one measurement settings type (also a profile's ``measure:`` block); the old name stays for callers.
+MeasurePlan = MeasureSettings
 
 
 def raw_statistic(runtime: str) -> str:
-    """The statistic measurements of ``runtime`` are compared by."""
-    return RAW_STATISTIC if runtime in ("onnxruntime", "litert") else BINARY_STATISTIC
+    """The statistic measurements of ``runtime`` are compared by (the registry's)."""
+    return runtimes.get_runtime(runtime).statistic
 
 
 def stat_keys(runtime: str) -> tuple[str, ...]:
     """The statistics every result of ``runtime`` carries (the LUT's latency columns)."""
-    return STAT_KEYS if runtime in ("onnxruntime", "litert") else BINARY_STAT_KEYS
+    return runtimes.get_runtime(runtime).stat_keys
 
 
-@dataclass(frozen=True)
-class MeasurePlan:
-    """How each workload is measured on a device."""
+#: The Python runner runtimes' statistic and statistics (for callers that measure only with those).
+RAW_STATISTIC = runtimes.get_runtime("onnxruntime").statistic
+STAT_KEYS = runtimes.get_runtime("onnxruntime").stat_keys
 
-    rounds: int = 3
-    runs: int = 10
-    warmup: int = 10
-    min_seconds: float = 0.0
-    batch_size: int = 24
-    profile_ops: bool = False
+
+def sampling_statistic(plan: MeasureSettings, runtime: str) -> str:
+    """The statistic adaptive sampling aims at: the plan's, else the runtime's."""
+    if plan.statistic is not None and plan.statistic not in stat_keys(runtime):
+        raise DeviceError(f"runtime {runtime} reports no {plan.statistic}; it reports {', '.join(stat_keys(runtime))}")
+    return plan.statistic or raw_statistic(runtime)
+
+
+def runner_job(plan: MeasureSettings, runtime: str) -> dict[str, Any]:
+    """The job keys the runner's stopping rule reads, beside those ``Device.measure`` sends itself."""
+    job = plan.job()
+    job["statistic"] = sampling_statistic(plan, runtime)
+    return {k: job[k] for k in ("precision", "max_entry_s", "statistic", "cooldown_s", "max_temp_c")}
+
+
+def check_results(
+    results: Sequence[Mapping[str, Any]], *, known: Sequence[str], runtime: str, device: str
+) -> None:
+    """Refuse what a device returned unless every result names a model it was sent, carries the
+    runtime's statistics and ``runs``, and every time is a finite number >= 0. Raises DeviceError
+    (exit 1) naming the device and the model, before anything of the batch is written."""
+    rt = runtimes.get_runtime(runtime)
+    ids = set(known)
+    for res in results:
+        mid = res.get("id")
+        if mid not in ids:
+            raise DeviceError(f"the device returned a result for an unknown model id {str(mid)[:80]!r}", device=device)
+        if res.get("type") != "result":
+            continue
+        required = rt.stat_keys if rt.samples else (rt.statistic,)
+        for key in ("runs", *required):
+            if res.get(key) is None:
+                raise DeviceError(f"model {mid}: the result lacks {key!r}", device=device)
+        for key in (*rt.stat_keys, "runs"):
+            value = res.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise DeviceError(f"model {mid}: {key} is {value!r}; expected a finite number >= 0", device=device)
+        if int(res["runs"]) < 1:
+            raise DeviceError(f"model {mid}: runs is {res['runs']!r}; expected at least 1", device=device)
+        bad = [v for v in res.get("samples_ms") or () if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0]
+        if bad:
+            raise DeviceError(f"model {mid}: a per-run sample is {bad[0]!r}; expected a finite number >= 0", device=device)
+
+
+def _fill_ci(res: dict[str, Any], plan: MeasureSettings, runtime: str) -> None:
+    """``ci``/``converged`` for results whose device computed none (benchmark programs print a mean and a
+    standard deviation: the mean's normal interval)."""
+    if "ci" in res and "converged" in res:
+        return
+    mean, std, n = res.get("mean_ms"), res.get("std_ms"), int(res.get("runs") or 0)
+    ci = Z95 * std / math.sqrt(n) / mean if mean and std is not None and n > 1 else None
+    res["ci"] = ci
+    res["converged"] = ci is not None and ci <= plan.precision
 
 
 def measure_batches(
@@ -60,7 +111,7 @@ def measure_batches(
     workloads: Sequence[Workload],
     *,
     reference: Workload,
-    plan: MeasurePlan,
+    plan: MeasureSettings,
     runtime: str,
     threads: int,
     on_result: Callable[[Workload, dict[str, Any], float], None],
@@ -69,12 +120,16 @@ def measure_batches(
     extra_job: dict[str, Any] | None = None,
 ) -> list[float]:
     """Measure ``workloads`` in batches, the reference in each; ``on_result(workload, result, ref_ms)``
-    is called for each result as its batch completes. Returns the reference's latency per batch."""
+    is called for each result as its batch completes (every result carries ``ci`` and ``converged``).
+    Returns the reference's latency per batch. A workload may appear under several ids (two passes of a
+    validation): ids are what the device sees."""
     by_id = {w.id: w for w in workloads}
     refs: list[float] = []
+    stat = sampling_statistic(plan, runtime)
     batches = [list(workloads[i : i + plan.batch_size]) for i in range(0, len(workloads), plan.batch_size)]
     # one archive for everything up front: a remote device's round trips per batch drop to the run itself
     device.stage([ModelFile(w.id, w.path) for w in [reference, *workloads]], runtime=runtime)
+    name = device.profile.name
     for n, batch in enumerate(batches):
         models = [ModelFile(reference.id, reference.path)] + [ModelFile(w.id, w.path) for w in batch]
         results = device.measure(
@@ -88,23 +143,21 @@ def measure_batches(
             profile_ops=plan.profile_ops,
             keep_samples=True,
             temp_paths=temp_paths,
-            extra=extra_job,
+            extra={**runner_job(plan, runtime), **(extra_job or {})},
         )
+        check_results(results, known=[m.id for m in models], runtime=runtime, device=name)
         ok = {r["id"]: r for r in results if r.get("type") == "result"}
         failed = [r for r in results if r.get("type") == "error"]
         if reference.id not in ok:
-            from ..agents.errors import DeviceError
-
-            raise DeviceError("the reference workload failed to run", device=device.profile.name)
-        ref_ms = float(ok[reference.id][raw_statistic(runtime)])
-        refs.append(ref_ms)
+            raise DeviceError("the reference workload failed to run", device=name)
         for err in failed:
-            from ..agents.errors import DeviceError
-
-            raise DeviceError(f"model {err.get('id')} failed: {err.get('message')}", device=device.profile.name)
+            raise DeviceError(f"model {err.get('id')} failed: {err.get('message')}", device=name)
+        ref_ms = float(ok[reference.id][stat])
+        refs.append(ref_ms)
         for mid, res in ok.items():
             if mid == reference.id:
                 continue
+            _fill_ci(res, plan, runtime)
             on_result(by_id[mid], res, ref_ms)
         if on_batch is not None:
             on_batch(n + 1, len(batches))

@@ -18,6 +18,7 @@ so a plain sum of the ``lut_ms`` column predicts a whole network.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import os
@@ -30,14 +31,27 @@ from typing import Any
 
 import numpy as np
 
+from ..agents import runtimes
 from ..agents.device import Device
 from ..agents.errors import DeviceError
+from ..agents.measure_settings import MeasureSettings
 from ..agents.profiles import DeviceProfile
 from ..supernet import SearchSpace, get_space
 from .errors import LUTError
-from .lut import LUT, OP_FIELDS, OVERHEAD_KEY, OVERHEAD_OP, LUTWriter, default_metadata, entry_row
-from .measure import MeasurePlan, measure_batches, raw_statistic, stat_keys
-from .workloads import RUNTIME_FORMAT, Workload, WorkloadBuilder
+from .lut import (
+    LUT,
+    MEASURE_COLUMNS,
+    OP_FIELDS,
+    OVERHEAD_KEY,
+    OVERHEAD_OP,
+    LUTWriter,
+    default_metadata,
+    entry_row,
+    measure_cells,
+)
+from .measure import measure_batches, sampling_statistic, stat_keys
+from .noise import noise_gate
+from .workloads import Workload, WorkloadBuilder
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +60,7 @@ LUT_STATISTIC = "lut_ms"
 
 def lut_columns(runtime: str) -> tuple[str, ...]:
     """The CSV columns of a LUT measured with ``runtime``."""
-    return ("key", "resolution", "op", *OP_FIELDS, "runs", *stat_keys(runtime), "ref_ms", LUT_STATISTIC)
+    return ("key", "resolution", "op", *OP_FIELDS, "runs", *stat_keys(runtime), *MEASURE_COLUMNS, "ref_ms", LUT_STATISTIC)
 
 
 LUT_COLUMNS = lut_columns("onnxruntime")
@@ -78,9 +92,19 @@ class ProfileRequest:
     resume: bool = False
     #: replace an existing LUT (and its sidecars); without it or ``resume`` an existing LUT is refused
     force: bool = False
-    plan: MeasurePlan = MeasurePlan()
+    #: measurement settings: None takes the profile's ``measure:`` block; ``overrides`` (flags) go on top
+    plan: MeasureSettings | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()
     calibration_subnets: int = CALIBRATION_SUBNETS
     seed: int = 0
+
+
+def measure_settings(
+    profile: DeviceProfile, plan: MeasureSettings | None = None, overrides: Any = ()
+) -> MeasureSettings:
+    """The settings a run measures with: ``plan`` (else the profile's ``measure:`` block), then the
+    non-None ``overrides`` (command-line flags: a mapping or (name, value) pairs), validated."""
+    return (plan or profile.measure).replace(**dict(overrides))
 
 
 def _fingerprint(device: Device) -> tuple[dict[str, Any], list[str], float | None]:
@@ -120,9 +144,10 @@ def profile_device(
     resolutions = tuple(space.check_resolutions(request.resolutions or space.lut_resolutions))
     runtime = request.runtime or profile.runtime
     threads = request.threads or profile.threads
-    if runtime not in RUNTIME_FORMAT:
-        raise LUTError(f"runtime {runtime!r} is not supported; expected one of {sorted(RUNTIME_FORMAT)}")
-    fmt = RUNTIME_FORMAT[runtime]
+    if runtime not in runtimes.REGISTRY:
+        raise LUTError(f"runtime {runtime!r} is not supported; expected one of {', '.join(runtimes.NAMES)}")
+    fmt = runtimes.REGISTRY[runtime].model_format
+    request = dataclasses.replace(request, plan=measure_settings(profile, request.plan, request.overrides))
     if request.out:
         out = Path(request.out)
         if not out.parent.is_dir():
@@ -181,12 +206,9 @@ def _profile(
         cores=device.profile.cores,
         device=fingerprint,
         measurement={
-            "raw_statistic": raw_statistic(runtime),
-            "rounds": request.plan.rounds,
-            "runs_per_round": request.plan.runs,
-            "warmup": request.plan.warmup,
-            "batch_size": request.plan.batch_size,
-            "note": "lut_ms = calibration.a * (p10_ms * reference/ref_ms - overhead); see calibration",
+            "raw_statistic": sampling_statistic(request.plan, runtime),
+            **request.plan.to_dict(),
+            "note": f"lut_ms = calibration.a * ({sampling_statistic(request.plan, runtime)} * reference/ref_ms - overhead); see calibration",
         },
     )
     # The runtime version is known once the runner said hello (a benchmark program: a tiny batch).
@@ -194,6 +216,9 @@ def _profile(
         reference = builder.reference()
     hello_version = _runtime_version(device, reference, runtime, threads)
     meta["runtime"]["version"] = hello_version
+    noise = noise_gate(device, reference, runtime=runtime, threads=threads, settings=request.plan)
+    meta["noise_floor"] = noise["noise_floor"]
+    meta["measurement"]["noise"] = {k: noise[k] for k in ("waited_s", "quiet", "windows_ms")}
 
     writer = LUTWriter(out, metadata=meta, columns=lut_columns(runtime), resume=request.resume, keep_samples=True, keep_ops=request.plan.profile_ops)
     done = writer.open()
@@ -218,13 +243,14 @@ def _profile(
 
     def on_result(w: Workload, res: dict[str, Any], ref_ms: float) -> None:
         if w.kind == "subnet":
-            calib.append({"id": w.id, "value": float(res[raw_statistic(runtime)]), "ref_ms": ref_ms})
+            calib.append({"id": w.id, "value": float(res[sampling_statistic(request.plan, runtime)]), "ref_ms": ref_ms})
             return
         stats = _stats(res, runtime)
         op = OVERHEAD_OP if w.kind == "overhead" else None
         row = entry_row(w.key, w.resolution, runs=int(res["runs"]), stats=stats, op=op)
+        row.update(measure_cells(res))
         row["ref_ms"] = ref_ms
-        row[LUT_STATISTIC] = stats[raw_statistic(runtime)]  # provisional until calibration
+        row[LUT_STATISTIC] = stats[sampling_statistic(request.plan, runtime)]  # provisional until calibration
         writer.write(row, samples=res.get("samples_ms"), ops=res.get("ops"))
         results.append(res)
         count[0] += 1
@@ -249,7 +275,7 @@ def _profile(
     lut.metadata["reference"] = {
         "name": "max subnet at the smallest LUT resolution",
         "arch": space.max_arch(min(space.lut_resolutions)).to_dict(),
-        "statistic": raw_statistic(runtime),
+        "statistic": sampling_statistic(request.plan, runtime),
         "ms": ref_lut,
         "spread_pct": _spread_pct(ref_all),
     }

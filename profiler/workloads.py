@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..agents import runtimes
 from ..supernet import Arch, Entry, SearchSpace
 from ..supernet.files import atomic_write
 
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 
 WORKLOAD_VERSION = 1
 ONNX_OPSET = 17
-RUNTIME_FORMAT = {"onnxruntime": "onnx", "onnxruntime-perf-test": "onnx", "litert": "tflite", "tflite-benchmark": "tflite"}
+#: The model file format of each runtime (from the runtime registry).
+RUNTIME_FORMAT = {name: r.model_format for name, r in runtimes.REGISTRY.items()}
 
 
 def cache_dir() -> Path:

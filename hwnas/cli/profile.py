@@ -25,6 +25,11 @@ def _parse_resolutions(text: str | None) -> tuple[int, ...] | None:
     return values
 
 
+def _measure_flags(**flags: Any) -> tuple[tuple[str, Any], ...]:
+    """Flags that override a profile's ``measure:`` settings (validated with them: exit 2 naming the flag)."""
+    return tuple((k, v) for k, v in flags.items() if v is not None)
+
+
 def _profile_one(name: str, request: Any, update: Any) -> dict[str, Any]:
     from hwnas.agents.errors import DeviceError
     from hwnas.agents.profiles import load_profile
@@ -52,13 +57,16 @@ def profile_cmd(
     out: Path | None = typer.Option(None, "--out", help="LUT file (only with one device; default device_profiles/NAME/...)."),
     resume: bool = typer.Option(False, "--resume", help="Keep the rows already in the LUT and measure only the rest."),
     force: bool = typer.Option(False, "--force", help="Replace an existing LUT and its sidecars (without --resume or --force an existing LUT is refused)."),
-    rounds: int = typer.Option(3, "--rounds", min=1, help="Interleaved measurement rounds per batch."),
-    runs: int = typer.Option(10, "--runs", min=1, help="Timed runs per model per round."),
+    rounds: int | None = typer.Option(None, "--rounds", help="Interleaved measurement rounds per batch, at least (default: the profile's measure.rounds)."),
+    runs: int | None = typer.Option(None, "--runs", help="Timed runs per model, at least (default: the profile's measure.runs)."),
+    warmup: int | None = typer.Option(None, "--warmup", help="Untimed runs before a model is timed (default: the profile's)."),
+    precision: float | None = typer.Option(None, "--precision", help="Measure each entry until its statistic's 95% CI half-width is within this fraction (default: the profile's, 0.02)."),
+    max_entry_s: float | None = typer.Option(None, "--max-entry-s", help="...or until this many seconds went into it (default: the profile's, 10)."),
+    max_wait: float | None = typer.Option(None, "--max-wait", help="Wait up to this many seconds for the device's noise floor to fall under measure.max_noise, then go on with a warning (default: the profile's, 60)."),
     profile_ops: bool = typer.Option(False, "--profile-ops", help="Also record per-operator timings (ONNX Runtime profiler)."),
     as_json: bool = JsonOption,
 ) -> int:
     """Measure every LUT entry of a space on each device and write its LUT (rows saved as they arrive)."""
-    from hwnas.profiler.measure import MeasurePlan
     from hwnas.profiler.profile import ProfileRequest
 
     if out is not None and len(devices) > 1:
@@ -77,7 +85,8 @@ def profile_cmd(
         out=out,
         resume=resume,
         force=force,
-        plan=MeasurePlan(rounds=rounds, runs=runs, profile_ops=profile_ops),
+        overrides=_measure_flags(rounds=rounds, runs=runs, warmup=warmup, precision=precision, max_entry_s=max_entry_s,
+                                 max_wait_s=max_wait, profile_ops=profile_ops or None),
     )
     if len(devices) == 1:
         with progress_bar(f"profile {devices[0]}") as update:
@@ -120,6 +129,9 @@ def validate_cmd(
     samples: int = typer.Option(40, "--samples", min=1, help="Random subnets to measure end to end."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random subnets."),
     correct_drift: bool = typer.Option(True, "--correct-drift/--no-correct-drift", help="Normalise measurements to the LUT's machine speed with the reference workload."),
+    precision: float | None = typer.Option(None, "--precision", help="Measure each subnet until its statistic's 95% CI half-width is within this fraction (default: the profile's)."),
+    max_entry_s: float | None = typer.Option(None, "--max-entry-s", help="...or until this many seconds went into it (default: the profile's)."),
+    max_wait: float | None = typer.Option(None, "--max-wait", help="Wait up to this many seconds for a quieter spell before measuring (default: the profile's, 60)."),
     out: Path | None = typer.Option(None, "--out", help="Also write the points as CSV here."),
     as_json: bool = JsonOption,
 ) -> int:
@@ -133,6 +145,7 @@ def validate_cmd(
     with progress_bar(f"validate on {device}") as update:
         result = validate_lut(
             profile, lut, samples=samples, seed=seed, correct_drift=correct_drift,
+            overrides=_measure_flags(precision=precision, max_entry_s=max_entry_s, max_wait_s=max_wait),
             on_progress=lambda d, t, w: update(d, t, w),
         )
     if out is not None:
@@ -155,6 +168,14 @@ def validate_cmd(
             f"{' (corrected)' if r['drift_corrected'] else ''}",
             highlight=False,
         )
+        if r.get("repeat_mape") is not None:
+            verdict = (
+                "the LUT's error is above what re-measuring gives" if r["lut_error_above_repeat"]
+                else "the LUT's error is within what re-measuring gives"
+            )
+            c.print(f"two passes disagree by {r['repeat_mape']:.1%} (repeat MAPE); {verdict}", highlight=False)
+        if r.get("noise_floor") is not None:
+            c.print(f"noise floor {r['noise_floor']:.1%}", highlight=False)
 
     emit(result, as_json, human)
     return 0

@@ -1,0 +1,104 @@
+"""The device's noise floor, and a gate that waits for a quieter spell before measuring.
+
+The reference workload is timed back to back for a couple of seconds on the device; the samples are cut
+into short windows (by their cumulative time), and the *noise floor* is the spread of the statistic
+between windows: ``(max - min) / median`` of the per-window values, a fraction. Whatever a profile or a
+validation does, it cannot measure one model more steadily than that; it goes into the LUT metadata and
+the validation's JSON (``noise_floor``).
+
+The gate (:func:`noise_gate`), like the thermal gate, measures it, and while it is above
+``MeasureSettings.max_noise`` waits and measures again, up to ``max_wait_s``; then it goes on with a
+warning that names the figure.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..agents.device import Device, ModelFile
+from ..agents.measure_settings import MeasureSettings
+from .measure import raw_statistic
+from .workloads import Workload
+
+log = logging.getLogger(__name__)
+
+WINDOWS = 8
+WINDOW_S = 0.25
+RETRY_S = 5.0
+
+_QUANTILE = {"median_ms": 50, "p10_ms": 10, "p90_ms": 90, "min_ms": 0}
+
+
+def window_stat(samples: np.ndarray, statistic: str) -> float:
+    if statistic in _QUANTILE:
+        return float(np.percentile(samples, _QUANTILE[statistic]))
+    return float(np.mean(samples))
+
+
+def spread_between_windows(samples_ms: Sequence[float], statistic: str, window_s: float = WINDOW_S) -> tuple[float | None, list[float]]:
+    """Cut consecutive per-run samples into windows of ``window_s`` of timed work; ``(spread, values)``
+    where ``values`` is the statistic per window (windows of fewer than 5 runs are merged forward) and
+    ``spread`` is ``(max - min) / median`` of them (None with fewer than two windows)."""
+    v = np.asarray(samples_ms, dtype=float)
+    if len(v) == 0:
+        return None, []
+    values: list[float] = []
+    start, acc = 0, 0.0
+    for i, x in enumerate(v):
+        acc += x / 1000.0
+        if acc >= window_s and i + 1 - start >= 5:  # a window closes (an unfinished tail is dropped)
+            values.append(window_stat(v[start : i + 1], statistic))
+            start, acc = i + 1, 0.0
+    if len(values) < 2:
+        return None, values
+    arr = np.asarray(values)
+    return float((arr.max() - arr.min()) / np.median(arr)), values
+
+
+def measure_noise_floor(
+    device: Device, reference: Workload, *, runtime: str, threads: int, settings: MeasureSettings,
+    windows: int = WINDOWS, window_s: float = WINDOW_S,
+) -> dict[str, Any]:
+    """Time ``reference`` for ``windows * window_s`` seconds; ``{noise_floor, windows_ms, statistic}``.
+    Benchmark programs print no per-run samples: their noise floor is None."""
+    statistic = settings.statistic or raw_statistic(runtime)
+    results = device.measure(
+        [ModelFile(reference.id, reference.path)], runtime=runtime, threads=threads, runs=5 * windows,
+        warmup=settings.warmup, min_seconds=windows * window_s, rounds=1, keep_samples=True,
+        extra={"precision": None},
+    )
+    res = next((r for r in results if r.get("type") == "result"), None)
+    samples = (res or {}).get("samples_ms") or []
+    spread, values = spread_between_windows(samples, statistic, window_s)
+    return {"noise_floor": spread, "windows_ms": [round(x, 4) for x in values], "statistic": statistic}
+
+
+def noise_gate(
+    device: Device, reference: Workload, *, runtime: str, threads: int, settings: MeasureSettings,
+    on_wait: Callable[[float, float], None] | None = None, sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Measure the noise floor; while it is above ``settings.max_noise`` wait and measure again, up to
+    ``settings.max_wait_s``. Returns ``{noise_floor, waited_s, quiet, ...}``; warns (naming the figure)
+    when it goes on above the limit. ``on_wait(noise_floor, waited_s)`` is called before each wait."""
+    started = time.monotonic()
+    while True:
+        got = measure_noise_floor(device, reference, runtime=runtime, threads=threads, settings=settings)
+        floor = got["noise_floor"]
+        waited = time.monotonic() - started
+        if floor is None or floor <= settings.max_noise or waited >= settings.max_wait_s:
+            break
+        if on_wait is not None:
+            on_wait(floor, waited)
+        sleep(min(RETRY_S, max(0.0, settings.max_wait_s - waited)))
+    quiet = floor is None or floor <= settings.max_noise
+    if not quiet:
+        log.warning(
+            "%s: noise floor %.1f%% is above %.1f%% after waiting %.0f s; measuring anyway "
+            "(results will be less precise)", device.profile.name, 100 * floor, 100 * settings.max_noise, waited,
+        )
+    return {**got, "waited_s": round(waited, 1), "quiet": quiet, "max_noise": settings.max_noise}

@@ -1,0 +1,279 @@
+"""Measurement: the runtime registry, the settings type, the stopping rule on recorded samples, and every
+device result checked before it is written.
+
+The stopping-rule tests replay per-run latencies recorded on this machine (tests/fixtures/runner_samples.json
+says how) through the runner's own functions; the profile tests measure for real on the local CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwnas.agents import runner, runtimes
+from hwnas.agents.errors import DeviceError, ProfileError
+from hwnas.agents.measure_settings import MeasureSettings
+from hwnas.agents.profiles import RUNTIMES, load_profile, parse_profile
+from hwnas.profiler.diff import COMPARABILITY_FIELDS as DIFF_FIELDS
+from hwnas.profiler.lut import LUT, RESUME_FIELDS
+from hwnas.profiler.measure import check_results
+from hwnas.profiler.noise import spread_between_windows
+from hwnas.profiler.profile import ProfileRequest, profile_device
+from hwnas.profiler.workloads import RUNTIME_FORMAT
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RECORDED = json.loads((FIXTURES / "runner_samples.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "workload-cache"))
+
+
+def _profile_yaml(tmp_path: Path, measure: str, name: str = "m1") -> Path:
+    """A local profile with its own workdir (so its device lock is not the shared local one)."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\ntransport:\n  local: {{}}\nruntime: onnxruntime\nthreads: 1\n"
+        f"workdir: {tmp_path / 'wd'}\nmeasure: {measure}\n"
+    )
+    return path
+
+
+def hwnas(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hwnas", *args], capture_output=True, text=True, timeout=timeout,
+                          env=os.environ.copy())
+
+
+# ------------------------------------------------------------------------------------------- registry
+
+
+def test_every_runtime_has_every_field() -> None:
+    assert RUNTIMES == runtimes.NAMES and set(RUNTIME_FORMAT) == set(runtimes.NAMES)
+    for name, rt in runtimes.REGISTRY.items():
+        assert rt.name == name
+        assert rt.driver in ("python", "binary")
+        assert rt.model_format in ("onnx", "tflite") and RUNTIME_FORMAT[name] == rt.model_format
+        assert rt.statistic in rt.stat_keys and all(k.endswith("_ms") for k in rt.stat_keys)
+        assert rt.samples == rt.python  # only the Python runner returns per-run samples
+        assert bool(rt.modules) == rt.python
+        assert rt.comparability and set(rt.comparability) <= set(runtimes.COMPARABILITY_FIELDS)
+    assert set(runtimes.PYTHON_RUNTIMES) | set(runtimes.BINARY_RUNTIMES) == set(runtimes.NAMES)
+
+
+def test_resume_and_diff_compare_the_same_fields() -> None:
+    assert RESUME_FIELDS == DIFF_FIELDS == runtimes.COMPARABILITY_FIELDS
+
+
+# ------------------------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    ("measure", "message"),
+    [
+        ({"runs": 0}, "measure.runs must be an integer >= 1, got 0"),
+        ({"warmup": -1}, "measure.warmup must be an integer >= 0, got -1"),
+        ({"precision": 0}, "measure.precision must be a number > 0, got 0"),
+        ({"precision": -0.1}, "measure.precision must be a number > 0, got -0.1"),
+        ({"min_seconds": -2}, "measure.min_seconds must be a number >= 0, got -2"),
+        ({"max_entry_s": 0}, "measure.max_entry_s must be a number > 0, got 0"),
+        ({"rounds": "3"}, "measure.rounds must be an integer >= 1, got '3'"),
+        ({"runz": 3}, "unknown field measure.'runz' (did you mean 'runs'?)"),
+    ],
+)
+def test_bad_measure_values_name_the_field(measure: dict, message: str) -> None:
+    with pytest.raises(ProfileError, match=".*") as info:
+        parse_profile({"name": "x", "measure": measure}, source="device_profiles/x.yaml")
+    assert str(info.value).startswith("device_profiles/x.yaml: ") and message in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_bad_measure_value_is_exit_2_on_the_command_line(tmp_path: Path) -> None:
+    path = _profile_yaml(tmp_path, "{runs: 0}")
+    proc = hwnas("profile", str(path), "--space", "compact", "--json")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert f"{path}: measure.runs must be an integer >= 1, got 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    flag = hwnas("profile", str(_profile_yaml(tmp_path, "{}", "m2")), "--space", "compact", "--precision", "0", "--json")
+    assert flag.returncode == 2 and "precision must be a number > 0, got 0" in flag.stderr
+
+
+def test_flags_override_the_profile_and_defaults_live_in_one_place() -> None:
+    profile = load_profile("local")
+    assert profile.measure == MeasureSettings()  # local.yaml states the defaults; nothing overrides them
+    changed = profile.measure.replace(runs=7, precision=None, max_wait_s=0)
+    assert (changed.runs, changed.precision, changed.max_wait_s, changed.warmup) == (7, 0.02, 0.0, 10)
+
+
+def test_the_profiles_measure_settings_reach_the_runner(tmp_path: Path) -> None:
+    """runs: 80 in one round with a precision any 80 runs meet: every row holds exactly 80 runs, and the
+    settings are in the LUT's metadata. Before, a profile's runs were ignored (10 per round, 3 rounds)."""
+    path = _profile_yaml(tmp_path, "{warmup: 1, runs: 80, rounds: 1, min_seconds: 0, precision: 100, max_wait_s: 0}")
+    out = tmp_path / "lut.csv"
+    res = profile_device(load_profile(str(path)), ProfileRequest(space="compact", resolutions=(32,), out=out,
+                                                                 calibration_subnets=3))
+    lut = LUT.load(out)
+    assert res["measured"] == len(lut) and (lut.rows["runs"] == 80).all()
+    assert (lut.rows["converged"] == "true").all() and np.isfinite(lut.rows["ci"].astype(float)).all()
+    meta = lut.metadata["measurement"]
+    assert (meta["runs"], meta["rounds"], meta["precision"], meta["warmup"]) == (80, 1, 100.0, 1)
+    assert lut.metadata["noise_floor"] is None or lut.metadata["noise_floor"] >= 0
+    # a flag goes on top of the profile
+    out2 = tmp_path / "lut2.csv"
+    proc = hwnas("profile", str(path), "--space", "compact", "--resolutions", "32", "--out", str(out2),
+                 "--runs", "90", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert (LUT.load(out2).rows["runs"] == 90).all()
+
+
+# ------------------------------------------------------------------------------- the stopping rule
+
+
+def _replay(samples: list[float], statistic: str, precision: float, *, per_round: int = 10, rounds: int = 3,
+            max_entry_s: float = math.inf) -> tuple[int, float, bool]:
+    """Feed recorded samples to the runner's stopping rule round by round, as the runner does: (runs, ci,
+    converged) when it stops (or when the recording runs out: converged False, runs = len)."""
+    for r in range(1, len(samples) // per_round + 1):
+        got = samples[: r * per_round]
+        if r < rounds:
+            continue
+        done, ci, converged = runner.sampling_done(got, statistic, precision, sum(got) / 1000.0, max_entry_s)
+        if done:
+            return len(got), ci, converged
+    return len(samples), runner.relative_ci(samples, statistic), False
+
+
+def test_a_steady_entry_converges_early_and_its_interval_holds_the_long_run_value() -> None:
+    samples = RECORDED["entry_a"]
+    n, ci, converged = _replay(samples, "median_ms", 0.02)
+    assert converged and ci <= 0.02 and n < len(samples) // 4
+    # the interval at the stop covers the median of the whole recording
+    lo, hi = runner.quantile_interval(sorted(samples[:n]), 0.5)
+    assert lo <= float(np.median(samples)) <= hi
+
+
+def test_samples_that_never_converge_stop_at_the_time_cap_unconverged() -> None:
+    # 13% of the runs were preempted by other processes (tens of ms instead of 0.4): the mean's interval
+    # never narrows to 2%; the cap stops it and the result says so
+    samples = RECORDED["reference_busy"]
+    cap = 0.5 * sum(samples) / 1000.0
+    n, ci, converged = _replay(samples, "mean_ms", 0.02, max_entry_s=cap)
+    assert not converged and ci > 0.02
+    assert sum(samples[:n]) / 1000.0 >= cap and n < len(samples)
+
+
+def test_bimodal_samples_the_median_cannot_pin_but_a_low_quantile_can() -> None:
+    # two real recordings of models 50% apart, interleaved: the median sits in the gap between the modes
+    a, b = RECORDED["entry_a"][:1000], RECORDED["entry_b"][:1000]
+    mixed = [x for pair in zip(a, b, strict=True) for x in pair]
+    n_med, ci_med, conv_med = _replay(mixed, "median_ms", 0.02)
+    n_p10, ci_p10, conv_p10 = _replay(mixed, "p10_ms", 0.02)
+    assert not conv_med and ci_med > 0.05 and n_med == len(mixed)
+    assert conv_p10 and ci_p10 <= 0.02 and n_p10 < len(mixed)
+
+
+def test_a_quantile_needs_enough_samples_for_an_interval() -> None:
+    assert runner.relative_ci([1.0] * 20, "p10_ms") == math.inf  # rank below 1 at n = 20
+    assert runner.relative_ci([1.0] * 60, "p10_ms") == 0.0
+    assert runner.quantile_interval(list(range(1, 51)), 0.5) == (18, 33)  # the binomial table's ranks
+
+
+def test_noise_floor_is_the_spread_of_the_statistic_between_windows() -> None:
+    steady = [1.0] * 2000  # 2 s in 1 ms runs: 8 windows of 0.25 s, all alike
+    assert spread_between_windows(steady, "median_ms")[0] == 0.0
+    slow_half = [1.0] * 1000 + [1.5] * 667  # 4 windows at 1 ms, then the machine slowed by 50%: 3 more
+    spread, values = spread_between_windows(slow_half, "median_ms")
+    assert values == [1.0] * 4 + [1.5] * 3 and spread == pytest.approx(0.5)  # (max - min) / median
+    assert spread_between_windows([1.0] * 3, "median_ms") == (None, [])
+
+
+# ------------------------------------------------------------------------ device results are checked
+
+
+def _result(mid: str, **changes: object) -> dict:
+    res = {"type": "result", "id": mid, "runs": 10, "median_ms": 1.0, "p10_ms": 0.9, "p90_ms": 1.2,
+           "mean_ms": 1.0, "std_ms": 0.1, "min_ms": 0.8, "tmean_ms": 1.0, "samples_ms": [1.0] * 10}
+    res.update(changes)
+    return res
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        (_result("m1", median_ms=float("nan")), "model m1: median_ms is nan"),
+        (_result("m1", p10_ms=-0.5), "model m1: p10_ms is -0.5"),
+        (_result("x9"), "unknown model id 'x9'"),
+        (_result("m1", runs=0), "model m1: runs is 0"),
+        ({k: v for k, v in _result("m1").items() if k != "std_ms"}, "model m1: the result lacks 'std_ms'"),
+        (_result("m1", samples_ms=[1.0, float("inf")]), "model m1: a per-run sample is inf"),
+    ],
+)
+def test_a_bad_result_is_a_device_error_naming_device_and_model(bad: dict, says: str) -> None:
+    with pytest.raises(DeviceError) as info:
+        check_results([_result("ref"), bad], known=["ref", "m1"], runtime="onnxruntime", device="board7")
+    assert says in str(info.value) and "board7" in str(info.value)
+    assert info.value.exit_code == 1
+
+
+def test_benchmark_programs_need_only_their_statistic() -> None:
+    ok = {"type": "result", "id": "m1", "runs": 50, "mean_ms": 2.0, "std_ms": None, "min_ms": 1.5, "max_ms": 9.0}
+    check_results([ok], known=["m1"], runtime="onnxruntime-perf-test", device="phone")
+
+
+WRAPPER = '''
+import json, os, subprocess, sys
+BAD, COUNTER = int(os.environ["A1_BAD_AFTER"]), os.environ["A1_COUNTER"]
+proc = subprocess.Popen([sys.executable, *sys.argv[1:]], stdout=subprocess.PIPE, text=True)
+for line in proc.stdout:
+    msg = json.loads(line) if line.startswith("{") else None
+    if msg and msg.get("type") == "result":
+        seen = int(open(COUNTER).read() or 0) + 1 if os.path.exists(COUNTER) else 1
+        open(COUNTER, "w").write(str(seen))
+        if seen > BAD:
+            msg["median_ms"] = float("nan")
+            line = json.dumps(msg) + "\\n"
+    sys.stdout.write(line)
+    sys.stdout.flush()
+sys.exit(proc.wait())
+'''
+
+
+def test_a_device_returning_nan_stops_the_profile_and_keeps_the_rows_before(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real runner, wrapped by a script that turns every result after the 30th into NaN (what a broken
+    runtime on a device sends; the wrapper stands in for such a device): the profile stops with exit 1 naming device and model, the first batch's
+    rows stay in the file, and --resume (with the real runner again) completes the table."""
+    from hwnas.agents import device as device_mod
+
+    wrapper = tmp_path / "wrapped_runner.py"
+    wrapper.write_text(WRAPPER)
+    path = _profile_yaml(tmp_path, "{warmup: 1, runs: 60, rounds: 1, min_seconds: 0, precision: 100, max_wait_s: 0}")
+    profile = load_profile(str(path))
+    out = tmp_path / "lut.csv"
+    request = ProfileRequest(space="compact", resolutions=(32,), out=out, calibration_subnets=3)
+
+    orig_python_argv = device_mod.Device.python_argv
+
+    def wrapped_argv(self: device_mod.Device) -> list[str]:
+        return [*orig_python_argv(self), str(wrapper)] if self._wrap else orig_python_argv(self)
+
+    monkeypatch.setattr(device_mod.Device, "_wrap", True, raising=False)
+    monkeypatch.setattr(device_mod.Device, "python_argv", wrapped_argv)
+    monkeypatch.setenv("A1_BAD_AFTER", "30")  # results over all runner processes (noise check, batches)
+    monkeypatch.setenv("A1_COUNTER", str(tmp_path / "results-seen"))
+    with pytest.raises(DeviceError) as info:
+        profile_device(profile, request)
+    assert "m1" in str(info.value) and "model " in str(info.value) and "median_ms is nan" in str(info.value)
+    kept = LUT.load(out)
+    assert 0 < len(kept) < 79 and np.isfinite(kept.rows["median_ms"]).all()
+    monkeypatch.setattr(device_mod.Device, "_wrap", False, raising=False)
+    res = profile_device(profile, ProfileRequest(space="compact", resolutions=(32,), out=out, calibration_subnets=3,
+                                                 resume=True))
+    assert res["resumed"] == len(kept) and res["entries"] == 79
