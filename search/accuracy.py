@@ -202,7 +202,8 @@ class AccuracyPredictor:
             raise PredictorError("this AccuracyPredictor is not fitted; call fit() or load() first")
 
     def predict_encoded(self, x: np.ndarray) -> np.ndarray:
-        """Predicted top-1 (float32, (n,)) of already encoded architectures."""
+        """Predicted top-1 (float32, (n,)) of already encoded architectures, clamped to [0, 1] (an MLP fitted
+        to accuracies near 1 extrapolates above it)."""
         self._check_fitted()
         h = x
         for w, b in self.weights_[:-1]:
@@ -214,7 +215,8 @@ class AccuracyPredictor:
         y = (h @ w).reshape(-1)
         if b is not None:
             y += b
-        return y + np.float32(self.base_acc_)
+        y += np.float32(self.base_acc_)
+        return np.clip(y, 0.0, 1.0, out=y)
 
     def predict_genes(self, genes: Genes, encoding: ArchEncoding | None = None) -> np.ndarray:
         """Predicted top-1 (float64, (n,)) of index-form architectures (no validation), in batches.

@@ -4,6 +4,13 @@ Dataset specs (:func:`load_dataset`):
 
 - ``digits``: scikit-learn's bundled handwritten digits (1797 8x8 grey images, 10 classes); a fixed,
   stratified 80/20 train/val split (1437/360 images);
+- ``digits-hard``: the same digits made hard enough that a network's capacity shows in its accuracy
+  (the demo's data): each digit drawn onto a 32x32 canvas at a random size (50-85% of the side), angle
+  (+-25 degrees), place and contrast, over a random background, beside a faint fragment of another digit
+  of the same split, with pixel noise and, for half the images, an occluding rectangle. Generated, not
+  downloaded, and deterministic (seeded by the image's index): the same split as ``digits``, the training
+  digits drawn once (1438 images), the validation digits twice with different draws (718 images, so that
+  one point of top-1 is 7 images);
 - ``cifar10:PATH``: the python-pickle batches of CIFAR-10 (``data_batch_1`` .. ``data_batch_5`` = train,
   ``test_batch`` = val) in ``PATH`` or ``PATH/cifar-10-batches-py``;
 - ``imagefolder:PATH``: one folder per class (``PATH/CLASS/*.png|jpg|...``), split 80/20 per class, or
@@ -37,7 +44,7 @@ __all__ = ["DATASETS", "Augment", "ElasticLoader", "ImageDataset", "load_dataset
 log = logging.getLogger(__name__)
 
 #: Dataset kinds and whether they take a path.
-DATASETS = {"digits": False, "cifar10": True, "imagefolder": True}
+DATASETS = {"digits": False, "digits-hard": False, "cifar10": True, "imagefolder": True}
 SPLITS = ("train", "val")
 VAL_FRACTION = 0.2
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -76,14 +83,14 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
         close = difflib.get_close_matches(kind, list(DATASETS), n=2, cutoff=0.5)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise DatasetError(
-            f"unknown dataset {spec!r}{hint} (expected digits, cifar10:PATH or imagefolder:PATH)"
+            f"unknown dataset {spec!r}{hint} (expected digits, digits-hard, cifar10:PATH or imagefolder:PATH)"
         )
     if DATASETS[kind]:
         if not sep or not rest.strip():
             raise DatasetError(f"dataset {spec!r}: expected {kind}:PATH with a local folder")
         return kind, Path(rest.strip()).expanduser()
     if sep:
-        raise DatasetError(f"dataset {spec!r}: {kind} takes no path (it is bundled with scikit-learn)")
+        raise DatasetError(f"dataset {spec!r}: {kind} takes no path (it is made from scikit-learn's bundled digits)")
     return kind, None
 
 
@@ -357,6 +364,8 @@ def load_dataset(spec: str, *, resolution: int, split: str = "train", seed: int 
     kind, path = parse_spec(spec)
     if kind == "digits":
         return _load_digits(split, resolution, seed)
+    if kind == "digits-hard":
+        return _load_digits_hard(split, resolution, seed)
     assert path is not None
     if kind == "cifar10":
         return _load_cifar10(path, split, resolution)
@@ -381,14 +390,7 @@ _DIGITS_CACHE: dict[str, Any] = {}
 
 
 def _load_digits(split: str, resolution: int, seed: int) -> ImageDataset:
-    if "data" not in _DIGITS_CACHE:
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError as exc:  # pragma: no cover - a dependency
-            raise DatasetError(f"digits: scikit-learn is not importable ({exc})") from None
-        bunch = load_digits()
-        _DIGITS_CACHE["data"] = (bunch.images.astype(np.float32) / 16.0, bunch.target.astype(np.int64))
-    images, labels = _DIGITS_CACHE["data"]
+    images, labels = _digits_arrays()
     train_idx = _split_indices(labels, "train", seed)
     idx = train_idx if split == "train" else _split_indices(labels, "val", seed)
     mean = float(images[train_idx].mean())
@@ -403,6 +405,84 @@ def _load_digits(split: str, resolution: int, seed: int) -> ImageDataset:
         mean=(mean,) * 3,
         std=(std,) * 3,
         flip=False,
+    )
+
+
+#: ``digits-hard``: canvas side and how many times each source digit is drawn per split.
+HARD_CANVAS = 32
+HARD_DRAWS = {"train": 1, "val": 2}
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's digits as (1797, 8, 8) float32 in [0, 1] and their labels (loaded once per process)."""
+    if "data" not in _DIGITS_CACHE:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as exc:  # pragma: no cover - a dependency
+            raise DatasetError(f"digits: scikit-learn is not importable ({exc})") from None
+        bunch = load_digits()
+        _DIGITS_CACHE["data"] = (bunch.images.astype(np.float32) / 16.0, bunch.target.astype(np.int64))
+    return _DIGITS_CACHE["data"]
+
+
+def _place(images: np.ndarray, rng: np.random.Generator, scale: tuple[float, float], angle: float,
+           side: int) -> torch.Tensor:
+    """``images`` (n, 8, 8) drawn onto (n, 1, side, side) canvases at a random size (a fraction of the side
+    in ``scale``), rotation (up to ``angle`` degrees either way) and place (kept inside the canvas)."""
+    n = len(images)
+    s = rng.uniform(*scale, n)
+    a = np.deg2rad(rng.uniform(-angle, angle, n))
+    room = (1.0 - s) / s  # the digit's centre may move this far (input units) and stay on the canvas
+    t = rng.uniform(-0.9, 0.9, (n, 2)) * room[:, None]
+    theta = np.zeros((n, 2, 3), dtype=np.float32)
+    theta[:, 0, 0] = np.cos(a) / s
+    theta[:, 0, 1] = -np.sin(a) / s
+    theta[:, 1, 0] = np.sin(a) / s
+    theta[:, 1, 1] = np.cos(a) / s
+    theta[:, :, 2] = t
+    src = torch.from_numpy(np.ascontiguousarray(images[:, None], dtype=np.float32))
+    grid = F.affine_grid(torch.from_numpy(theta), [n, 1, side, side], align_corners=False)
+    return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _render_hard(images: np.ndarray, seed: tuple[int, ...], side: int = HARD_CANVAS) -> np.ndarray:
+    """The ``digits-hard`` drawing of ``images`` (n, 8, 8) in [0, 1]: (n, 1, side, side) uint8, a pure
+    function of ``images`` and ``seed``."""
+    n = len(images)
+    rng = np.random.default_rng(list(seed))
+    digit = _place(images, rng, (0.5, 0.85), 25.0, side).numpy()[:, 0]
+    other = images[rng.permutation(n)]  # a fragment of another digit of the split, faint and small
+    clutter = _place(other, rng, (0.3, 0.5), 45.0, side).numpy()[:, 0]
+    background = rng.uniform(0.0, 0.35, (n, 1, 1))
+    contrast = rng.uniform(0.45, 1.0, (n, 1, 1))
+    x = background + np.maximum(contrast * digit, rng.uniform(0.15, 0.35, (n, 1, 1)) * clutter)
+    x += rng.normal(0.0, 1.0, x.shape) * rng.uniform(0.03, 0.12, (n, 1, 1))
+    occluded = np.flatnonzero(rng.random(n) < 0.5)
+    sizes = rng.integers(side // 6, side // 3 + 1, (n, 2))
+    corners = rng.integers(side // 8, side - side // 8 - sizes)
+    shades = rng.uniform(0.0, 1.0, n)
+    for i in occluded:
+        (h, w), (y0, x0) = sizes[i], corners[i]
+        x[i, y0 : y0 + h, x0 : x0 + w] = shades[i]
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)[:, None]
+
+
+def _load_digits_hard(split: str, resolution: int, seed: int) -> ImageDataset:
+    key = f"hard-{split}-{seed}"
+    if key not in _DIGITS_CACHE:
+        images, labels = _digits_arrays()
+        idx = _split_indices(labels, split, seed)
+        draws = [_render_hard(images[idx], (16, seed, SPLITS.index(split), k)) for k in range(HARD_DRAWS[split])]
+        _DIGITS_CACHE[key] = (np.concatenate(draws), np.tile(labels[idx], HARD_DRAWS[split]))
+    x, y = _DIGITS_CACHE[key]
+    if "hard-stats" not in _DIGITS_CACHE:
+        train = _load_digits_hard("train", resolution, 0).images if split != "train" or seed != 0 else torch.from_numpy(x)
+        f = train.to(torch.float32) / 255.0
+        _DIGITS_CACHE["hard-stats"] = (float(f.mean()), float(f.std()))
+    mean, std = _DIGITS_CACHE["hard-stats"]
+    return ImageDataset(
+        name="digits-hard", split=split, images=torch.from_numpy(x), labels=torch.from_numpy(y),
+        classes=[str(i) for i in range(10)], resolution=resolution, mean=(mean,) * 3, std=(std,) * 3, flip=False,
     )
 
 

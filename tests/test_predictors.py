@@ -166,6 +166,25 @@ def test_accuracy_fit_reports_held_out_metrics() -> None:
         AccuracyPredictor(space="compact", hidden_size=0).fit(archs[:10], [0.5] * 10)
 
 
+def test_accuracy_predictions_stay_in_0_1() -> None:
+    """Fitted to top-1 values at 0.99-1.0 (as on easy data), the MLP extrapolates above 1 unless clamped;
+    fitted near 0, below it."""
+    archs = _random_archs("compact", 60, seed=5)
+    rng = np.random.default_rng(1)
+    others = _random_archs("compact", 200, seed=6)
+    for level in (0.999, 0.001):
+        top1 = np.clip(level + rng.normal(0, 0.002, len(archs)), 0, 1)
+        pred = AccuracyPredictor(space="compact", hidden_size=64, epochs=80, lr=1e-2, seed=0).fit(archs, top1)
+        raw = pred.weights_  # the unclamped MLP: shows the test data does push past the bounds
+        h = pred.encoding_.encode(others)
+        for w, b in raw[:-1]:
+            h = np.maximum(h @ w + b, 0.0)
+        unclamped = (h @ raw[-1][0]).reshape(-1) + pred.base_acc_
+        assert unclamped.max() > 1.0 or unclamped.min() < 0.0
+        values = pred.predict(others)
+        assert values.min() >= 0.0 and values.max() <= 1.0
+
+
 def test_accuracy_predict_throughput() -> None:
     """Not a speed target (those live in benchmarks/): batches of 20k archs go through numpy matmuls."""
     ours = AccuracyPredictor.from_ofa_checkpoint(OFA_PTH)

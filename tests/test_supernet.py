@@ -72,6 +72,25 @@ def test_digits_split_resolution_and_normalisation() -> None:
     assert torch.equal(again.labels, val.labels) and again[0][0].shape == (3, 40, 40)
 
 
+def test_digits_hard_is_generated_deterministically_from_the_digits_split() -> None:
+    from hwnas.supernet import data as data_mod
+
+    plain_train = load_dataset("digits", resolution=32, split="train")
+    plain_val = load_dataset("digits", resolution=32, split="val")
+    train = load_dataset("digits-hard", resolution=40, split="train")
+    val = load_dataset("digits-hard", resolution=40, split="val")
+    assert train.images.shape == (len(plain_train), 1, 32, 32) and train.images.dtype == torch.uint8
+    assert len(val) == 2 * len(plain_val)  # the validation digits drawn twice
+    assert torch.equal(train.labels, plain_train.labels) and torch.equal(val.labels, plain_val.labels.repeat(2))
+    half = len(plain_val)
+    assert not torch.equal(val.images[:half], val.images[half:])  # two different draws of each digit
+    x, _ = train.batch(slice(0, 64))
+    assert x.shape == (64, 3, 40, 40) and abs(float(x.mean())) < 0.3
+    data_mod._DIGITS_CACHE.clear()  # drawn again from scratch: the same pixels
+    again = load_dataset("digits-hard", resolution=32, split="val")
+    assert torch.equal(again.images, val.images) and again.mean == val.mean
+
+
 def test_elastic_loader_resolutions_and_shards() -> None:
     ds = load_dataset("digits", resolution=48, split="train")
     full = ds.loader(batch_size=16, resolutions=[32, 40, 48], seed=3)
