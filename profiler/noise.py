@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from ..agents import runtimes
 from ..agents.device import Device, ModelFile
 from ..agents.measure_settings import MeasureSettings
+from ..agents.profiles import DeviceProfile
 from .measure import raw_statistic
-from .workloads import Workload
+from .workloads import Workload, WorkloadBuilder
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +104,23 @@ def noise_gate(
             "(results will be less precise)", device.profile.name, 100 * floor, 100 * settings.max_noise, waited,
         )
     return {**got, "waited_s": round(waited, 1), "quiet": quiet, "max_noise": settings.max_noise}
+
+
+def probe_noise_floor(profile: DeviceProfile, *, space: str = "compact") -> dict[str, Any]:
+    """The device's noise floor now, for ``hwnas probe``: ``space``'s reference workload measured with the
+    profile's runtime and threads, no waiting. Never raises for the device's sake: when it cannot be
+    measured (runtime missing, device busy, link lost) ``noise_floor`` is None and ``noise_error`` says why."""
+    from ..agents.errors import AgentError
+    from ..supernet import get_space
+
+    try:
+        runtime = runtimes.get_runtime(profile.runtime)
+        builder = WorkloadBuilder(space=get_space(space), fmt=runtime.model_format)
+        reference = builder.reference()
+        with Device(profile) as device:
+            device.acquire()
+            got = measure_noise_floor(device, reference, runtime=runtime.name, threads=profile.threads,
+                                      settings=profile.measure)
+    except AgentError as exc:
+        return {"noise_floor": None, "noise_error": str(exc)}
+    return {**got, "space": space}

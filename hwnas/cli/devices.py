@@ -59,13 +59,22 @@ def _show_devices(result: dict[str, Any]) -> None:
 @app.command("probe")
 def probe(
     device: str = typer.Argument(..., help="A profile name or the path of a profile YAML."),
+    noise: bool = typer.Option(True, "--noise/--no-noise", help="Also measure the device's noise floor (a few seconds)."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Fingerprint a device: model, SoC, ABI, CPU clusters, governors, temperatures, runtimes."""
+    """Fingerprint a device: model, SoC, ABI, CPU clusters, governors, temperatures, runtimes, noise floor."""
     from hwnas.agents.probe import probe_profile
     from hwnas.agents.profiles import load_profile
 
-    result = probe_profile(load_profile(device))
+    profile = load_profile(device)
+    result = probe_profile(profile)
+    if noise:
+        from hwnas.profiler.noise import probe_noise_floor
+
+        floor = probe_noise_floor(profile)
+        result["noise_floor"] = floor["noise_floor"]
+        if floor.get("noise_error"):
+            result["noise_error"] = floor["noise_error"]
     emit(result, as_json, _show_probe)
     return 0
 
@@ -104,6 +113,9 @@ def _show_probe(result: dict[str, Any]) -> None:
         for name, info in (result.get("runtimes") or {}).items()
     ]
     table.add_row("runtimes", "\n".join(shown(r) for r in runtimes) or "-")
+    if "noise_floor" in result:
+        floor = result["noise_floor"]
+        table.add_row("noise floor", f"{floor:.1%}" if floor is not None else shown(result.get("noise_error") or "-"))
     if result.get("battery"):
         b = result["battery"]
         table.add_row(
