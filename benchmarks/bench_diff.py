@@ -1,30 +1,45 @@
-"""`lut diff` on real back-to-back profiles: false positives, and injected slowdowns caught.
+"""`lut diff` on real back-to-back profiles, quiet and loaded: false positives, injected slowdowns caught,
+and `--recheck` on a slowdown caused on purpose.
 
-    .venv/bin/python -m benchmarks.bench_diff [--space compact] [--pairs 1] [--slowdowns 10,15,25]
+    .venv/bin/python -m benchmarks.bench_diff [--space compact] [--pairs 1] [--slowdowns 25,25,25]
+        [--load mem:2x50%@2s,64MiB | none] [--no-quiet]
 
-Profiles the local device twice back to back (fresh LUTs), diffs them (every flagged entry
-is a false positive), then injects the slowdowns into 3 random entries of the second table
-(every latency column and the per-run samples scaled) and diffs again: the injected entries
-must be flagged and nothing else.
+Per setting (quiet, then under ``--load``: benchmarks/_load.py, running through the whole pair):
+
+1. profiles the local device twice back to back (fresh LUTs) and diffs them: every flagged entry is a
+   false positive; entries beyond the threshold but not told from noise are counted as undecided;
+2. edits the slowdowns into 3 random entries of the second table (every latency column and the per-run
+   samples scaled) and diffs again: the edited entries must be flagged and nothing else;
+3. ``--recheck``: re-measures the flagged and undecided entries of that edited table on a device that
+   really runs the first two edited entries slower by the same factors (a runtime wrapper,
+   benchmarks/_slow_runtime.py) and the third at its own speed: the first two must be confirmed and the
+   third cleared, since re-measuring an edited file rightly clears it.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
+from hwnas.agents.device import Device
 from hwnas.agents.profiles import load_profile
 from hwnas.profiler.diff import diff_luts
 from hwnas.profiler.lut import LUT, OVERHEAD_KEY, read_samples, samples_path
 from hwnas.profiler.profile import ProfileRequest, profile_device
+from hwnas.profiler.recheck import recheck
 
-from ._harness import header, table
+from ._harness import header, load_average, table
+from ._load import add_load_arguments, describe_settings, settings, under
+from ._slow_runtime import write_slow_profile
 
 
 def inject(path: Path, out: Path, picks: list[tuple[str, int]], factors: list[float]) -> None:
+    """Copy the LUT at ``path`` to ``out`` with the ``picks`` rows (every ``*_ms`` column but ``ref_ms``, and
+    their per-run samples) multiplied by ``factors``."""
     lut = LUT.load(path)
     rows = lut.rows
     for (key, r), f in zip(picks, factors):
@@ -42,40 +57,81 @@ def inject(path: Path, out: Path, picks: list[tuple[str, int]], factors: list[fl
         samples_path(out).write_text("\n".join(lines) + "\n")
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}%"
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="compact")
+    ap.add_argument("--resolutions", default=None, help="comma-separated (default: the space's LUT resolutions)")
     ap.add_argument("--pairs", type=int, default=1)
-    ap.add_argument("--slowdowns", default="10,15,25")
+    ap.add_argument("--slowdowns", default="25,25,25")
     ap.add_argument("--seed", type=int, default=0)
+    add_load_arguments(ap)
     args = ap.parse_args()
     factors = [1 + float(x) / 100 for x in args.slowdowns.split(",")]
+    resolutions = tuple(int(r) for r in args.resolutions.split(",")) if args.resolutions else None
     profile = load_profile("local")
     rng = np.random.default_rng(args.seed)
-    rows = []
-    for pair in range(args.pairs):
-        with tempfile.TemporaryDirectory() as tmp:
-            a, b, c = Path(tmp) / "a.csv", Path(tmp) / "b.csv", Path(tmp) / "c.csv"
-            for out in (a, b):
-                profile_device(profile, ProfileRequest(space=args.space, out=out))
-            clean = diff_luts(LUT.load(a), LUT.load(b))
-            keys = [k for k in LUT.load(b).keys() if k[0] != OVERHEAD_KEY]
-            picks = [keys[i] for i in rng.choice(len(keys), size=len(factors), replace=False)]
-            inject(b, c, picks, factors)
-            hurt = diff_luts(LUT.load(a), LUT.load(c))
-            flagged = {(e.key, e.resolution) for e in hurt.regressions}
-            caught = [p in flagged for p in picks]
-            rows.append([
-                pair + 1, len(keys), len(clean.regressions), f"{len(clean.regressions) / len(keys):.1%}",
-                f"{clean.drift_pct:+.1f}%" if clean.drift_pct is not None else "-",
-                f"{clean.noise_pct:.1f}%" if clean.noise_pct is not None else "-",
-                f"{clean.detectable_pct:.1f}%" if clean.detectable_pct is not None else "-",
-                " ".join(f"+{(f - 1) * 100:.0f}%:{'yes' if ok else 'NO'}" for f, ok in zip(factors, caught)),
-                len(flagged - set(picks)),
-            ])
     print(header(f"lut diff on back-to-back real profiles: {args.space}, local CPU"))
-    print(table(["pair", "entries", "false positives", "FP rate", "drift", "noise", "smallest detectable",
-                 "injected caught", "other entries flagged"], rows))
+    print(describe_settings(args))
+    rows, rechecks = [], []
+    for name, spec in settings(args):
+        for pair in range(args.pairs):
+            with tempfile.TemporaryDirectory() as tmp, under(spec):
+                a, b, c = Path(tmp) / "a.csv", Path(tmp) / "b.csv", Path(tmp) / "c.csv"
+                secs = []
+                for out in (a, b):
+                    t0 = time.perf_counter()
+                    profile_device(profile, ProfileRequest(space=args.space, resolutions=resolutions, out=out))
+                    secs.append(time.perf_counter() - t0)
+                clean = diff_luts(LUT.load(a), LUT.load(b))
+                keys = [k for k in LUT.load(b).keys() if k[0] != OVERHEAD_KEY]
+                picks = [keys[i] for i in rng.choice(len(keys), size=len(factors), replace=False)]
+                inject(b, c, picks, factors)
+                hurt = diff_luts(LUT.load(a), LUT.load(c))
+                flagged = {(e.key, e.resolution) for e in hurt.regressions}
+                caught = [p in flagged for p in picks]
+                # --recheck on a device that really runs the first picks (all but the last) slower
+                slow_ids = {f"{k}@{r}": f for (k, r), f in zip(picks[:-1], factors[:-1])}
+                dev_profile = write_slow_profile(Path(tmp) / "dev", slow_ids, float(np.mean(factors[:-1])))
+                re = diff_luts(LUT.load(a), LUT.load(c))
+                t0 = time.perf_counter()
+                with Device(load_profile(str(dev_profile))) as dev:
+                    dev.acquire()
+                    recheck(re, LUT.load(a), LUT.load(c), dev)
+                re_secs = time.perf_counter() - t0
+                load = load_average().split(" (")[0]
+            rows.append([
+                name, pair + 1, len(keys), " / ".join(f"{s:.0f}" for s in secs), len(clean.regressions),
+                len(clean.undecided), f"{clean.drift_pct:+.1f}%" if clean.drift_pct is not None else "-",
+                _pct(clean.noise_pct),
+                _pct(None if clean.smallest_detectable is None else 100 * clean.smallest_detectable),
+                _pct(clean.detectable_pct),
+                " ".join(f"+{(f - 1) * 100:.0f}%:{'yes' if ok else 'NO'}" for f, ok in zip(factors, caught)),
+                len(flagged - set(picks)), load,
+            ])
+            confirmed = {(e.key, e.resolution) for e in re.regressions}
+            really = set(picks[:-1])
+            rechecks.append([
+                name, pair + 1, re.rechecked["entries"], re.rechecked["confirmed"], re.rechecked["cleared"],
+                re.rechecked["undecided"],
+                "yes" if confirmed == really else f"NO ({len(confirmed & really)}/{len(really)} real, "
+                f"{len(confirmed - really)} other)",
+                " ".join(f"{(e.rechecked or {}).get('change_pct', float('nan')):+.0f}%" for e in re.entries
+                         if (e.key, e.resolution) in set(picks)),
+                f"{re_secs:.0f}", load,
+            ])
+    print(table(["setting", "pair", "entries", "profile s (a / b)", "false positives", "undecided", "drift",
+                 "noise", "smallest detectable (best entry)", "typical detectable", "edited entries caught",
+                 "other entries flagged", "load avg (1 min)"], rows))
+    print()
+    print("`--recheck` (the first edited entries really slower on the recheck device, the last one not):")
+    print()
+    print(table(["setting", "pair", "entries re-measured", "confirmed", "cleared", "still undecided",
+                 "exactly the real slowdowns confirmed", "edited entries' rechecked change", "recheck s",
+                 "load avg (1 min)"], rechecks))
 
 
 if __name__ == "__main__":

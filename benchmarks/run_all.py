@@ -23,6 +23,7 @@ BENCHMARKS = (
     "bench_fidelity",
     "bench_context",
     "bench_diff",
+    "bench_closed_loop",
     "bench_remote",
     "bench_search",
     "bench_latency_predictor",

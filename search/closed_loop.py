@@ -164,16 +164,22 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def device_measure(device: Any, lut: Any, *, plan: Any = None) -> MeasureFn:
     """A ``measure`` for :func:`search_until_measured`: subnets measured on ``device`` (an acquired
     ``hwnas.agents.device.Device``) as ``lut`` was measured (runtime, threads, dtype and batch from its
-    metadata, the reference workload in every batch), normalised to the LUT's machine speed by the
-    reference workload (measured / drift, drift = reference now / reference in the LUT)."""
+    metadata, the reference workload in every batch, the device profile's ``measure:`` settings or ``plan``
+    aimed at the LUT's statistic), normalised to the LUT's machine speed by the reference workload
+    (measured / drift, drift = reference now / reference in the LUT); ``ci`` is each subnet's own interval."""
     from ..profiler.validate import lut_settings, measure_subnets
 
     settings = lut_settings(lut)
     ref_lut = float((lut.metadata.get("reference") or {}).get("ms") or 0.0)
 
+    # the profile's measure: settings (or ``plan``), aimed at the statistic the LUT was measured by
+    settings_plan = plan or device.profile.measure
+    stat = (lut.metadata.get("measurement") or {}).get("raw_statistic")
+    if stat is not None and hasattr(settings_plan, "replace"):
+        settings_plan = settings_plan.replace(statistic=stat)
+
     def measure(archs: Sequence[Arch]) -> list[Measurement]:
-        kwargs: dict[str, Any] = {} if plan is None else {"plan": plan}
-        m = measure_subnets(device, list(archs), space_name=lut.space, **settings, **kwargs)
+        m = measure_subnets(device, list(archs), space_name=lut.space, plan=settings_plan, **settings)
         drift = m["reference_ms"] / ref_lut if ref_lut > 0 else 1.0
         cis = m.get("ci") or [None] * len(archs)
         return [Measurement(ms=float(x) / drift, ci=None if c is None else float(c), raw_ms=float(raw))
