@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=1)
     ap.add_argument("--slowdowns", default="25,25,25")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", type=Path, default=None, help="keep every pair's LUTs in this folder")
     add_load_arguments(ap)
     args = ap.parse_args()
     factors = [1 + float(x) / 100 for x in args.slowdowns.split(",")]
@@ -103,6 +104,11 @@ def main() -> None:
                     recheck(re, LUT.load(a), LUT.load(c), dev)
                 re_secs = time.perf_counter() - t0
                 load = load_average().split(" (")[0]
+                if args.keep is not None:
+                    import shutil
+
+                    dest = args.keep / f"{name}-{pair + 1}"
+                    shutil.copytree(tmp, dest, dirs_exist_ok=True)
             rows.append([
                 name, pair + 1, len(keys), " / ".join(f"{s:.0f}" for s in secs), len(clean.regressions),
                 len(clean.undecided), f"{clean.drift_pct:+.1f}%" if clean.drift_pct is not None else "-",

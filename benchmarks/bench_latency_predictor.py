@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_latency_predictor [--space ofa-mbv3-w1.0] [--subnets 120]
         [--train 50] [--threads 1,2] [--passes 2] [--splits 5] [--rounds 3] [--runs 10] [--reference-lut LUT]
+        [--load mem:2x50%@2s,64MiB | none] [--no-quiet]
 
 For each thread count, ``--subnets`` random subnets of ``--space`` (at its LUT resolutions) are measured
 end to end with ONNX Runtime by the profiler's own measurement (``profiler.validate.measure_subnets``:
@@ -19,6 +20,8 @@ Reported per thread count:
 - with ``--reference-lut``, the same with that LUT's prediction as one more feature (a LUT of this CPU at
   another thread count, say: calibrating or transferring a LUT with a few whole-model measurements).
 
+Every measurement is made once quiet and once under ``--load`` (benchmarks/_load.py): a row per setting.
+
 Target (issue: search): with 50 samples, mean Spearman >= 0.95 and >= 90% within ±10% on held-out subnets.
 """
 
@@ -34,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ._harness import header, load_average, table
+from ._load import add_load_arguments, describe_settings, settings, under
 
 READINGS = {  # name: (statistic, normalised to the reference)
     "p10, normalised (the profiler's)": ("p10_ms", True),
@@ -114,6 +118,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reference-lut", type=Path, default=None, help="A LUT of the space: its prediction as a feature.")
     ap.add_argument("--json", type=Path, default=None, help="Also write the measurements and results here.")
+    add_load_arguments(ap)
     args = ap.parse_args()
     if args.passes < 2:
         raise SystemExit("--passes must be at least 2 (the noise ceiling compares passes)")
@@ -127,15 +132,17 @@ def main() -> None:
     print(f"{args.subnets} random subnets at resolutions {list(sp.lut_resolutions)}, measured {args.passes} times each "
           f"(rounds {args.rounds} x runs {args.runs}); fitted on {args.train}, judged on the other "
           f"{args.subnets - args.train}, {args.splits} random splits (mean, range).\n", flush=True)
+    print(describe_settings(args))
     raw: dict[str, Any] = {"archs": [a.to_dict() for a in archs]}
     rows, ceil_rows = [], []
-    for threads in [int(t) for t in args.threads.split(",")]:
-        readings, secs = measure(args.space, archs, threads, args.passes, args.rounds, args.runs)
-        raw[f"threads{threads}"] = {"seconds": secs}
+    for setting, threads, spec in [(n, int(t), spec) for n, spec in settings(args) for t in args.threads.split(",")]:
+        with under(spec):
+            readings, secs = measure(args.space, archs, threads, args.passes, args.rounds, args.runs)
+        raw[f"{setting}-threads{threads}"] = {"seconds": secs}
         for reading, ms in readings.items():
             y = np.exp(np.log(ms).mean(axis=0))
             pairs = [agreement(ms[i], ms[j]) for i in range(len(ms)) for j in range(i + 1, len(ms))]
-            ceil_rows.append([f"{threads}", reading, f"{np.min(y):.2f}-{np.max(y):.2f} (median {np.median(y):.2f})",
+            ceil_rows.append([setting, f"{threads}", reading, f"{np.min(y):.2f}-{np.max(y):.2f} (median {np.median(y):.2f})",
                               " / ".join(f"{s:.0f}" for s in secs), summary(pairs, "spearman"),
                               summary(pairs, "within5", True), summary(pairs, "within10", True),
                               summary(pairs, "mape", True)])
@@ -145,15 +152,15 @@ def main() -> None:
                                                                         reference)
             for feats, res in results.items():
                 for model, label in (("ridge", "LearnedLatency (ridge)"), ("gbm", "gradient boosting")):
-                    rows.append([f"{threads}", reading, f"{label}, {feats}", summary(res[model], "spearman"),
+                    rows.append([setting, f"{threads}", reading, f"{label}, {feats}", summary(res[model], "spearman"),
                                  summary(res[model], "within10", True), summary(res[model], "within5", True),
                                  summary(res[model], "mape", True)])
-            raw[f"threads{threads}"][reading] = {"ms": ms.tolist(), "results": results}
+            raw[f"{setting}-threads{threads}"][reading] = {"ms": ms.tolist(), "results": results}
     print("Noise ceiling (one pass against another, all subnets):\n")
-    print(table(["threads", "reading", "latency range ms", "seconds per pass", "spearman", "within ±5%",
+    print(table(["setting", "threads", "reading", "latency range ms", "seconds per pass", "spearman", "within ±5%",
                  "within ±10%", "MAPE"], ceil_rows))
     print(f"\nPredictors ({args.train} samples) against the mean of the passes, held-out subnets:\n")
-    print(table(["threads", "reading", "predictor", "spearman", "within ±10%", "within ±5%", "MAPE"], rows))
+    print(table(["setting", "threads", "reading", "predictor", "spearman", "within ±10%", "within ±5%", "MAPE"], rows))
     print(f"\nTarget: mean Spearman >= 0.95 and >= 90% within ±10%. Load after: {load_average()}.")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1))

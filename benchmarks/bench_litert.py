@@ -3,15 +3,15 @@
 Usage::
 
     .venv/bin/python -m benchmarks.bench_litert [--samples 20] [--dtypes float32,int8] [--resolutions 32,48]
-        [--workers N] [--out DIR]
+        [--workers N] [--out DIR] [--load mem:2x50%@2s,64MiB | none] [--no-quiet]
 
 Steps, with the real profiler and validation (``hwnas profile local --runtime litert [--dtype int8]``
 then ``hwnas lut validate local --samples N``):
 
 1. conversion cost of a full ``compact`` LUT's workloads (every entry at every resolution, plus the
    per-resolution overhead models), float32, into an empty cache (cold) and again (cached), seconds;
-2. per dtype: profile the LUT, validate it on ``--samples`` random subnets: share within ±10%/±5%,
-   MAPE, Spearman, drift;
+2. per setting (quiet, then under ``--load``: benchmarks/_load.py) and dtype: profile the LUT, validate
+   it on ``--samples`` random subnets: share within ±10%/±5%, MAPE, Spearman, drift;
 3. int8 speed-up per LUT op type: median over the entries of that type of float32 ``p10_ms`` / int8
    ``p10_ms`` (raw per-entry latencies, measured minutes apart: load changes in between show up here).
 
@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from ._load import add_load_arguments
 
 
 def _load() -> float:
@@ -76,14 +78,15 @@ def _when_free(what: str, fn: Any, wait_s: float = 1800.0) -> Any:
             time.sleep(20)
 
 
-def fidelity(dtype: str, resolutions: tuple[int, ...], samples: int, out_dir: Path, seed: int, reuse: bool) -> dict[str, Any]:
+def fidelity(dtype: str, resolutions: tuple[int, ...], samples: int, out_dir: Path, seed: int, reuse: bool,
+             setting: str = "quiet") -> dict[str, Any]:
     from hwnas.agents.profiles import load_profile
     from hwnas.profiler.lut import LUT
     from hwnas.profiler.profile import ProfileRequest, profile_device
     from hwnas.profiler.validate import validate_lut
 
     profile = load_profile("local")
-    lut_path = out_dir / f"compact_litert_{dtype}.csv"
+    lut_path = out_dir / f"compact_litert_{dtype}_{setting}.csv"
     load0 = _load()
     if reuse and lut_path.exists():
         _say(f"reusing {lut_path}")
@@ -106,6 +109,7 @@ def fidelity(dtype: str, resolutions: tuple[int, ...], samples: int, out_dir: Pa
     meas = np.array([p["measured_ms"] for p in val["points"]]) * (val["drift"] if val["drift_corrected"] else 1.0)
     raw = summarize_points(pred, meas)
     return {
+        "setting": setting,
         "raw_within_10pct": raw["within_10pct"],
         "raw_mape": raw["mape"],
         "dtype": dtype,
@@ -154,9 +158,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="where the LUTs and the workload cache go (default: a temp dir)")
     ap.add_argument("--reuse", action="store_true", help="keep LUTs already in --out (validate only) and skip the conversion-cost step")
+    add_load_arguments(ap)
     args = ap.parse_args()
 
     from hwnas.supernet import get_space
+
+    from ._load import describe_settings, settings, under
 
     space = get_space("compact")
     resolutions = tuple(int(r) for r in args.resolutions.split(",")) if args.resolutions else tuple(space.lut_resolutions)
@@ -167,19 +174,25 @@ def main() -> int:
     started = time.perf_counter()
     _say(f"out {out_dir}; {os.cpu_count()} cores")
     conv = None if args.reuse else conversion_cost("compact", resolutions, cache, args.workers)
-    fid = [fidelity(dt, resolutions, args.samples, out_dir, args.seed, args.reuse) for dt in args.dtypes.split(",")]
-    speed = int8_speedup(fid[0]["lut"], fid[1]["lut"]) if len(fid) == 2 else {}
+    fid = []
+    for setting, spec in settings(args):
+        with under(spec):
+            fid += [fidelity(dt, resolutions, args.samples, out_dir, args.seed, args.reuse, setting)
+                    for dt in args.dtypes.split(",")]
+    first = [f for f in fid if f["setting"] == fid[0]["setting"]]
+    speed = int8_speedup(first[0]["lut"], first[1]["lut"]) if len(first) == 2 else {}
 
     print(f"## LiteRT on this machine (`compact`, resolutions {','.join(map(str, resolutions))})\n")
     print(f"Command: `.venv/bin/python -m benchmarks.bench_litert --samples {args.samples} --dtypes {args.dtypes}`;"
           f" {os.cpu_count()} cores shared with other work, 1-minute load average shown per row.\n")
-    print("| dtype | LUT entries | subnets | within ±10% | within ±5% | MAPE | Spearman | drift | "
+    print(describe_settings(args))
+    print("| setting | dtype | LUT entries | subnets | within ±10% | within ±5% | MAPE | Spearman | drift | "
           "within ±10% / MAPE without drift correction | profile s | validate s | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for f in fid:
         rho = "n/a" if f["spearman"] is None else f"{f['spearman']:.3f}"
         drift = "n/a" if f["drift"] is None else f"{f['drift']:.3f}"
-        print(f"| {f['dtype']} | {f['entries']} | {args.samples} | {f['within_10pct']:.0%} | {f['within_5pct']:.0%} | {f['mape']:.1%} | "
+        print(f"| {f['setting']} | {f['dtype']} | {f['entries']} | {args.samples} | {f['within_10pct']:.0%} | {f['within_5pct']:.0%} | {f['mape']:.1%} | "
               f"{rho} | {drift} | {f['raw_within_10pct']:.0%} / {f['raw_mape']:.1%} | {f['profile_s']:.0f} | "
               f"{f['validate_s']:.0f} | {f['load']:.1f} |")
     if conv is not None:
