@@ -54,6 +54,10 @@ __all__ = [
     "diff_luts",
 ]
 
+#: How many robust standard deviations of the table's own between-run noise a change must exceed. The
+#: drift-corrected changes between two back-to-back profiles have heavier tails than a normal: under the
+#: memory load of benchmarks/_load.py one entry of 78 stood 4 robust sd out (bench_diff, BENCHMARKS.md).
+NOISE_Z = 5.0
 Z80 = 1.2815515655446004  # p90 of the standard normal: mean +- Z80 * std spans p10..p90
 MIN_SAMPLES = 5
 
@@ -140,7 +144,7 @@ class DiffResult:
     drift_uncertainty_pct: float | None = None
     drift_finding: bool = False
     noise_pct: float | None = None
-    noise_z: float = 4.0
+    noise_z: float = NOISE_Z
     detectable_pct: float | None = None
     rechecked: dict[str, Any] | None = None
     entries: list[EntryChange] = field(default_factory=list)
@@ -284,7 +288,7 @@ def diff_luts(
     drift_threshold_pct: float = 10.0,
     allow: Sequence[str] = (),
     alpha: float = 0.001,
-    noise_z: float = 4.0,
+    noise_z: float = NOISE_Z,
     samples: int = 1000,
     seed: int = 0,
 ) -> DiffResult:

@@ -152,7 +152,7 @@ def test_uniform_drift_is_drift_not_regressions(tmp_path):
     new = LUT.load(_save(tmp_path / "b.csv", _noisy(values, 5, drift=0.08), seed=2))
     result = diff_luts(base, new, samples=200)
     assert result.drift == pytest.approx(0.08, abs=0.01)
-    assert result.noise_pct == pytest.approx(1.0, abs=0.3) and result.detectable_pct == pytest.approx(5.0)
+    assert result.noise_pct == pytest.approx(1.0, abs=0.3) and result.detectable_pct == pytest.approx(5.0, abs=0.5)
     assert not result.regressions and not result.improvements
     assert not result.drift_finding and result.exit_code == 0
     assert abs(result.network["change_pct"]) < 1.0 and result.network["raw_change_pct"] == pytest.approx(8, abs=1.5)

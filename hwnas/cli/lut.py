@@ -232,7 +232,7 @@ def diff_cmd(
     drift_threshold: float = typer.Option(10.0, "--drift-threshold", min=0.0, help="Uniform drift of the whole table (percent) that is itself a finding."),
     allow: list[str] = typer.Option([], "--allow", help="Metadata field allowed to differ (repeatable), e.g. runtime.version."),
     report: Path | None = typer.Option(None, "--report", help="Write a report: FILE.md (plots beside it) or FILE.html."),
-    noise_z: float = typer.Option(4.0, "--noise-z", min=0.0, help="How many robust standard deviations of the table's own between-run noise a change must exceed."),
+    noise_z: float = typer.Option(5.0, "--noise-z", min=0.0, help="How many robust standard deviations of the table's own between-run noise a change must exceed."),
     samples: int = typer.Option(1000, "--samples", min=0, help="Random subnets for the whole-network impact."),
     seed: int = typer.Option(0, "--seed"),
     recheck: str | None = typer.Option(None, "--recheck", help="Device profile (NEW's device): re-measure the flagged and undecided entries there before deciding."),
