@@ -2,7 +2,6 @@
 
     .venv/bin/python -m benchmarks.bench_fewshot [--space ofa-mbv3-w1.0] [--subnets 100]
         [--settings ort1,ort2,litert-f32,litert-int8] [--shots 10,20,50] [--splits 5] [--measure-only]
-        [--load]
 
 Four settings of this machine stand in for four devices: ONNX Runtime with 1 thread, ONNX Runtime with 2
 threads, LiteRT float32 and LiteRT int8 (1 thread). ``--subnets`` random subnets of ``--space`` at its LUT
@@ -12,14 +11,11 @@ measurements are cached in ``benchmark-results/fewshot-<space>-<setting>.csv`` (
 ``pass1_ms``, ``pass2_ms``): a second run reads them instead of measuring.
 
 For each setting (the target), the other settings are the prior devices (their measurements, all of them);
-the target's ``--shots`` subnets are picked by ``suggest_archs`` from the measured pool (and, as a check,
-at random), and the predictor (``fit_fewshot``: the model chosen by cross-validation) is judged on the rest
+the target's ``--shots`` subnets are picked by ``suggest_archs`` from the measured pool (and, for
+``--splits`` more fits, at random), and the predictor (``fit_fewshot``: the model chosen by cross-validation) is judged on the rest
 against the geometric mean of the two passes. Reported: Spearman, share within ±10%, the coverage of the
 90% interval, the chosen model, the per-stage-MACs linear baseline at the same samples, and the device's
 noise floor (pass 1 against pass 2, every subnet).
-
-With ``--load``, the judging is repeated while ``benchmarks._load`` keeps the other core busy (a loaded
-row next to the quiet one) where that module exists.
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ import argparse
 import csv
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -124,7 +119,6 @@ def main() -> None:
     ap.add_argument("--litert-subnets", type=int, default=None,
                     help="Measure only the first N subnets with LiteRT (converting to .tflite is slow).")
     ap.add_argument("--measure-only", action="store_true")
-    ap.add_argument("--load", action="store_true", help="Also judge with the other core kept busy.")
     ap.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     args = ap.parse_args()
     settings = args.settings.split(",")
@@ -132,9 +126,74 @@ def main() -> None:
                            args.litert_subnets)
     if args.measure_only:
         return
-    from ._fewshot_eval import report
+    report(args, settings, data)
 
-    report(args, settings, data, header, table, load_average, statistics, json, sys)
+
+def agreement(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(pred, y).statistic), float(np.mean(np.abs(pred / y - 1) <= 0.10))
+
+
+def judge(space: Any, archs: list[Any], y: np.ndarray, train: np.ndarray, priors: list[Any], seed: int
+          ) -> dict[str, Any]:
+    from hwnas.search.latency import LearnedLatency
+
+    test = np.setdiff1d(np.arange(len(y)), train)
+    model = LearnedLatency(space=space, priors=priors, seed=seed).fit([archs[i] for i in train], y[train])
+    pred, iv = model.predict_interval([archs[i] for i in test])
+    rho, w10 = agreement(pred, y[test])
+    cover = float(np.mean((iv[:, 0] <= y[test]) & (y[test] <= iv[:, 1])))
+    base = LearnedLatency(space=space, models=["macs-linear"], seed=seed).fit([archs[i] for i in train], y[train])
+    rho_b, w10_b = agreement(base.predict([archs[i] for i in test]), y[test])
+    return {"model": model.model_, "spearman": rho, "within10": w10, "coverage": cover,
+            "base_spearman": rho_b, "base_within10": w10_b, "held_out": int(len(test))}
+
+
+def report(args: argparse.Namespace, settings: list[str], data: dict[str, tuple[list[str], np.ndarray]]) -> None:
+    from hwnas.search.fewshot import measurements_prior, suggest_archs
+    from hwnas.supernet import get_space
+
+    sp = get_space(args.space)
+    print(header(f"Few-shot latency: leave one device out, `{args.space}`"))
+    rows, raw = [], {}
+    for target in settings:
+        arch_json, ms = data[target]
+        archs = [sp.parse(a) for a in arch_json]
+        y = np.exp(np.log(ms).mean(axis=0))
+        noise = agreement(ms[0], ms[1])
+        priors = []
+        for other in settings:
+            if other != target:
+                oa, oms = data[other]
+                priors.append(measurements_prior(oa, np.exp(np.log(oms).mean(axis=0)), sp, source=other))
+        for shots in [int(k) for k in args.shots.split(",")]:
+            if shots > len(y) - 10:
+                continue
+            picks = [np.asarray([archs.index(a) for a in suggest_archs(sp, shots, pool=archs, seed=0)])]
+            picks += [np.random.default_rng(k).permutation(len(y))[:shots] for k in range(args.splits)]
+            res = [judge(sp, archs, y, tr, priors, k) for k, tr in enumerate(picks)]
+            raw[f"{target}/{shots}"] = res
+            rnd = res[1:]
+
+            def mean(key: str, rs: list[dict[str, Any]]) -> float:
+                return statistics.mean(r[key] for r in rs)
+
+            rows.append([LABELS[target], shots, f"{noise[0]:.3f} / {100 * noise[1]:.0f}%", res[0]["model"],
+                         f"{res[0]['spearman']:.3f}", f"{100 * res[0]['within10']:.0f}%",
+                         f"{100 * res[0]['coverage']:.0f}%", f"{mean('spearman', rnd):.3f}",
+                         f"{100 * mean('within10', rnd):.0f}%", f"{100 * mean('coverage', rnd):.0f}%",
+                         f"{mean('base_spearman', rnd):.3f} / {100 * mean('base_within10', rnd):.0f}%",
+                         res[0]["held_out"]])
+            print(" | ".join(map(str, rows[-1])), flush=True)
+    print()
+    print(table(["target (left out)", "samples", "noise floor: pass vs pass Spearman / within ±10%",
+                 "model (suggested)", "Spearman (suggested)", "within ±10%", "90% interval coverage",
+                 f"Spearman (random, {args.splits} splits)", "within ±10%", "coverage",
+                 "per-stage-MACs linear baseline (random)", "held out"], rows))
+    print(f"\nLoad after: {load_average()}.")
+    if args.json:
+        args.json.write_text(json.dumps(raw, indent=1))
 
 
 if __name__ == "__main__":
