@@ -28,7 +28,11 @@ from rich.progress import (
 
 app = typer.Typer(
     name="hwnas",
-    help="Hardware-aware latency profiling and neural-architecture search.",
+    help=(
+        "Hardware-aware latency profiling and neural-architecture search.\n\n"
+        "Example: hwnas demo   (the whole pipeline on this CPU; then open demo-output/report/report.html)\n\n"
+        "Next: hwnas devices, hwnas profile local --space compact, hwnas COMMAND --help (each names an example)."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -22,7 +22,10 @@ def devices(
     ),
     as_json: bool = JsonOption,
 ) -> int:
-    """List configured device profiles and attached ADB devices, reachable or not."""
+    """List configured device profiles and attached ADB devices, reachable or not.
+
+    Example: hwnas devices
+    """
     from hwnas.agents.probe import list_devices
 
     result = list_devices(timeout=timeout)
@@ -54,6 +57,19 @@ def _show_devices(result: dict[str, Any]) -> None:
             f"adb server at {shown(server['address'])}: not running (start it with `adb start-server` to list USB phones)",
             highlight=False,
         )
+    if not [d for d in result["devices"] if d["name"] != "local" and d["reachable"]]:
+        out.print(_NEXT_STEPS, highlight=False)
+
+
+#: What `hwnas devices` says while no device but this machine answers (a fresh machine).
+_NEXT_STEPS = (
+    "No device but this machine (`local`) answers yet. Next:\n"
+    "  - try the whole pipeline here first: `hwnas demo`;\n"
+    "  - a board over SSH: copy the repository's example `device_profiles/rpi4.yaml` to "
+    "`device_profiles/NAME.yaml`, set its `transport: ssh:` host, user and key, then `hwnas probe NAME`;\n"
+    "  - a phone: enable USB debugging, plug it in and accept the prompt (`adb devices` lists it), copy "
+    "`device_profiles/pixel-usb.yaml` to `device_profiles/NAME.yaml` with its serial, then `hwnas probe NAME`."
+)
 
 
 @app.command("probe")
@@ -62,7 +78,10 @@ def probe(
     noise: bool = typer.Option(True, "--noise/--no-noise", help="Also measure the device's noise floor (a few seconds)."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Fingerprint a device: model, SoC, ABI, CPU clusters, governors, temperatures, runtimes, noise floor."""
+    """Fingerprint a device: model, SoC, ABI, CPU clusters, governors, temperatures, runtimes, noise floor.
+
+    Example: hwnas probe local
+    """
     from hwnas.agents.probe import probe_profile
     from hwnas.agents.profiles import load_profile
 

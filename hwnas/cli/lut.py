@@ -39,7 +39,10 @@ def import_ofa_cmd(
     out: Path = typer.Option(..., "--out", help="LUT file to write."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Import OFA's YAML latency tables (one per resolution) into one LUT file, losslessly."""
+    """Import OFA's YAML latency tables (one per resolution) into one LUT file, losslessly.
+
+    Example: hwnas lut import-ofa note10/*.yaml --space ofa-mbv3-w1.2 --out note10.csv
+    """
     from hwnas.profiler.ofa_interop import import_ofa, ofa_yaml_files
 
     lut = import_ofa(ofa_yaml_files(yaml_files), space)
@@ -55,7 +58,10 @@ def export_ofa_cmd(
     column: str | None = typer.Option(None, "--column", help="Column exported as OFA's 'mean' (default: mean_ms, else the statistic)."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Export a LUT as OFA's YAML tables, one per resolution (the Overhead-inference row is left out)."""
+    """Export a LUT as OFA's YAML tables, one per resolution (the Overhead-inference row is left out).
+
+    Example: hwnas lut export-ofa note10.csv --out-dir note10-yaml
+    """
     from hwnas.profiler.lut import LUT, OVERHEAD_KEY
     from hwnas.profiler.ofa_interop import export_ofa
 
@@ -77,7 +83,10 @@ def show_cmd(
     by: str | None = typer.Option(None, "--by", help="'op': per-operator breakdown inside each entry (needs NAME.ops.csv)."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Show a LUT: metadata and rows, or with --by op the per-operator breakdown of each entry."""
+    """Show a LUT: metadata and rows, or with --by op the per-operator breakdown of each entry.
+
+    Example: hwnas lut show note10.csv --by op
+    """
     from hwnas.profiler.lut import LUT
 
     if by is not None and by != "op":
@@ -189,7 +198,10 @@ def predict_cmd(
     archs: Path | None = typer.Option(None, "--archs", help="JSON-lines file, one arch per line."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Predicted latency (ms) of architectures: the sum of their LUT entries."""
+    """Predicted latency (ms) of architectures: the sum of their LUT entries.
+
+    Example: hwnas lut predict --lut note10.csv --arch max
+    """
     from hwnas.cli._args import read_archs_arrays, resolve_arch
     from hwnas.profiler.lut import LUT
     from hwnas.profiler.predict import LUTPredictor
@@ -238,7 +250,10 @@ def diff_cmd(
     recheck: str | None = typer.Option(None, "--recheck", help="Device profile (NEW's device): re-measure the flagged and undecided entries there before deciding."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Regression test: exit 0 no regression, 1 regression (or drift beyond its threshold), 2 not comparable."""
+    """Regression test: exit 0 no regression, 1 regression (or drift beyond its threshold), 2 not comparable.
+
+    Example: hwnas lut diff base.csv new.csv --threshold 10 --report diff.html
+    """
     from hwnas.profiler.diff import check_allow, diff_luts
     from hwnas.profiler.errors import NotComparable
     from hwnas.profiler.lut import LUT
@@ -338,7 +353,10 @@ def history_cmd(
     no_git: bool = typer.Option(False, "--no-git", help="Only the files, not their git history."),
     as_json: bool = JsonOption,
 ) -> int:
-    """How a device's LUTs moved over time (files and their git history)."""
+    """How a device's LUTs moved over time (files and their git history).
+
+    Example: hwnas lut history local
+    """
     from hwnas.profiler.history import history, plot_history
 
     if plot is not None and plot.suffix.lower() != ".png":

@@ -114,7 +114,10 @@ def pas(
     tflite: bool = typer.Option(False, "--tflite", help="Also export pas.tflite (litert-torch)."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Learn every layer's width under a MACs (or latency) target and export the reparameterised network."""
+    """Learn every layer's width under a MACs (or latency) target and export the reparameterised network.
+
+    Example: hwnas pas --data digits --target-macs 50% --out pas-out
+    """
     from hwnas.agents.device import Device
     from hwnas.agents.profiles import load_profile
     from hwnas.profiler.profile import default_lut_path

@@ -55,7 +55,10 @@ def accuracy_cmd(
     as_json: bool = JsonOption,
 ) -> int:
     """Fit OFA's MLP accuracy predictor on subnets of a trained supernet (Kendall tau and RMSE on a held-out
-    20%), or import OFA's published predictor."""
+    20%), or import OFA's published predictor.
+
+    Example: hwnas predictor accuracy supernet.pt --samples 100 --out accuracy.pt
+    """
     from hwnas.search.accuracy import AccuracyPredictor, generate_accuracy_dataset
 
     modes = [ofa_checkpoint is not None, pairs is not None, ckpt is not None]
@@ -168,7 +171,10 @@ def measure_cmd(
     as_json: bool = JsonOption,
 ) -> int:
     """Measure subnets end to end on a device (the profiler's measurement, as `lut validate` does) and write
-    the CSV a learned latency predictor is fitted on."""
+    the CSV a learned latency predictor is fitted on.
+
+    Example: hwnas predictor measure local --space compact --archs archs.jsonl --out measured.csv
+    """
     from hwnas.agents.device import Device
     from hwnas.agents.profiles import load_profile
     from hwnas.cli._args import read_archs
@@ -209,7 +215,10 @@ def predict_cmd(
     as_json: bool = JsonOption,
 ) -> int:
     """Predict with a saved accuracy predictor (top-1, 0-1) or latency predictor (ms, with an interval per
-    prediction)."""
+    prediction).
+
+    Example: hwnas predictor predict accuracy.pt --archs archs.jsonl
+    """
     from hwnas.cli._args import read_archs
     from hwnas.search.accuracy import AccuracyPredictor
     from hwnas.search.latency import LearnedLatency

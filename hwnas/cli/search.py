@@ -157,7 +157,10 @@ def search_cmd(
     as_json: bool = JsonOption,
 ) -> int:
     """Search architectures under one or more latency budgets (and parameter/MACs limits). Exit 1 if a budget
-    is infeasible (its result says the smallest achievable latency)."""
+    is infeasible (its result says the smallest achievable latency).
+
+    Example: hwnas search --space compact --lut local-compact.csv --accuracy accuracy.pt --latency-ms 0.5,0.8
+    """
     from hwnas.profiler.lut import LUT
     from hwnas.search.accuracy import AccuracyPredictor
     from hwnas.search.errors import BudgetError

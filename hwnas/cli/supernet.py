@@ -82,7 +82,10 @@ def train_cmd(
     as_json: bool = JsonOption,
 ) -> int:
     """Train a once-for-all supernet: the largest network, then elastic kernel, depth and width (progressive
-    shrinking), or random subnets from the start (--sampling random). Works under `torchrun -m hwnas`."""
+    shrinking), or random subnets from the start (--sampling random). Works under `torchrun -m hwnas`.
+
+    Example: hwnas supernet train --space compact --data digits-hard --out supernet.pt
+    """
     from hwnas.supernet.train import TrainConfig, train_supernet
 
     _choice(sampling, ("progressive", "random"), "--sampling")
@@ -156,7 +159,10 @@ def eval_cmd(
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's)."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Top-1 of one subnet, extracted from the supernet and BN-recalibrated, with its MACs and params."""
+    """Top-1 of one subnet, extracted from the supernet and BN-recalibrated, with its MACs and params.
+
+    Example: hwnas supernet eval supernet.pt --arch max --data digits-hard
+    """
     from hwnas.supernet import bn
     from hwnas.supernet.spaces import get_space
     from hwnas.supernet.train import load_checkpoint
@@ -202,7 +208,10 @@ def export_cmd(
     as_json: bool = JsonOption,
 ) -> int:
     """Export one subnet as a standalone model (BN recalibrated) and check its outputs against PyTorch's on
-    random images of the data's kind and on validation images (max_abs_diff, over the logits)."""
+    random images of the data's kind and on validation images (max_abs_diff, over the logits).
+
+    Example: hwnas export supernet.pt --arch max --format onnx --out max.onnx
+    """
     from hwnas.supernet import bn
     from hwnas.supernet.export import export_subnet
     from hwnas.supernet.spaces import get_space
