@@ -66,7 +66,10 @@ def profile_cmd(
     profile_ops: bool = typer.Option(False, "--profile-ops", help="Also record per-operator timings (ONNX Runtime profiler)."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Measure every LUT entry of a space on each device and write its LUT (rows saved as they arrive)."""
+    """Measure every LUT entry of a space on each device and write its LUT (rows saved as they arrive).
+
+    Example: hwnas profile local --space compact --out local-compact.csv
+    """
     from hwnas.profiler.profile import ProfileRequest
 
     if out is not None and len(devices) > 1:
@@ -135,7 +138,10 @@ def validate_cmd(
     out: Path | None = typer.Option(None, "--out", help="Also write the points as CSV here."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Measure random subnets end to end on the device and compare them with the LUT's prediction."""
+    """Measure random subnets end to end on the device and compare them with the LUT's prediction.
+
+    Example: hwnas lut validate local --lut local-compact.csv --samples 20
+    """
     from hwnas.agents.profiles import load_profile
     from hwnas.profiler.lut import LUT
     from hwnas.profiler.validate import validate_lut
