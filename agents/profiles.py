@@ -292,7 +292,8 @@ def _warn_if_risky(profile: DeviceProfile, path: Path) -> None:
     for key, what in risks:
         if (str(path.resolve()), key) not in _WARNED:
             _WARNED.add((str(path.resolve()), key))
-            log.warning("WARNING: the device profile %s from the current folder %s; check that you trust it", path, what)
+            log.warning("CHECK THIS PROFILE: %s, from the current folder, %s; use it only if you trust where it came from",
+                        path, what)
 
 
 def push_binary_path(profile: DeviceProfile) -> Path | None:

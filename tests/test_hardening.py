@@ -29,7 +29,7 @@ from rich.console import Console
 from hwnas.agents import transport as transport_mod
 from hwnas.agents.bench_binary import BinaryRunner, elf_machine
 from hwnas.agents.device import RUNNER_PATH, Device
-from hwnas.agents.errors import DeviceError, DeviceTimeout, OutputTooLarge, ProfileError, WorkdirRefused
+from hwnas.agents.errors import DeviceError, OutputTooLarge, ProfileError, WorkdirRefused
 from hwnas.agents.lock import DeviceLock, LockOwner, boot_id, machine_id
 from hwnas.agents.profiles import load_profile, parse_profile
 from hwnas.agents.transport import LocalTransport
@@ -252,6 +252,31 @@ def test_ctrl_c_kills_the_command_on_an_ssh_device(sshd_server: ns_helpers.SSHSe
     assert wait_gone(res["pids"][0]), "the command outlived Ctrl-C on the device"
 
 
+@pytest.mark.netns
+def test_ctrl_c_kills_the_command_on_an_adb_device(adbd_server: ns_helpers.ADBServer, tmp_path: Path) -> None:
+    code = textwrap.dedent("""
+        import json, os, signal, sys
+        from hwnas.agents.adb import ADBTransport
+        t = ADBTransport(device="phone", workdir="/tmp", **json.loads(sys.argv[1]))
+        pids = []
+        signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+        signal.setitimer(signal.ITIMER_REAL, 2.0)
+        out = {}
+        try:
+            t.run(["sh", "-c", "echo $$; exec sleep 300"], description="a long job", timeout=120,
+                  on_line=lambda line: pids.append(int(line)))
+        except KeyboardInterrupt:
+            out["interrupted"] = True
+        out["pids"] = pids
+        print(json.dumps(out))
+    """)
+    run = ns_helpers.ns_python(adbd_server.ns, code, args=[json.dumps(adbd_server.settings())], timeout=60,
+                               env={"XDG_CONFIG_HOME": str(tmp_path / "config")})
+    res = run.json()
+    assert res.get("interrupted") and len(res["pids"]) == 1, run.stderr[-2000:]
+    assert wait_gone(res["pids"][0]), "the command outlived Ctrl-C on the device"
+
+
 def _plant_lock(lock_dir: Path, owner: LockOwner, runner_pid: int | None = None) -> None:
     lock_dir.mkdir(parents=True)
     (lock_dir / "owner").write_text(owner.to_line() + "\n")
@@ -406,7 +431,7 @@ HOSTILE = ["[/bold]", "[link=http://x]y[/link]", "\x1b]0;owned\x07", "\x1b[2J\x1
 
 
 def test_probe_output_escapes_markup_and_strips_control_characters(capsys: pytest.CaptureFixture[str]) -> None:
-    from hwnas.cli.devices import _show_probe, _show_devices
+    from hwnas.cli.devices import _show_devices, _show_probe
 
     result = {
         "device": "[/bold]", "address": "\x1b[31mroot@h:22", "model": HOSTILE[0], "manufacturer": HOSTILE[2],
@@ -435,13 +460,15 @@ def test_lut_show_prints_device_strings_from_a_lut_as_text(tmp_path: Path) -> No
 
 
 def test_errors_and_log_lines_reach_stderr_without_control_characters() -> None:
-    from hwnas.cli._app import _one_line, _PlainFormatter
+    from hwnas.cli._app import _one_line, _PlainFormatter, shown
 
     exc = DeviceError("the runner failed", device="board", output="\x1b]0;owned\x07boom\x1b[2J")
     assert "\x1b" not in _one_line(exc) and "boom" in _one_line(exc)
     record = logging.LogRecord("x", logging.WARNING, __file__, 1, "printed %s", ("\x1b[31mred\x07",), None)
     assert _PlainFormatter("%(message)s").format(record) == "printed [31mred"
-    Console(file=io.StringIO()).print(f"[bold]{__import__('hwnas.cli._app', fromlist=['shown']).shown('[/bold]')}[/bold]")
+    buf = io.StringIO()
+    Console(file=buf).print(f"[bold]{shown('[/bold]')}[/bold]")  # raises MarkupError unless escaped
+    assert buf.getvalue() == "[/bold]\n"
 
 
 # ---------------------------------------------------------------------------------------------------------
