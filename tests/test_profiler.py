@@ -108,6 +108,10 @@ def test_validate_reports_the_design_fields(compact_lut: Path) -> None:
     for k in ("within_5pct", "within_10pct", "mape"):
         assert 0.0 <= res[k] <= 1.0 or k == "mape"
     assert res["drift"] > 0
+    # two interleaved passes: how far re-measuring moves, and the device's noise when validated
+    assert 0.0 <= res["repeat_mape"] < 0.5 and res["lut_error_above_repeat"] == (res["mape"] > res["repeat_mape"])
+    assert res["noise_floor"] is None or res["noise_floor"] >= 0.0
+    assert res["measurement"]["passes"] == 2 and res["measurement"]["precision"] == FAST.precision
     for p in res["points"]:
         get_space("compact").parse(p["arch"], resolutions=[32])
         assert p["predicted_ms"] > 0 and p["measured_ms"] > 0
@@ -119,7 +123,11 @@ def test_validate_cli_json(compact_lut: Path) -> None:
     proc = hwnas("lut", "validate", "local", "--lut", str(compact_lut), "--samples", "3", *QUICK_FLAGS, "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert {"samples", "within_5pct", "within_10pct", "mape", "spearman", "points"} <= set(out)
+    assert {"samples", "within_5pct", "within_10pct", "mape", "spearman", "points", "repeat_mape", "noise_floor"} <= set(out)
+    human = hwnas("lut", "validate", "local", "--lut", str(compact_lut), "--samples", "2", *QUICK_FLAGS)
+    assert human.returncode == 0, human.stderr
+    text = " ".join(human.stdout.split())  # the console wraps long lines
+    assert "(repeat MAPE)" in text and "what re-measuring gives" in text and "noise floor" in text
 
 
 def _measured_cells(path: Path) -> list[str]:

@@ -170,7 +170,7 @@ def validate_cmd(
         c = Console()
         c.print(
             f"{r['samples']} subnets: {r['within_5pct']:.0%} within ±5%, {r['within_10pct']:.0%} within ±10%, "
-            f"MAPE {r['mape']:.1%}, Spearman {r['spearman']:.3f}; drift {r['drift'] or float('nan'):.3f}"
+            f"MAPE {r['mape']:.1%}, Spearman {r['spearman'] if r['spearman'] is None else format(r['spearman'], '.3f')}; drift {r['drift'] or float('nan'):.3f}"
             f"{' (corrected)' if r['drift_corrected'] else ''}",
             highlight=False,
         )
