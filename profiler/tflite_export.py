@@ -26,10 +26,8 @@ single-threaded and takes seconds).
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -37,20 +35,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..supernet.errors import ExportError
 from .errors import ProfilerError
 
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "int8")
-INT8_RECIPE = "static_wi8_ai8"
+INT8_RECIPE = "static_wi8_ai8"  # hwnas.supernet.export.TFLITE_INT8_RECIPE (checked in tests)
 EXPORT_VERSION = 1  # bump when the export recipe changes (invalidates cached files)
 MIN_PARALLEL_JOBS = 4  # fewer conversions run in this process: starting a worker costs a few seconds
-
-
-class ExportError(ProfilerError, RuntimeError):
-    """A module could not be converted to ``.tflite`` (the converter failed or is missing)."""
-
-    exit_code = 1
 
 
 def _version(dist: str) -> str | None:
@@ -96,141 +89,29 @@ def exporter_info(dtype: str = "float32") -> dict[str, Any]:
 # --------------------------------------------------------------------------- conversion
 
 
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """Keep the converters' progress output off stdout (``--json`` prints one object there)."""
-    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the converters' deprecation chatter
-        yield buf
-    text = buf.getvalue().strip()
-    if text:
-        log.debug("converter output: %s", text[-2000:])
-
-
-def _channel_last(t: Any) -> Any:
-    return t.permute(0, *range(2, t.ndim), 1).contiguous()
-
-
-def _wrap(module: Any, example: Any) -> tuple[Any, Any, bool, bool]:
-    """The module with NHWC input/output where they are images, its NHWC example, and which were wrapped."""
-    import litert_torch
-    import torch
-
-    with torch.no_grad():
-        out = module(example)
-    in_cl = example.ndim >= 3
-    out_cl = isinstance(out, torch.Tensor) and out.ndim >= 3
-    if not in_cl and not out_cl:
-        return module, example, False, False
-    wrapped = litert_torch.to_channel_last_io(module, args=[0] if in_cl else [], outputs=[0] if out_cl else []).eval()
-    return wrapped, _channel_last(example) if in_cl else example, in_cl, out_cl
-
-
-def _float_bytes(module: Any, example: Any) -> bytes:
-    import litert_torch
-
-    edge = litert_torch.convert(module, (example,))
-    return bytes(edge.model_content())
-
-
-def _quantize_int8(float_model: bytes, samples: Sequence[Any]) -> bytes:
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import quantizer, recipe
-
-    sig = Interpreter(model_content=float_model).get_signature_list()
-    if len(sig) != 1:
-        raise ExportError(f"expected one signature in the float model, got {sorted(sig)}")
-    key = next(iter(sig))
-    names = sig[key]["inputs"]
-    if len(names) != 1:
-        raise ExportError(f"expected one model input, got {names}")
-    data = [{names[0]: np.asarray(x.detach().numpy(), dtype=np.float32)} for x in samples]
-    qt = quantizer.Quantizer(bytearray(float_model))
-    qt.load_quantization_recipe(getattr(recipe, INT8_RECIPE)())
-    calib = qt.calibrate({key: data}, num_threads=1)
-    result = qt.quantize(calib, enable_progress_bar=False, enable_progress_report=False)
-    if result.quantized_model is None:
-        raise ExportError("ai-edge-quantizer returned no model")
-    return bytes(result.quantized_model)
-
-
-
-
 def export_tflite(
     module: Any, example: Any, path: Path, dtype: str = "float32", *, calibration: Sequence[Any] | None = None
 ) -> Path:
-    """Convert an eval-mode torch ``module`` (input ``example``, NCHW) to ``path`` (written atomically).
+    """Convert an eval-mode torch ``module`` (input ``example``, NCHW) to ``path`` (written atomically) with
+    the one exporter (:func:`hwnas.supernet.export.export_tflite`).
 
     Image inputs/outputs (rank >= 3) become NHWC in the file. ``int8`` calibrates on ``calibration``
     (NCHW inputs like ``example``; default: the example alone). Raises ProfilerError for an unknown
     dtype, ExportError when the conversion or the quantisation fails.
     """
     _check_dtype(dtype)
-    path = Path(path)
-    try:
-        with _quiet():
-            module = module.eval()
-            wrapped, ex, in_cl, _ = _wrap(module, example)
-            data = _float_bytes(wrapped, ex)
-            if dtype == "int8":
-                samples = [example] if calibration is None else list(calibration)
-                data = _quantize_int8(data, [_channel_last(x) if in_cl else x for x in samples])
-    except ImportError as exc:
-        raise ExportError(f"{path.name}: cannot convert to .tflite: {exc} (run `make .venv`)") from exc
-    except ExportError as exc:
-        raise ExportError(f"{path.name}: conversion to .tflite ({dtype}) failed: {exc}") from exc
-    except Exception as exc:  # the converters raise many kinds; report them as one
-        raise ExportError(f"{path.name}: conversion to .tflite ({dtype}) failed: {type(exc).__name__}: {exc}") from exc
-    from ..supernet.files import atomic_write
+    from ..supernet import export
 
-    atomic_write(path, data, make_parents=True)
-    return path
+    return export.export_tflite(module, example, path, dtype, calibration=calibration)
 
 
 def check_tflite(path: Path, module: Any, example: Any) -> float:
-    """Max abs difference between the ``.tflite`` at ``path`` and ``module`` on ``example`` (NCHW).
+    """Max abs difference between the ``.tflite`` at ``path`` and ``module`` on ``example`` (NCHW)
+    (:func:`hwnas.supernet.export.check_tflite`: ``ai_edge_litert``, one thread, int8 (de)quantised with
+    the file's scales). Raises ExportError when the file does not load or its shapes do not match."""
+    from ..supernet import export
 
-    Runs the file with ``ai_edge_litert`` (XNNPACK, one thread); int8 inputs are quantised and int8
-    outputs dequantised with the file's own scales; rank >= 3 tensors are NHWC in the file (as
-    :func:`export_tflite` writes them) and are permuted from/to the module's NCHW.
-    Raises ExportError when the file does not load or its shapes do not match the module's.
-    """
-    import numpy as np
-    import torch
-    from ai_edge_litert.interpreter import Interpreter
-
-    with torch.no_grad():
-        ref = module.eval()(example).detach().numpy()
-    try:
-        it = Interpreter(model_path=str(path), num_threads=1)
-        it.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        raise ExportError(f"{path}: does not load in ai_edge_litert: {exc}") from exc
-    inp = it.get_input_details()[0]
-    x = example.detach().numpy().astype(np.float32)
-    if x.ndim >= 3:  # images are NHWC in the file (see export_tflite)
-        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
-    if tuple(inp["shape"]) != x.shape:
-        raise ExportError(f"{path}: input shape {tuple(inp['shape'])} does not match the module's {example.shape}")
-    if np.issubdtype(inp["dtype"], np.integer):
-        scale, zero = inp["quantization"]
-        info = np.iinfo(inp["dtype"])
-        x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(inp["dtype"])
-    it.set_tensor(inp["index"], x)
-    it.invoke()
-    out = it.get_output_details()[0]
-    y = it.get_tensor(out["index"])
-    if np.issubdtype(out["dtype"], np.integer):
-        scale, zero = out["quantization"]
-        y = (y.astype(np.float32) - zero) * scale
-    if y.ndim >= 3:
-        y = np.moveaxis(y, -1, 1)
-    if y.shape != ref.shape:
-        raise ExportError(f"{path}: output shape {y.shape} does not match the module's {ref.shape}")
-    return float(np.max(np.abs(y.astype(np.float64) - ref.astype(np.float64))))
+    return export.check_tflite(path, module, [example])[0]
 
 
 # --------------------------------------------------------------------------- parallel conversion

@@ -9,11 +9,9 @@ batch, dtype, exporter and its version), so re-profiling converts nothing twice.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +19,10 @@ from typing import Any
 
 from ..agents import runtimes
 from ..supernet import Arch, Entry, SearchSpace
-from ..supernet.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 WORKLOAD_VERSION = 1
-ONNX_OPSET = 17
 #: The model file format of each runtime (from the runtime registry).
 RUNTIME_FORMAT = {name: r.model_format for name, r in runtimes.REGISTRY.items()}
 
@@ -57,6 +53,8 @@ def exporter_info(fmt: str, dtype: str = "float32") -> dict[str, Any]:
     if fmt == "onnx":
         import onnx
 
+        from ..supernet.export import ONNX_OPSET
+
         return {"name": "torch.onnx", "version": str(torch.__version__), "onnx": str(onnx.__version__), "opset": ONNX_OPSET}
     if fmt == "tflite":
         from . import tflite_export
@@ -69,36 +67,17 @@ def _digest(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def export_onnx(module: Any, example: Any, path: Path) -> Path:
-    """Export an eval-mode torch module to ONNX (BN folded by constant folding)."""
-    import torch
-
-    module = module.eval()
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with torch.no_grad():
-            torch.onnx.export(
-                module,
-                (example,),
-                buf,
-                input_names=["input"],
-                output_names=["output"],
-                opset_version=ONNX_OPSET,
-                do_constant_folding=True,
-                dynamo=False,
-            )
-    atomic_write(path, buf.getvalue(), make_parents=True)
-    return path
-
-
-def _export(module_fn: Callable[[], tuple[Any, Any]], fmt: str, dtype: str, path: Path) -> Path:
+def export_model(module_fn: Callable[[], tuple[Any, Any]], fmt: str, dtype: str, path: Path) -> Path:
+    """The cached workload file ``path``: if missing, ``module_fn()`` builds ``(module, example input)`` and
+    the one exporter (:mod:`hwnas.supernet.export`) writes it as ``fmt`` (``onnx``: float32 only)."""
     if path.exists():
         return path
     module, example = module_fn()
     if fmt == "onnx":
         if dtype != "float32":
             raise ValueError(f"dtype {dtype!r} is not supported for ONNX workloads; use float32 (int8: runtime litert)")
+        from ..supernet.export import export_onnx
+
         return export_onnx(module, example, path)
     from . import tflite_export
 
@@ -143,7 +122,7 @@ class WorkloadBuilder:
             torch.manual_seed(0)
             return _build_entry(self.space, entry, self.batch)
 
-        path = _export(make, self.fmt, self.dtype, self._entry_path(entry))
+        path = export_model(make, self.fmt, self.dtype, self._entry_path(entry))
         return Workload(id=f"{entry.key}@{entry.resolution}", path=path, kind="entry", key=entry.key, resolution=entry.resolution)
 
     def subnet(self, arch: Arch) -> Workload:
@@ -154,7 +133,7 @@ class WorkloadBuilder:
             net = self.space.build_subnet(arch)
             return net, torch.randn(self.batch, 3, arch.r, arch.r)
 
-        path = _export(make, self.fmt, self.dtype, self._path({"arch": arch.to_dict()}))
+        path = export_model(make, self.fmt, self.dtype, self._path({"arch": arch.to_dict()}))
         return Workload(id=f"subnet:{arch.to_json()}", path=path, kind="subnet", resolution=arch.r)
 
     def overhead(self, resolution: int) -> Workload:
@@ -165,10 +144,10 @@ class WorkloadBuilder:
         n_out = self.space.fixed_entries(resolution)[-1].out_channels
 
         def make() -> tuple[Any, Any]:
-            return _Overhead(n_out), torch.randn(self.batch, 3, resolution, resolution)
+            return overhead_model(n_out), torch.randn(self.batch, 3, resolution, resolution)
 
         path = self._path({"overhead": resolution, "n_out": n_out})
-        path = _export(make, self.fmt, self.dtype, path)
+        path = export_model(make, self.fmt, self.dtype, path)
         return Workload(id=f"Overhead-inference@{resolution}", path=path, kind="overhead", key="Overhead-inference", resolution=resolution)
 
     def reference(self) -> Workload:
@@ -208,19 +187,18 @@ def _build_entry(space: SearchSpace, entry: Entry, batch: int) -> tuple[Any, Any
     return space.build_entry(entry), space.entry_input(entry, batch=batch)
 
 
-class _Overhead:  # built lazily so importing this module does not import torch
-    def __new__(cls, n_out: int) -> Any:
-        import torch
+def overhead_model(n_out: int) -> Any:
+    """A module that takes the network's input and returns ``n_out`` numbers with next to no work: what is
+    left is the runtime's own cost of one inference (the call, binding input and output). Built lazily so
+    importing this module does not import torch."""
+    import torch
 
-        class Overhead(torch.nn.Module):
-            """Takes the network's input and returns ``n_out`` numbers with next to no work: what is
-            left is the runtime's own cost of one inference (the call, binding input and output)."""
+    class Overhead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n_out = n_out
 
-            def __init__(self) -> None:
-                super().__init__()
-                self.n_out = n_out
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.flatten(x, 1)[:, : self.n_out] + 1.0
 
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return torch.flatten(x, 1)[:, : self.n_out] + 1.0
-
-        return Overhead()
+    return Overhead()

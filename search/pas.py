@@ -26,7 +26,6 @@ import logging
 import math
 import statistics
 import time
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,15 +40,16 @@ from ..profiler.lut import LUT, OVERHEAD_KEY, OVERHEAD_OP, LUTWriter, default_me
 from ..profiler.measure import RAW_STATISTIC, STAT_KEYS, MeasurePlan, measure_batches
 from ..profiler.profile import LUT_COLUMNS, LUT_STATISTIC, _fingerprint, _robust_line
 from ..profiler.workloads import (
-    ONNX_OPSET,
     RUNTIME_FORMAT,
     Workload,
-    _Overhead,
     cache_dir,
-    export_onnx,
+    export_model,
     exporter_info,
+    overhead_model,
 )
 from ..supernet.errors import DatasetError
+from ..supernet.export import check_onnx, export_onnx
+from ..supernet.files import atomic_write
 from ..supernet.pas_net import (
     PasNet,
     PasNetConfig,
@@ -362,16 +362,11 @@ class PasWorkloads:
         return cache_dir() / self.fmt / f"pas-{digest}.{self.fmt}"
 
     def _export(self, make: Callable[[], nn.Module], path: Path, in_shape: Sequence[int]) -> Path:
-        if path.exists():
-            return path
-        torch.manual_seed(0)
-        module = make().eval()
-        example = torch.randn(1, *in_shape)
-        if self.fmt == "onnx":
-            return export_onnx(module, example, path)
-        from ..profiler import tflite_export
+        def build() -> tuple[nn.Module, torch.Tensor]:
+            torch.manual_seed(0)
+            return make().eval(), torch.randn(1, *in_shape)
 
-        return tflite_export.export_tflite(module, example, path, dtype=self.dtype)
+        return export_model(build, self.fmt, self.dtype, path)
 
     def layer(self, shape: dict[str, int], c_in: int, c_out: int) -> Workload:
         key = layer_key(shape["h_in"], c_in, shape["h_out"], c_out, shape["kernel"], shape["stride"])
@@ -401,7 +396,7 @@ class PasWorkloads:
         cfg = self.config
         path = self._path({"overhead": cfg.num_classes, "input": [cfg.in_channels, cfg.resolution]})
         path = self._export(
-            lambda: _Overhead(cfg.num_classes), path, (cfg.in_channels, cfg.resolution, cfg.resolution)
+            lambda: overhead_model(cfg.num_classes), path, (cfg.in_channels, cfg.resolution, cfg.resolution)
         )
         return Workload(
             id=f"{OVERHEAD_KEY}@{cfg.resolution}",
@@ -1037,7 +1032,7 @@ class PruningAsSearch:
                     extra["drift"] = statistics.median(refs) / lut_ref
         extra["plot"] = str(plot_widths(self.record_, out / "widths.png"))
         self.record_.update(extra)
-        (out / "pas.json").write_text(json.dumps(self.record_, indent=1) + "\n")
+        atomic_write(out / "pas.json", json.dumps(self.record_, indent=1) + "\n")
         return extra
 
 
@@ -1073,27 +1068,11 @@ def _set_width(gate: Any, width: int) -> None:
 
 
 def export_deploy_onnx(model: nn.Module, path: Path, input_shape: Sequence[int], example: torch.Tensor) -> float:
-    """Export ``model`` (eval mode, dynamic batch, input ``x``, output ``logits``) as the deployable ONNX file
-    and return max |onnxruntime - torch| on ``example`` (a correctness check, not a measurement)."""
-    import onnxruntime as ort
-
-    model.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, *input_shape),),
-            str(path),
-            dynamo=False,
-            opset_version=ONNX_OPSET,
-            input_names=["x"],
-            output_names=["logits"],
-            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
-        )
-        expected = model(example).numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"x": example.numpy()})[0]
-    return float(np.abs(got - expected).max())
+    """Export ``model`` (eval mode, dynamic batch) as the deployable ONNX file with the one exporter (input
+    ``input``, output ``output``) and return max |onnxruntime - torch| on ``example`` (a correctness check,
+    not a measurement)."""
+    export_onnx(model, torch.zeros(1, *input_shape), path, dynamic_batch=True)
+    return check_onnx(Path(path), model, [example])[0]
 
 
 def plot_widths(record: dict[str, Any], path: Path) -> Path:

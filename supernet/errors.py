@@ -21,3 +21,13 @@ class CheckpointError(SupernetError, ValueError):
 
 class DatasetError(SupernetError, ValueError):
     """An unknown dataset spec, or a dataset path with the wrong layout."""
+
+
+class ExportError(SupernetError, RuntimeError):
+    """A model could not be exported or its check against PyTorch failed, or a converter is missing."""
+
+    exit_code = 1
+
+
+class ExportUsageError(SupernetError, ValueError):
+    """An unknown export format or dtype, or int8 without calibration data."""

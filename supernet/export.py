@@ -1,19 +1,24 @@
-"""Export a standalone subnet to ONNX or TFLite and check the file against PyTorch.
+"""The one exporter: every model file hwnas writes -- a LUT entry or subnet workload (``profiler``), a
+standalone subnet (``hwnas export``), a PaS network (``search.pas``) -- goes through this module, with the
+same tensor names (input ``input``, output ``output``) and the same checks against PyTorch.
 
-- ``onnx``: ``torch.onnx.export`` (TorchScript exporter, ``dynamo=False``, opset 17, constant folding so BN
-  folds into the convs), batch 1, input ``input`` (N, 3, r, r) and output ``logits``; checked with ONNX
-  Runtime on random inputs. ``int8``: ONNX Runtime's static quantisation (QDQ, int8 weights per channel and
-  int8 activations calibrated on real images).
-- ``tflite``: litert-torch (``litert_torch.convert(module, (example,))``, no TensorFlow) with channel-last
-  (NHWC) image input, as on a phone and as ``profiler/`` exports its LUT entries; checked with
-  ``ai_edge_litert``'s interpreter. ``int8``: full-integer post-training quantisation with
+- ONNX: :func:`onnx_bytes` is the one ``torch.onnx.export`` call (TorchScript exporter, ``dynamo=False``,
+  opset 17, constant folding so BN folds into the convs; batch 1, or a dynamic batch axis). ``int8``: ONNX
+  Runtime's static quantisation (QDQ, int8 weights per channel and int8 activations calibrated on real
+  images). :func:`check_onnx` compares the file (ONNX Runtime, CPU) with the module.
+- TFLite: :func:`tflite_bytes` is the one litert-torch conversion (``litert_torch.convert``, no TensorFlow)
+  with channel-last (NHWC) image inputs and outputs, as on a phone (``to_channel_last_io``, so an entry
+  holds no boundary ``TRANSPOSE``). ``int8``: full-integer post-training quantisation with
   ``ai_edge_quantizer``'s ``static_wi8_ai8`` recipe (weights int8 per channel, activations int8 from
-  min/max over the calibration images, int8 input and output).
+  min/max over the calibration inputs, int8 input and output). :func:`check_tflite` compares the file
+  (``ai_edge_litert``) with the module.
+- :func:`export_onnx` / :func:`export_tflite` write a module's file atomically; :func:`export_subnet` writes
+  and checks a standalone subnet (``hwnas export``).
 
-``max_abs_diff`` is the largest absolute difference of the logits over the check inputs (by default random
-normal inputs; ``hwnas export`` passes random images of the data's kind -- random pixels at the data's
-stored size, resized and normalised like it -- and real images), one at a
-time at batch 1. For int8 files it measures quantisation error, not a bug.
+One error type, :class:`ExportError` (exit code 1): a conversion or its check failed, or a converter is
+missing. ``max_abs_diff`` is the largest absolute difference over the check inputs, one at a time at batch
+1 (by default random normal inputs; ``hwnas export`` passes random and real images of the data's kind).
+For int8 files it measures quantisation error, not a bug.
 """
 
 from __future__ import annotations
@@ -32,11 +37,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import SupernetError
+from .errors import ExportError, ExportUsageError
 from .files import atomic_write
 from .spaces import Arch, SearchSpace
 
-__all__ = ["DTYPES", "FORMATS", "ExportError", "check_onnx", "check_tflite", "export_subnet"]
+__all__ = [
+    "DTYPES",
+    "FORMATS",
+    "INPUT_NAME",
+    "ONNX_OPSET",
+    "OUTPUT_NAME",
+    "TFLITE_INT8_RECIPE",
+    "ExportError",
+    "ExportUsageError",
+    "channel_last",
+    "check_onnx",
+    "check_tflite",
+    "export_onnx",
+    "export_subnet",
+    "export_tflite",
+    "onnx_bytes",
+    "quiet",
+    "tflite_bytes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +67,16 @@ FORMATS = ("onnx", "tflite")
 DTYPES = ("float32", "int8")
 ONNX_OPSET = 17
 TFLITE_INT8_RECIPE = "static_wi8_ai8"
+#: The tensor names of every exported model.
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
 N_CHECK_INPUTS = 4
 
 
-class ExportError(SupernetError, RuntimeError):
-    """The conversion or its runtime check failed, or the converter is missing (exit code 1)."""
-
-    exit_code = 1
-
-
-class ExportUsageError(SupernetError, ValueError):
-    """An unknown format or dtype (exit code 2)."""
-
-
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Keep converters' prints off stdout (``--json`` prints one object there)."""
-    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+def quiet() -> Iterator[None]:
+    """Keep converters' prints and warnings off stdout/stderr (``--json`` prints one object there)."""
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -81,14 +97,22 @@ def _check_inputs(resolution: int, given: Sequence[torch.Tensor] | None, seed: i
 # ONNX
 
 
-def _onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
+def onnx_bytes(model: nn.Module, example: torch.Tensor, *, dynamic_batch: bool = False) -> bytes:
+    """The ONNX file of eval-mode ``model`` traced on ``example`` (input ``input``, output ``output``; with
+    ``dynamic_batch`` the first axis of both is ``batch``). The one ``torch.onnx.export`` call."""
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     buf = io.BytesIO()
-    with _quiet(), torch.no_grad():
+    with quiet(), torch.no_grad():
         torch.onnx.export(
-            model, (example,), buf, input_names=["input"], output_names=["logits"], opset_version=ONNX_OPSET,
-            do_constant_folding=True, dynamo=False,
+            model.eval(), (example,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            opset_version=ONNX_OPSET, do_constant_folding=True, dynamo=False, dynamic_axes=axes,
         )
     return buf.getvalue()
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *, dynamic_batch: bool = False) -> Path:
+    """Write :func:`onnx_bytes` to ``path`` atomically (folders created); returns the path."""
+    return atomic_write(Path(path), onnx_bytes(model, example, dynamic_batch=dynamic_batch), make_parents=True)
 
 
 def _onnx_int8(float_model: bytes, calibration: Sequence[torch.Tensor]) -> bytes:
@@ -96,7 +120,7 @@ def _onnx_int8(float_model: bytes, calibration: Sequence[torch.Tensor]) -> bytes
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter([{"input": x[:1].numpy().astype(np.float32)} for x in calibration])
+            self._it = iter([{INPUT_NAME: x[:1].numpy().astype(np.float32)} for x in calibration])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._it, None)
@@ -104,7 +128,7 @@ def _onnx_int8(float_model: bytes, calibration: Sequence[torch.Tensor]) -> bytes
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(float_model)
-        with _quiet():
+        with quiet():
             quantize_static(
                 str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -141,47 +165,92 @@ def check_onnx(path: Path, model: nn.Module, inputs: Sequence[torch.Tensor]) -> 
 # TFLite
 
 
-def _nhwc(x: torch.Tensor) -> torch.Tensor:
-    return x.permute(0, 2, 3, 1).contiguous()
+def channel_last(x: torch.Tensor) -> torch.Tensor:
+    """NCHW (or NC...) to channel-last, as image tensors are in a ``.tflite``."""
+    return x.permute(0, *range(2, x.ndim), 1).contiguous()
 
 
-def _tflite_bytes(model: nn.Module, example: torch.Tensor, dtype: str, calibration: Sequence[torch.Tensor]) -> bytes:
-    try:
-        import litert_torch
-    except ImportError as exc:
-        raise ExportError(f"TFLite export needs litert-torch ({exc}); run `make .venv` or pip install litert-torch") from None
-    wrapped = litert_torch.to_channel_last_io(model, args=[0]).eval()
-    with _quiet():
-        edge = litert_torch.convert(wrapped, (_nhwc(example),))
-        data = bytes(edge.model_content())
-    if dtype == "int8":
-        data = _tflite_int8(data, [_nhwc(x[:1]) for x in calibration])
+def _channel_last_io(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, torch.Tensor, bool]:
+    """``model`` with NHWC input/output where they are images (rank >= 3), its example, and whether the
+    input was made channel-last."""
+    import litert_torch
+
+    with torch.no_grad():
+        out = model(example)
+    in_cl = example.ndim >= 3
+    out_cl = isinstance(out, torch.Tensor) and out.ndim >= 3
+    if not in_cl and not out_cl:
+        return model, example, False
+    wrapped = litert_torch.to_channel_last_io(model, args=[0] if in_cl else [], outputs=[0] if out_cl else [])
+    return wrapped.eval(), channel_last(example) if in_cl else example, in_cl
+
+
+def tflite_bytes(
+    model: nn.Module, example: torch.Tensor, dtype: str = "float32", calibration: Sequence[torch.Tensor] | None = None
+) -> bytes:
+    """The ``.tflite`` file of eval-mode ``model`` (input ``example``, NCHW): the one litert-torch conversion.
+    Image inputs/outputs become NHWC. ``int8`` calibrates on ``calibration`` (NCHW inputs like ``example``;
+    default: the example alone). Raises ImportError when a converter is missing; the converters' own
+    errors propagate."""
+    import litert_torch
+
+    with quiet():
+        wrapped, ex, in_cl = _channel_last_io(model.eval(), example)
+        data = bytes(litert_torch.convert(wrapped, (ex,)).model_content())
+        if dtype == "int8":
+            samples = [example] if calibration is None else list(calibration)
+            data = _tflite_int8(data, [channel_last(x) if in_cl else x for x in samples])
     return data
 
 
 def _tflite_int8(float_model: bytes, samples: Sequence[torch.Tensor]) -> bytes:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-        from ai_edge_quantizer import quantizer, recipe
-    except ImportError as exc:
-        raise ExportError(f"int8 TFLite export needs ai-edge-quantizer and ai-edge-litert ({exc})") from None
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
+
     sig = Interpreter(model_content=float_model).get_signature_list()
+    if len(sig) != 1:
+        raise ExportError(f"expected one signature in the float model, got {sorted(sig)}")
     key = next(iter(sig))
-    name = sig[key]["inputs"][0]
-    data = [{name: x.numpy().astype(np.float32)} for x in samples]
+    names = sig[key]["inputs"]
+    if len(names) != 1:
+        raise ExportError(f"expected one model input, got {names}")
+    data = [{names[0]: np.asarray(x.detach().numpy(), dtype=np.float32)} for x in samples]
     qt = quantizer.Quantizer(bytearray(float_model))
     qt.load_quantization_recipe(getattr(recipe, TFLITE_INT8_RECIPE)())
-    with _quiet():
-        calib = qt.calibrate({key: data}, num_threads=1)
-        result = qt.quantize(calib, enable_progress_bar=False, enable_progress_report=False)
+    calib = qt.calibrate({key: data}, num_threads=1)
+    result = qt.quantize(calib, enable_progress_bar=False, enable_progress_report=False)
     if result.quantized_model is None:
         raise ExportError("ai-edge-quantizer returned no model")
     return bytes(result.quantized_model)
 
 
+def export_tflite(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: str | Path,
+    dtype: str = "float32",
+    *,
+    calibration: Sequence[torch.Tensor] | None = None,
+) -> Path:
+    """Write :func:`tflite_bytes` to ``path`` atomically (folders created); returns the path. Raises
+    ExportError naming the file when the conversion or the quantisation fails or a converter is missing."""
+    path = Path(path)
+    try:
+        data = tflite_bytes(model, example, dtype, calibration)
+    except ImportError as exc:
+        raise ExportError(f"{path.name}: cannot convert to .tflite: {exc} (run `make .venv`)") from exc
+    except ExportError as exc:
+        raise ExportError(f"{path.name}: conversion to .tflite ({dtype}) failed: {exc}") from exc
+    except Exception as exc:  # the converters raise many kinds; report them as one
+        raise ExportError(f"{path.name}: conversion to .tflite ({dtype}) failed: {type(exc).__name__}: {exc}") from exc
+    return atomic_write(path, data, make_parents=True)
+
+
 def check_tflite(path: Path, model: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[float, float]:
-    """``(max abs difference, max abs PyTorch output)`` of ``ai_edge_litert`` running ``path`` (NHWC input;
-    int8 input/output (de)quantised with the file's scales) vs ``model`` on ``inputs`` (NCHW)."""
+    """``(max abs difference, max abs PyTorch output)`` of ``ai_edge_litert`` (one thread) running ``path``
+    vs ``model`` on ``inputs`` (NCHW, batch 1 each). Rank >= 3 tensors are NHWC in the file (as
+    :func:`tflite_bytes` writes them); int8 inputs/outputs are (de)quantised with the file's own scales.
+    Raises ExportError when the file does not load or its shapes do not match the module's."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as exc:
@@ -196,22 +265,26 @@ def check_tflite(path: Path, model: nn.Module, inputs: Sequence[torch.Tensor]) -
     model = model.eval()
     for x in inputs:
         with torch.no_grad():
-            ref = model(x).numpy().astype(np.float64)
-        a = _nhwc(x).numpy().astype(np.float32)
+            ref = model(x).detach().numpy().astype(np.float64)
+        a = x.detach().numpy().astype(np.float32)
+        if a.ndim >= 3:
+            a = np.ascontiguousarray(np.moveaxis(a, 1, -1))
         if tuple(inp["shape"]) != a.shape:
-            raise ExportError(f"{path}: input shape {tuple(inp['shape'])} is not {a.shape}")
+            raise ExportError(f"{path}: input shape {tuple(inp['shape'])} does not match the module's {tuple(x.shape)}")
         if np.issubdtype(inp["dtype"], np.integer):
-            scale, zero = inp["quantization"]
+            q_scale, zero = inp["quantization"]
             info = np.iinfo(inp["dtype"])
-            a = np.clip(np.round(a / scale) + zero, info.min, info.max).astype(inp["dtype"])
+            a = np.clip(np.round(a / q_scale) + zero, info.min, info.max).astype(inp["dtype"])
         it.set_tensor(inp["index"], a)
         it.invoke()
         y = it.get_tensor(out["index"])
         if np.issubdtype(out["dtype"], np.integer):
-            scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
+            q_scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * q_scale
+        if y.ndim >= 3:
+            y = np.moveaxis(y, -1, 1)
         if y.shape != ref.shape:
-            raise ExportError(f"{path}: output shape {y.shape} differs from PyTorch's {ref.shape}")
+            raise ExportError(f"{path}: output shape {y.shape} does not match the module's {ref.shape}")
         diff = max(diff, float(np.max(np.abs(y.astype(np.float64) - ref))))
         scale = max(scale, float(np.max(np.abs(ref))))
     return diff, scale
@@ -256,11 +329,13 @@ def export_subnet(
     example = torch.zeros(1, 3, arch.r, arch.r)
     try:
         if fmt == "onnx":
-            data = _onnx_bytes(model, example)
+            data = onnx_bytes(model, example)
             if dtype == "int8":
                 data = _onnx_int8(data, [x[i : i + 1] for x in calib for i in range(x.shape[0])])
         else:
-            data = _tflite_bytes(model, example, dtype, [x[i : i + 1] for x in calib for i in range(x.shape[0])])
+            data = tflite_bytes(model, example, dtype, [x[i : i + 1] for x in calib for i in range(x.shape[0])])
+    except ImportError as exc:
+        raise ExportError(f"{fmt} export needs its converter ({exc}); run `make .venv`") from None
     except ExportError:
         raise
     except Exception as exc:  # the exporters and quantisers raise many kinds of errors

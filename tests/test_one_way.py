@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 import torch
 
+from hwnas.profiler.ofa_interop import import_ofa, ofa_note10_dir
 from hwnas.supernet import get_space
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "one_way_golden.json").read_text())
-OFA_NOTE10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ofa-note10"
+OFA_NOTE10 = ofa_note10_dir()  # OFA's published Note10 tables and predictor, shipped in the package
 RESOLUTIONS = (160, 176, 192, 208, 224)
 
 
@@ -32,10 +33,6 @@ def _hex(values: Any) -> list[str]:
 
 @pytest.fixture(scope="module")
 def note10() -> dict[str, Any]:
-    if not (OFA_NOTE10 / "acc_predictor.pth").is_file():
-        pytest.skip(f"OFA's Note10 tables and predictor are not in {OFA_NOTE10}")
-    from hwnas.profiler.ofa_interop import import_ofa
-
     lut = import_ofa(sorted(OFA_NOTE10.glob("*_lookup_table.yaml")), "ofa-mbv3-w1.2")
     space = get_space("ofa-mbv3-w1.2")
     arrays = space.sample_arrays(np.random.default_rng(7), 12, RESOLUTIONS)
@@ -109,11 +106,12 @@ def _seeded(*shape: int) -> torch.Tensor:
 
 def _same(kind: str, got: tuple[Any, list[float], float]) -> None:
     want = GOLDEN["onnx"][kind]
+    assert got[0] == (["input"], ["output"]), kind  # one exporter, one pair of tensor names
     assert got[1] == pytest.approx(want["first"], rel=1e-5, abs=1e-9), kind
     assert math.isclose(got[2], want["abs_sum"], rel_tol=1e-5, abs_tol=1e-9), kind
 
 
-def test_exported_models_give_the_same_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exported_models_give_the_same_outputs_under_the_same_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path / "cache"))
     from hwnas.profiler.workloads import WorkloadBuilder
     from hwnas.search import pas
@@ -205,3 +203,38 @@ def test_atomic_write_never_leaves_a_half_written_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         atomic_write(tmp_path / "missing" / "x.json", "{}")
     assert atomic_write(tmp_path / "made" / "x.json", "{}", make_parents=True).read_text() == "{}"
+
+
+@pytest.mark.tflite
+def test_one_tflite_exporter_for_all_three_model_kinds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("litert_torch", reason="litert-torch is not installed")
+    monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path / "cache"))
+    from ai_edge_litert.interpreter import Interpreter
+
+    from hwnas.profiler.workloads import WorkloadBuilder
+    from hwnas.search import pas
+    from hwnas.supernet import export
+    from hwnas.supernet.pas_net import base_config
+
+    space = get_space("compact")
+    arch = space.min_arch()
+    entry = space.lut_entries(arch)[3]
+    config = base_config("digits")
+    torch.manual_seed(0)
+    subnet = space.build_subnet(arch)
+    files = {
+        "entry": WorkloadBuilder(space=space, fmt="tflite").entry(entry).path,
+        "pas": pas.PasWorkloads(config=config, fmt="tflite").network([8, 16, 16, 32, 32, 64], id="n").path,
+        "subnet": Path(export.export_subnet(subnet, arch, "tflite", tmp_path / "subnet.tflite", space=space)["file"]),
+    }
+    for kind, path in files.items():
+        sig = Interpreter(model_path=str(path)).get_signature_list()
+        assert len(sig) == 1 and len(next(iter(sig.values()))["inputs"]) == 1, kind
+    torch.manual_seed(0)
+    module = space.build_entry(entry).eval()
+    diff, scale = export.check_tflite(files["entry"], module, [space.entry_input(entry)])
+    assert scale > 0 and diff <= 1e-4 * max(1.0, scale)
+    from hwnas.profiler import tflite_export
+
+    assert tflite_export.INT8_RECIPE == export.TFLITE_INT8_RECIPE
+    assert tflite_export.ExportError is export.ExportError  # one error type
