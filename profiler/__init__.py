@@ -1,1 +1,5 @@
-"""hwnas.profiler"""
+"""Latency profiling: model files for a space's LUT entries and subnets (``workloads``), measurement on a
+device (``measure``, ``profile``), LUT files (``lut``), LUT-sum prediction (``predict``), validation against
+whole networks (``validate``), comparing two tables (``diff``, ``report``) and OFA interop (``ofa_interop``).
+May import ``agents`` and ``supernet``; modules are imported by name (``from hwnas.profiler.lut import LUT``)
+so that importing the package loads neither torch nor a runtime."""

@@ -1,4 +1,6 @@
-"""Search spaces, torch modules, OFA supernet, training and PaS network pieces."""
+"""Search spaces (the one place that knows what an architecture is, its LUT entries and block table), torch
+modules, the OFA supernet and training, PaS network pieces, the one exporter (``export``) and the one atomic
+writer (``files``). Imports nothing else of hwnas, so every package may use it."""
 
 from __future__ import annotations
 
@@ -7,3 +9,5 @@ from .spaces import Entry as Entry
 from .spaces import SearchSpace as SearchSpace
 from .spaces import get_space as get_space
 from .spaces import list_spaces as list_spaces
+
+__all__ = ["Arch", "Entry", "SearchSpace", "get_space", "list_spaces"]
