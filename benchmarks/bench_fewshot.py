@@ -55,7 +55,8 @@ def read_cache(path: Path, reading: str = "median") -> tuple[list[str], np.ndarr
     return [r["arch"] for r in rows], np.asarray([[float(r[col.format(k)]) for r in rows] for k in (1, 2)])
 
 
-def measure_setting(space: str, archs: list[Any], setting: str, rounds: int, runs: int) -> dict[str, np.ndarray]:
+def measure_setting(space: str, archs: list[Any], setting: str, rounds: int, runs: int, device: str = "local"
+                    ) -> dict[str, np.ndarray]:
     """{"median": (2, n), "p10": (2, n)} latencies (ms, as measured) of two passes, the second in another
     order."""
     from hwnas.agents.device import Device
@@ -65,7 +66,7 @@ def measure_setting(space: str, archs: list[Any], setting: str, rounds: int, run
 
     runtime, threads, dtype = SETTINGS[setting]
     out: dict[str, list[np.ndarray]] = {"median": [], "p10": []}
-    with Device(load_profile("local")) as dev:
+    with Device(load_profile(device)) as dev:
         dev.acquire()
         for p in range(2):
             order = np.random.default_rng(1000 + p).permutation(len(archs)) if p else np.arange(len(archs))
@@ -82,7 +83,7 @@ def measure_setting(space: str, archs: list[Any], setting: str, rounds: int, run
 
 
 def ensure_measured(space: str, n: int, settings: list[str], seed: int, rounds: int, runs: int,
-                    litert_n: int | None = None, reading: str = "median") -> dict[str, tuple[list[str], np.ndarray]]:
+                    litert_n: int | None = None, reading: str = "median", device: str = "local") -> dict[str, tuple[list[str], np.ndarray]]:
     from hwnas.supernet import get_space
 
     sp = get_space(space)
@@ -94,7 +95,7 @@ def ensure_measured(space: str, n: int, settings: list[str], seed: int, rounds: 
         if not path.is_file():
             todo = archs[:litert_n] if litert_n and SETTINGS[s][0] == "litert" else archs
             print(f"measuring {len(todo)} subnets on {LABELS[s]} ({load_average()})", flush=True)
-            ms = measure_setting(space, todo, s, rounds, runs)
+            ms = measure_setting(space, todo, s, rounds, runs, device)
             tmp = path.with_name(path.name + ".tmp")
             with tmp.open("w", newline="") as fh:
                 w = csv.writer(fh)
@@ -116,6 +117,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="local", help="Device profile measured (its runtime is overridden per setting).")
     ap.add_argument("--litert-subnets", type=int, default=None,
                     help="Measure only the first N subnets with LiteRT (converting to .tflite is slow).")
     ap.add_argument("--measure-only", action="store_true")
@@ -123,7 +125,7 @@ def main() -> None:
     args = ap.parse_args()
     settings = args.settings.split(",")
     data = ensure_measured(args.space, args.subnets, settings, args.seed, args.rounds, args.runs,
-                           args.litert_subnets)
+                           args.litert_subnets, device=args.device)
     if args.measure_only:
         return
     report(args, settings, data)
