@@ -93,7 +93,9 @@ def show_cmd(
         raise UsageError(f"--by {by!r}: expected 'op'")
     lut = LUT.load(lut_path)
     if by == "op":
-        result = _ops_breakdown(lut)
+        from hwnas.profiler.ops import ops_breakdown
+
+        result = ops_breakdown(lut)
         emit(result, as_json, _human_ops)
         return 0
     rows = [{c: _cell(v) for c, v in zip(lut.rows.columns, values, strict=True)} for values in lut.rows.itertuples(index=False)]
@@ -120,36 +122,6 @@ def _cell(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return value
-
-
-def _ops_breakdown(lut: Any) -> dict[str, Any]:
-    ops = lut.ops()
-    result: dict[str, Any] = {"lut": lut.source, "rows": []}
-    if ops is None or ops.empty:
-        result["note"] = "no per-operator data"
-        return result
-    grouped = ops.groupby(["key", "resolution", "op_type"], sort=False).agg(nodes=("node", "count"), ms=("ms", "sum"))
-    grouped = grouped.reset_index()
-    totals = grouped.groupby(["key", "resolution"])["ms"].transform("sum")
-    grouped["share"] = grouped["ms"] / totals.where(totals > 0)
-    providers = ops.groupby(["key", "resolution", "op_type"], sort=False)["provider"].agg(
-        lambda s: ",".join(sorted({str(p) for p in s if isinstance(p, str)}))
-    )
-    rows = []
-    for rec in grouped.itertuples(index=False):
-        rows.append(
-            {
-                "key": rec.key,
-                "resolution": int(rec.resolution),
-                "op_type": rec.op_type,
-                "nodes": int(rec.nodes),
-                "ms": float(rec.ms),
-                "share": None if rec.share != rec.share else float(rec.share),
-                "provider": providers.get((rec.key, rec.resolution, rec.op_type), ""),
-            }
-        )
-    result["rows"] = rows
-    return result
 
 
 def _human_ops(result: dict[str, Any]) -> None:
