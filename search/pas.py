@@ -38,7 +38,7 @@ from torch import nn
 
 from ..profiler.lut import LUT, OVERHEAD_KEY, OVERHEAD_OP, LUTWriter, default_metadata, entry_row
 from ..profiler.measure import RAW_STATISTIC, STAT_KEYS, MeasurePlan, measure_batches
-from ..profiler.profile import LUT_COLUMNS, LUT_STATISTIC, _fingerprint, _robust_line
+from ..profiler.profile import LUT_COLUMNS, LUT_STATISTIC, device_fingerprint, fit_calibration_line
 from ..profiler.workloads import (
     RUNTIME_FORMAT,
     Workload,
@@ -458,7 +458,7 @@ def measure_layer_table(
         raise PredictorError(f"{out}: cannot write the latency table: no such folder {out.parent}")
     if not isinstance(step, int) or step < 1:
         raise PredictorError(f"latency table: the width step must be a positive integer, got {step!r}")
-    fingerprint, temp_paths, temp_before = _fingerprint(device)
+    fingerprint, temp_paths, temp_before = device_fingerprint(device)
     builder = PasWorkloads(config=config, fmt=fmt)
     points: dict[str, tuple[dict[str, int], int, int]] = {}
     for shape, grid in zip(config.layer_shapes(), LayerLatencyTable.layer_keys(config, step), strict=True):
@@ -505,7 +505,7 @@ def measure_layer_table(
     nets = [(config.widths, ref_run)] + [(w, norm[c.id]) for w, c in zip(calib_widths, calib, strict=True)]
     xs = np.array([layer_sum(w) for w, _ in nets])
     ys = np.array([m for _, m in nets])
-    a, b = _robust_line(xs, ys) if len(nets) >= 3 else (float(np.median((ys - o) / xs)), o)
+    a, b = fit_calibration_line(xs, ys) if len(nets) >= 3 else (float(np.median((ys - o) / xs)), o)
     predicted = a * xs + b
     residual = np.abs(predicted - ys) / ys * 100
 
