@@ -35,7 +35,8 @@ class MeasureSettings:
     max_entry_s: float = 10.0  #: ... or when this much work was spent on the model
     rounds: int = 3  #: round-robin rounds per batch, at least
     max_noise: float = 0.05  #: noise gate: wait while the noise floor is above this (a fraction)
-    max_wait_s: float = 60.0  #: noise gate: wait at most this long for a quieter spell, then warn
+    max_wait_s: float = 15.0  #: noise gate: wait at most this long for a quieter spell, then warn (a longer
+    #: default cost a quiet-setting profile 63 s of its 11-12x over the earlier cost in BENCHMARKS.md)
     batch_size: int = 24  #: models per runner job (the reference workload is added to each)
     profile_ops: bool = False  #: also record per-operator timings
     statistic: str | None = None  #: the statistic sampling aims at; None: the runtime's (agents/runtimes.py)

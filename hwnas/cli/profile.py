@@ -62,7 +62,7 @@ def profile_cmd(
     warmup: int | None = typer.Option(None, "--warmup", help="Untimed runs before a model is timed (default: the profile's)."),
     precision: float | None = typer.Option(None, "--precision", help="Measure each entry until its statistic's 95% CI half-width is within this fraction (default: the profile's, 0.02)."),
     max_entry_s: float | None = typer.Option(None, "--max-entry-s", help="...or until this many seconds went into it (default: the profile's, 10)."),
-    max_wait: float | None = typer.Option(None, "--max-wait", help="Wait up to this many seconds for the device's noise floor to fall under measure.max_noise, then go on with a warning (default: the profile's, 60)."),
+    max_wait: float | None = typer.Option(None, "--max-wait", help="Wait up to this many seconds for the device's noise floor to fall under measure.max_noise, then go on with a warning (default: the profile's, 15)."),
     profile_ops: bool = typer.Option(False, "--profile-ops", help="Also record per-operator timings (ONNX Runtime profiler)."),
     as_json: bool = JsonOption,
 ) -> int:
@@ -134,7 +134,7 @@ def validate_cmd(
     correct_drift: bool = typer.Option(True, "--correct-drift/--no-correct-drift", help="Normalise measurements to the LUT's machine speed with the reference workload."),
     precision: float | None = typer.Option(None, "--precision", help="Measure each subnet until its statistic's 95% CI half-width is within this fraction (default: the profile's)."),
     max_entry_s: float | None = typer.Option(None, "--max-entry-s", help="...or until this many seconds went into it (default: the profile's)."),
-    max_wait: float | None = typer.Option(None, "--max-wait", help="Wait up to this many seconds for a quieter spell before measuring (default: the profile's, 60)."),
+    max_wait: float | None = typer.Option(None, "--max-wait", help="Wait up to this many seconds for a quieter spell before measuring (default: the profile's, 15)."),
     out: Path | None = typer.Option(None, "--out", help="Also write the points as CSV here."),
     as_json: bool = JsonOption,
 ) -> int:
