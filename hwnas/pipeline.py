@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,7 @@ class Pipeline:
             if loaded.get("format") == MARKER:
                 self.state = loaded
         self.timings: dict[str, float] = {}
+        self.loads: dict[str, float] = {}  # the 1-minute load average when each step ended
         self.cached: list[str] = []
 
     def _save(self) -> None:
@@ -61,6 +63,7 @@ class Pipeline:
         t0 = time.perf_counter()
         result = fn()
         self.timings[name] = time.perf_counter() - t0
+        self.loads[name] = round(os.getloadavg()[0], 2)
         self.state["steps"][name] = {
             "inputs": key,
             "done": True,

@@ -5,9 +5,9 @@ Dataset specs (:func:`load_dataset`):
 - ``digits``: scikit-learn's bundled handwritten digits (1797 8x8 grey images, 10 classes); a fixed,
   stratified 80/20 train/val split (1437/360 images);
 - ``digits-hard``: the same digits made hard enough that a network's capacity shows in its accuracy
-  (the demo's data): each digit drawn onto a 32x32 canvas at a random size (50-85% of the side), angle
-  (+-25 degrees), place and contrast, over a random background, beside a faint fragment of another digit
-  of the same split, with pixel noise and, for half the images, an occluding rectangle. Generated, not
+  (the demo's data): each digit drawn onto a 32x32 canvas at a random size (60-90% of the side), angle
+  (+-15 degrees), place and contrast, over a random background, beside a faint fragment of another digit
+  of the same split, with pixel noise and, for 30% of the images, an occluding rectangle. Generated, not
   downloaded, and deterministic (seeded by the image's index): the same split as ``digits``, the training
   digits drawn once (1438 images), the validation digits twice with different draws (718 images, so that
   one point of top-1 is 7 images);
@@ -450,15 +450,15 @@ def _render_hard(images: np.ndarray, seed: tuple[int, ...], side: int = HARD_CAN
     function of ``images`` and ``seed``."""
     n = len(images)
     rng = np.random.default_rng(list(seed))
-    digit = _place(images, rng, (0.5, 0.85), 25.0, side).numpy()[:, 0]
+    digit = _place(images, rng, (0.6, 0.9), 15.0, side).numpy()[:, 0]
     other = images[rng.permutation(n)]  # a fragment of another digit of the split, faint and small
     clutter = _place(other, rng, (0.3, 0.5), 45.0, side).numpy()[:, 0]
     background = rng.uniform(0.0, 0.35, (n, 1, 1))
     contrast = rng.uniform(0.45, 1.0, (n, 1, 1))
-    x = background + np.maximum(contrast * digit, rng.uniform(0.15, 0.35, (n, 1, 1)) * clutter)
-    x += rng.normal(0.0, 1.0, x.shape) * rng.uniform(0.03, 0.12, (n, 1, 1))
-    occluded = np.flatnonzero(rng.random(n) < 0.5)
-    sizes = rng.integers(side // 6, side // 3 + 1, (n, 2))
+    x = background + np.maximum(contrast * digit, rng.uniform(0.1, 0.25, (n, 1, 1)) * clutter)
+    x += rng.normal(0.0, 1.0, x.shape) * rng.uniform(0.02, 0.08, (n, 1, 1))
+    occluded = np.flatnonzero(rng.random(n) < 0.3)
+    sizes = rng.integers(side // 8, side // 4 + 1, (n, 2))
     corners = rng.integers(side // 8, side - side // 8 - sizes)
     shades = rng.uniform(0.0, 1.0, n)
     for i in occluded:

@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from hwnas.cli._app import JsonOption, app, emit, stderr
 
@@ -20,21 +27,27 @@ def demo_cmd(
     epochs_scale: float = typer.Option(1.0, "--epochs-scale", min=0.001, help="Scale the supernet schedule (1 = default)."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Profile, validate, train, predict, search three budgets, export and measure on the local CPU; write a report."""
-    from hwnas.demo import STEPS, check_out_folder, run_demo
+    """Profile, validate, train, predict, search three budgets measured on the local CPU, export; write a report.
+
+    Trains on digits-hard (sklearn's digits drawn small, rotated, cluttered, noisy and occluded) so that
+    larger subnets score higher. Exit 1 when no search round met a budget as measured.
+
+    Example: hwnas demo --out demo-output   (then open demo-output/report/report.html)
+    """
+    from hwnas.demo import STEP_TITLES, STEPS, check_out_folder, run_demo
 
     check_out_folder(out, force=force)
 
     bar = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[what]}"), console=stderr,
+        TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[what]}"), console=stderr,
     )
     with bar:
         steps = bar.add_task("demo steps", total=len(STEPS), what="")
         inner = bar.add_task("  current step", total=None, what="")
 
         def on_step(name: str, index: int, total: int) -> None:
-            bar.update(steps, completed=index - 1, what=f"step {index}/{total}: {name}")
+            bar.update(steps, completed=index - 1, what=f"step {index}/{total}: {STEP_TITLES.get(name, name)}")
             bar.reset(inner, total=None, what=name)
 
         def on_progress(done: int, total: int | None, what: str = "") -> None:
