@@ -71,12 +71,24 @@ def measure_setting(space: str, archs: list[Any], setting: str, rounds: int, run
         for p in range(2):
             order = np.random.default_rng(1000 + p).permutation(len(archs)) if p else np.arange(len(archs))
             t0 = time.perf_counter()
-            m = measure_subnets(dev, [archs[i] for i in order], space_name=space, runtime=runtime,
-                                threads=threads, dtype=dtype, plan=MeasurePlan(rounds=rounds, runs=runs))
+            got: dict[str, list[float]] = {"median_ms": [], "p10_ms": []}
+            for lo in range(0, len(order), 20):  # chunks, each retried: a killed runner costs one chunk
+                for attempt in range(4):
+                    try:
+                        m = measure_subnets(dev, [archs[i] for i in order[lo:lo + 20]], space_name=space,
+                                            runtime=runtime, threads=threads, dtype=dtype,
+                                            plan=MeasurePlan(rounds=rounds, runs=runs))
+                        break
+                    except Exception as exc:  # a runner killed from outside: measure the chunk again
+                        print(f"  chunk {lo}: {str(exc)[:80]}; retry {attempt + 1}", flush=True)
+                else:
+                    raise SystemExit(f"{setting}: chunk {lo} failed 4 times")
+                for k in got:
+                    got[k] += [float(v) for v in m["stats_raw_ms"][k]]
             back = np.argsort(order)
-            ms = np.asarray(m["stats_raw_ms"]["median_ms"], dtype=float)[back]
+            ms = np.asarray(got["median_ms"])[back]
             out["median"].append(ms)
-            out["p10"].append(np.asarray(m["stats_raw_ms"]["p10_ms"], dtype=float)[back])
+            out["p10"].append(np.asarray(got["p10_ms"])[back])
             print(f"  {setting}, pass {p + 1}/2: {time.perf_counter() - t0:.0f} s, median {np.median(ms):.2f} ms",
                   flush=True)
     return {k: np.stack(v) for k, v in out.items()}
