@@ -87,9 +87,10 @@ class Device:
         """
         # the lock first: it refuses another host's live run, so only our own broken run's runners die below
         self.lock = DeviceLock(self.transport).acquire(resume=resume)
-        if resume:
-            pattern = str(RUNNER_PATH) if self.profile.transport == "local" else self.remote("runner") + "/"
-            killed = kill_leftover_runners(self.transport, pattern)
+        # On this machine every local device (and every other user's hwnas) runs the same runner file: a match on
+        # its path would kill their runs too; the lock's own runner record (runner.pid, killed on takeover) is it.
+        if resume and self.profile.transport != "local":
+            killed = kill_leftover_runners(self.transport, self.remote("runner") + "/")
             if killed:
                 log.warning("%s: killed %d runner(s) left over by a broken run", self.profile.name, len(killed))
 
