@@ -130,49 +130,7 @@ class LUTLatency(LatencyPredictor):
 # --------------------------------------------------------------------------------------------------------
 # Learned predictor
 
-#: Per-entry features, summed over the entries of a group (each stage; the fixed stem + head).
-ENTRY_FEATURES = ("pw_mmacs", "dw_mmacs", "act_melems", "mparams", "layers")
-
-
-def _entry_features(entry: Any) -> np.ndarray:
-    """Costs of one LUT entry: pointwise (dense) and depthwise MACs (M), activation elements read and
-    written (M), weights (M), and 1 (a per-layer overhead)."""
-    dw = 0.0
-    act = 0.0
-    if entry.op == "expanded_conv":
-        mid = entry.mid_channels
-        dw = float(entry.out_size**2 * mid * entry.kernel**2)
-        act = entry.in_size**2 * entry.in_channels + entry.out_size**2 * entry.out_channels
-        if entry.has_expand_conv:
-            act += 2 * entry.in_size**2 * mid  # expansion output written, read by the depthwise conv
-        act += 2 * entry.out_size**2 * mid  # depthwise output written, read by the projection
-    else:
-        act = float(np.prod(entry.input_shape)) + float(np.prod(entry.output_shape))
-    pw = float(entry.macs) - dw
-    return np.asarray([pw / 1e6, dw / 1e6, act / 1e6, entry.params / 1e6, 1.0], dtype=np.float64)
-
-
-class _FeatureTable:
-    """Per-(resolution, block position, kernel, expand) entry features and per-resolution fixed features
-    of a space, for a vectorised gather."""
-
-    def __init__(self, space: Any, resolutions: Sequence[int]) -> None:
-        sp = space
-        self.resolutions = tuple(resolutions)
-        self.block = sp.block_table(_entry_features, self.resolutions)  # (R, B, K, E, F)
-        self.fixed = np.zeros((len(self.resolutions), len(ENTRY_FEATURES)), dtype=np.float64)
-        for ri, r in enumerate(self.resolutions):
-            self.fixed[ri] = sum(_entry_features(x) for x in sp.fixed_entries(r))
-        self.stage_of = np.repeat(np.arange(sp.n_stages), sp.max_depth)
-        self.n_stages = sp.n_stages
-
-    def features(self, genes: Genes, encoding: ArchEncoding, ri: np.ndarray) -> np.ndarray:
-        """(n, n_stages + 1, n_f): per-stage sums of the active blocks' features, then the fixed part."""
-        n, b = genes.ks.shape
-        vals = self.block[ri[:, None], np.arange(b)[None, :], genes.ks, genes.e]  # (n, B, F)
-        vals = vals * encoding.active(genes)[:, :, None]
-        per_stage = vals.reshape(n, self.n_stages, -1, vals.shape[-1]).sum(axis=2)
-        return np.concatenate([per_stage, self.fixed[ri][:, None, :]], axis=1)
+# The features live in the space (supernet.spaces.structure_features), the models in search.fewshot.
 
 
 def _check_param(name: str, value: Any, ok: bool, what: str) -> None:
