@@ -91,7 +91,10 @@ def fit_and_judge(space: str, archs: list[Any], y: np.ndarray, n_train: int, spl
     for split in range(splits):
         order = np.random.default_rng(split).permutation(len(y))
         tr, te = order[:n_train], order[n_train:]
-        model = LearnedLatency(space=space, reference=reference, seed=split).fit([archs[i] for i in tr], y[tr])
+        from hwnas.search.fewshot import lut_prior
+
+        priors = [] if reference is None else [lut_prior(reference.lut, reference.space)]
+        model = LearnedLatency(space=space, priors=priors, seed=split).fit([archs[i] for i in tr], y[tr])
         x = model.features_arrays(model.space.arrays_from_archs(archs))
         out["ridge"].append(agreement(model.predict_arrays(model.space.arrays_from_archs([archs[i] for i in te])), y[te]))
         gbm = GradientBoostingRegressor(random_state=0).fit(x[tr], np.log(y[tr]))
