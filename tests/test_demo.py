@@ -59,8 +59,9 @@ def test_second_run_reuses_every_step(demo_out: tuple[Path, dict]) -> None:
     out, _ = demo_out
     args = [sys.executable, "-m", "hwnas", "demo", "--out", str(out), "--epochs-scale", "0.03",
             "--accuracy-samples", "12", "--validate-samples", "3", "--json"]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
-    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    env = {**os.environ, "HWNAS_CACHE_DIR": str(out.parent.parent / "demo-cache")}  # the first run's
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     again = json.loads(proc.stdout)
     assert set(again["cached_steps"]) >= {"profile", "validate", "train", "accuracy", "search", "export"}
 
