@@ -15,7 +15,7 @@ from torch import nn
 from hwnas.agents.device import Device
 from hwnas.agents.profiles import load_profile
 from hwnas.profiler.lut import LUT, OVERHEAD_KEY, OVERHEAD_OP, LUTWriter, default_metadata, entry_row
-from hwnas.profiler.measure import MeasurePlan
+from hwnas.profiler.measure import STAT_KEYS, MeasurePlan
 from hwnas.profiler.profile import LUT_COLUMNS, LUT_STATISTIC
 from hwnas.search import pas as pas_search
 from hwnas.search.errors import BudgetError, PredictorError
@@ -195,7 +195,7 @@ def _fake_lut(path: Path, config: PasNetConfig, step: int, overhead: float = 0.0
         threads=1,
         pas={"base": config.as_dict(), "width_step": step},
     )
-    stats = dict.fromkeys(("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms", "ref_ms"), 0.0)
+    stats = dict.fromkeys((*STAT_KEYS, "ref_ms"), 0.0)  # every column the runtime's LUT holds
     rows = [entry_row(OVERHEAD_KEY, config.resolution, runs=1, stats=stats, op=OVERHEAD_OP) | {LUT_STATISTIC: overhead}]
     seen = set()
     for shape, grid in zip(config.layer_shapes(), LayerLatencyTable.layer_keys(config, step), strict=True):
