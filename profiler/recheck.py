@@ -10,6 +10,10 @@ on the device the NEW table came from gives a second, independent measurement of
 - each suspect is measured in batches holding the reference workload, like the profile; its value is
   normalised to the NEW table's speed by the reference (``raw / ref_ms`` now and in the NEW row), so the
   recheck measures the entry's change against NEW (``ratio_to_new``) and, through NEW, against BASE;
+- a few entries the diff found unchanged (controls) are re-measured in the same batches: a batch of a
+  handful of models need not run at the speed of a whole profile's batches (seen here: +6% on every model
+  of one recheck batch), so the controls' median change is that batch's own offset, taken off every
+  suspect's rechecked change (``controls`` and ``offset_pct`` in the summary);
 - the verdict then uses both measurements: a **regression** when both the NEW and the rechecked change
   are beyond the threshold and their mean log change exceeds ``noise_z`` robust standard deviations of
   the table's between-run noise divided by sqrt(2) (two independent measurements); **ok** (cleared) when
@@ -64,6 +68,23 @@ def check_recheck_device(device: Device, new: LUT) -> None:
             )
 
 
+#: Unchanged entries re-measured beside the suspects, to measure the recheck batches' own speed offset.
+CONTROLS = 8
+
+
+def _controls(result: DiffResult, suspects: list[EntryChange], new: LUT, stat: str, *, n: int, seed: int) -> list[EntryChange]:
+    """Up to ``n`` decided, unchanged entries (verdict ok) whose raw statistic NEW holds, spread evenly over the
+    table's order from a seeded start."""
+    taken = {(e.key, e.resolution) for e in suspects}
+    pool = [e for e in result.entries if e.verdict == "ok" and e.decided and (e.key, e.resolution) not in taken
+            and _new_normalised(new, e.key, e.resolution, stat) is not None]
+    if len(pool) <= n:
+        return pool
+    start = seed % len(pool)
+    step = len(pool) / n
+    return [pool[(start + int(i * step)) % len(pool)] for i in range(n)]
+
+
 def _new_normalised(new: LUT, key: str, res: int, stat: str) -> float | None:
     row = new.row(key, res)
     raw, ref = row.get(stat), row.get("ref_ms")
@@ -104,7 +125,8 @@ def recheck(
     from ..supernet import get_space
 
     space = get_space(new.space)
-    want = {(e.key, e.resolution) for e in suspects}
+    controls = _controls(result, suspects, new, stat, n=CONTROLS, seed=seed)
+    want = {(e.key, e.resolution) for e in [*suspects, *controls]}
     entries = [x for x in space.all_lut_entries(new.resolutions) if (x.key, x.resolution) in want]
     builder = WorkloadBuilder(space=space, fmt=RUNTIME_FORMAT[runtime], dtype=str(meta.get("dtype") or "float32"),
                               batch=int(meta.get("batch") or 1))
@@ -117,6 +139,14 @@ def recheck(
     measure_batches(device, workloads, reference=builder.reference(), plan=plan or device.profile.measure,
                     runtime=runtime, threads=threads, on_result=on_result)
     thr = math.log1p(result.threshold_pct / 100.0)
+    control_changes = []
+    for c in controls:
+        now, before = got.get((c.key, c.resolution)), _new_normalised(new, c.key, c.resolution, stat)
+        if now is not None and before is not None:
+            control_changes.append(math.log1p(c.change_pct / 100.0) + math.log(now / before))
+    offset = float(sorted(control_changes)[len(control_changes) // 2]) if control_changes else 0.0
+    summary["controls"] = len(control_changes)
+    summary["offset_pct"] = 100.0 * math.expm1(offset)
     for e in suspects:
         now = got.get((e.key, e.resolution))
         before = _new_normalised(new, e.key, e.resolution, stat)
@@ -126,7 +156,7 @@ def recheck(
             continue
         ratio = now / before
         change_new = math.log1p(e.change_pct / 100.0)
-        change_re = change_new + math.log(ratio)
+        change_re = change_new + math.log(ratio) - offset
         sigma = (e.noise_pct or 0.0) / 100.0
         both = (change_new > thr and change_re > thr) or (change_new < -thr and change_re < -thr)
         stands_out = abs(change_new + change_re) / 2 > result.noise_z * sigma / math.sqrt(2)

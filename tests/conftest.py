@@ -19,6 +19,7 @@ sessions start in a throw-away home whose start-up files the tests write (``netn
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,12 @@ from _pytest.skipping import evaluate_skip_marks
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import netns as _netns  # noqa: E402  (tests/netns.py, a helper module beside this file)
+
+# A script that starts a job with `cmd &` and no job control starts it with SIGINT ignored, and an ignored
+# signal is inherited across exec: every Ctrl-C test would then send a signal nobody hears. Give the run
+# (and so every process it starts) the default Ctrl-C again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 #: ``HWNAS_STRICT=1``: skipping a test that needs a real component is a failure (CI).
