@@ -176,14 +176,26 @@ class LocalTransport(Transport):
 
         def read_out() -> None:
             assert proc.stdout is not None
-            for raw in iter(lambda: proc.stdout.readline(MAX_LINE_BYTES), b""):  # type: ignore[union-attr]
-                out_size[0] += len(raw)
-                if out_size[0] > MAX_OUTPUT_BYTES:
-                    continue  # the waiting thread stops the command
+            pending: list[bytes] = []  # a long line read in pieces; its size counts against MAX_OUTPUT_BYTES
+
+            def take(raw: bytes) -> None:
                 line = raw.decode("utf-8", "replace")
                 out_lines.append(line)
                 if on_line is not None:
                     on_line(line.rstrip("\n"))
+
+            for raw in iter(lambda: proc.stdout.readline(MAX_LINE_BYTES), b""):  # type: ignore[union-attr]
+                out_size[0] += len(raw)
+                if out_size[0] > MAX_OUTPUT_BYTES:
+                    pending.clear()
+                    continue  # the waiting thread stops the command
+                if not raw.endswith(b"\n"):
+                    pending.append(raw)
+                    continue
+                take(b"".join([*pending, raw]))
+                pending.clear()
+            if pending:
+                take(b"".join(pending))
 
         def read_err() -> None:
             assert proc.stderr is not None
@@ -254,7 +266,7 @@ class LocalTransport(Transport):
             shutil.copyfile(remote, local)
 
 
-MAX_LINE_BYTES = 1 << 20  # a line longer than this is handed on in pieces
+MAX_LINE_BYTES = 1 << 20  # reads of a long line come in pieces of this size and are joined
 
 
 class TailBuffer:
@@ -443,7 +455,7 @@ class RemoteOutput:
         self._pid_prefix = pid_marker(token).encode()
         self._rc_marker = exit_marker(token).encode()
         self._on_line = on_line
-        self._buf = b""
+        self._buf = bytearray()  # grows in place: a long line arriving in small chunks stays linear
         self._parts: list[str] = []
         self._size = 0
         self.pid: int | None = None
@@ -460,17 +472,15 @@ class RemoteOutput:
             return
         self._buf += data
         if b"\n" not in data:
-            if len(self._buf) > MAX_LINE_BYTES:  # a line without end: handed on in pieces
-                raw, self._buf = self._buf, b""
-                self._line(raw, complete=False)
-            return
-        *lines, self._buf = self._buf.split(b"\n")
+            return  # a line is handed on whole, however long: the output's own cap bounds it
+        *lines, rest = self._buf.split(b"\n")
+        self._buf = bytearray(rest)
         for raw in lines:
             self._line(raw, complete=True)
 
     def finish(self) -> None:
         if self._buf:
-            raw, self._buf = self._buf, b""
+            raw, self._buf = bytes(self._buf), bytearray()
             self._line(raw, complete=False)
 
     @property

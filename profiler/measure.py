@@ -148,6 +148,13 @@ def measure_batches(
         check_results(results, known=[m.id for m in models], runtime=runtime, device=name)
         ok = {r["id"]: r for r in results if r.get("type") == "result"}
         failed = [r for r in results if r.get("type") == "error"]
+        answered = set(ok) | {r.get("id") for r in failed}
+        silent = [m.id for m in models if m.id not in answered]
+        if silent:
+            raise DeviceError(
+                f"the runner returned no result for {len(silent)} of {len(models)} models (first: {silent[0]})",
+                device=name,
+            )
         if reference.id not in ok:
             raise DeviceError("the reference workload failed to run", device=name)
         for err in failed:

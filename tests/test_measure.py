@@ -277,3 +277,15 @@ def test_a_device_returning_nan_stops_the_profile_and_keeps_the_rows_before(tmp_
     res = profile_device(profile, ProfileRequest(space="compact", resolutions=(32,), out=out, calibration_subnets=3,
                                                  resume=True))
     assert res["resumed"] == len(kept) and res["entries"] == 79
+
+
+def test_kept_samples_are_every_run_up_to_the_cap_then_an_even_subsample() -> None:
+    """A microsecond model timed for 0.2 s runs ~200,000 times: the result line (and the LUT's sidecar) keeps
+    KEPT_SAMPLES of them, spread over the whole run in order, first and last included."""
+    few = [float(i) for i in range(runner.KEPT_SAMPLES)]
+    assert runner.kept_samples(few) == few
+    many = [float(i) for i in range(200_003)]
+    kept = runner.kept_samples(many)
+    assert len(kept) == runner.KEPT_SAMPLES and kept[0] == 0.0 and kept[-1] == 200_002.0
+    gaps = np.diff(kept)
+    assert gaps.min() >= 100 and gaps.max() <= 101  # evenly spaced: 200,002 / 1,999 = 100.05

@@ -353,3 +353,21 @@ def test_local_runs_argv_without_a_shell(local: LocalTransport, marker: Path) ->
     # LocalTransport runs argv without any shell: hostile strings are plain arguments.
     r = local.run(["printf", "%s", f"$(touch {marker})"], description="printf", timeout=10)
     assert r.stdout == f"$(touch {marker})"
+
+
+def test_a_line_longer_than_one_read_reaches_on_line_whole(local: LocalTransport) -> None:
+    """A runner's result line carries every per-run sample: a sub-microsecond model timed for 0.2 s gives a
+    JSON line of several MiB. It must reach the parser as one line (it was handed on in 1 MiB pieces, and
+    the result was lost without a word), over the local transport and a remote stream alike."""
+    big = "x" * (3 * (1 << 20) + 17)
+    code = f"import sys; sys.stdout.write('x' * {len(big)} + '\\n' + 'end\\n')"
+    lines: list[str] = []
+    res = local.run([sys.executable, "-c", code], description="long line", timeout=60, on_line=lines.append)
+    assert lines == [big, "end"] and res.stdout == big + "\nend\n"
+    got: list[str] = []
+    out = RemoteOutput("tok", got.append)
+    payload = (big + "\nend\n").encode()
+    for i in range(0, len(payload), 65536):
+        out.feed(payload[i : i + 65536])
+    out.finish()
+    assert got == [big, "end"]
