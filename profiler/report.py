@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..supernet.files import atomic_write
 from .diff import DiffResult, EntryChange
 from .errors import ProfilerError
-from ..supernet.files import atomic_write
 from .lut import atomic_write_text
 
 __all__ = ["plot_changes", "write_report"]
