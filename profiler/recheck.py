@@ -10,6 +10,8 @@ on the device the NEW table came from gives a second, independent measurement of
 - each suspect is measured in batches holding the reference workload, like the profile; its value is
   normalised to the NEW table's speed by the reference (``raw / ref_ms`` now and in the NEW row), so the
   recheck measures the entry's change against NEW (``ratio_to_new``) and, through NEW, against BASE;
+- suspects and controls are measured in ``PASSES`` passes, each in another order, and each entry's value
+  is the median of its passes;
 - a few entries the diff found unchanged (controls) are re-measured in the same batches: a batch of a
   handful of models need not run at the speed of a whole profile's batches (seen here: +6% on every model
   of one recheck batch), so the controls' median change is that batch's own offset, taken off every
@@ -22,8 +24,11 @@ on the device the NEW table came from gives a second, independent measurement of
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import random
+import statistics
 import time
 from typing import Any
 
@@ -70,6 +75,9 @@ def check_recheck_device(device: Device, new: LUT) -> None:
 
 #: Unchanged entries re-measured beside the suspects, to measure the recheck batches' own speed offset.
 CONTROLS = 8
+#: Each suspect and control is measured this many times, in other batches; its value is their median (one
+#: pass left 2 of 3 unchanged entries undecided at 5-7% on this machine, three passes 1 run in 10).
+PASSES = 5
 
 
 def _controls(result: DiffResult, suspects: list[EntryChange], new: LUT, stat: str, *, n: int, seed: int) -> list[EntryChange]:
@@ -130,14 +138,22 @@ def recheck(
     entries = [x for x in space.all_lut_entries(new.resolutions) if (x.key, x.resolution) in want]
     builder = WorkloadBuilder(space=space, fmt=RUNTIME_FORMAT[runtime], dtype=str(meta.get("dtype") or "float32"),
                               batch=int(meta.get("batch") or 1))
-    workloads = builder.entries(entries)
-    got: dict[tuple[str, int], float] = {}
+    unique = builder.entries(entries)
+    # PASSES passes, each in another order, so each entry's passes run in other batches beside other models
+    rng = random.Random(seed)
+    workloads = []
+    for p in range(PASSES):
+        order = list(unique)
+        rng.shuffle(order)
+        workloads += [dataclasses.replace(w, id=f"{w.id}~{p}") for w in order]
+    passes: dict[tuple[str, int], list[float]] = {}
 
     def on_result(w: Any, res: dict[str, Any], ref_ms: float) -> None:
-        got[(w.key, int(w.resolution))] = float(res[stat]) / ref_ms
+        passes.setdefault((w.key, int(w.resolution)), []).append(float(res[stat]) / ref_ms)
 
     measure_batches(device, workloads, reference=builder.reference(), plan=plan or device.profile.measure,
                     runtime=runtime, threads=threads, on_result=on_result)
+    got = {k: float(statistics.median(v)) for k, v in passes.items()}
     thr = math.log1p(result.threshold_pct / 100.0)
     control_changes = []
     for c in controls:
