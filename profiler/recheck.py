@@ -16,6 +16,8 @@ on the device the NEW table came from gives a second, independent measurement of
   handful of models need not run at the speed of a whole profile's batches (seen here: +6% on every model
   of one recheck batch), so the controls' median change is that batch's own offset, taken off every
   suspect's rechecked change (``controls`` and ``offset_pct`` in the summary);
+- suspects left undecided after a round are measured again beside the controls, up to ``ROUNDS`` rounds
+  (``rounds`` in the summary); an entry's value is the median of all its passes;
 - the verdict then uses both measurements: a **regression** when both the NEW and the rechecked change
   are beyond the threshold and their mean log change exceeds ``noise_z`` robust standard deviations of
   the table's between-run noise divided by sqrt(2) (two independent measurements); **ok** (cleared) when
@@ -78,6 +80,10 @@ CONTROLS = 8
 #: Each suspect and control is measured this many times, in other batches; its value is their median (one
 #: pass left 2 of 3 unchanged entries undecided at 5-7% on this machine, three passes 1 run in 10).
 PASSES = 5
+#: Entries still undecided after a round are measured again (with the controls), up to this many rounds in
+#: all; each entry's value is the median of all its passes (one round of five passes left an unchanged
+#: entry undecided in 1 CI run of about 10).
+ROUNDS = 3
 
 
 def _controls(result: DiffResult, suspects: list[EntryChange], new: LUT, stat: str, *, n: int, seed: int) -> list[EntryChange]:
@@ -103,6 +109,38 @@ def _new_normalised(new: LUT, key: str, res: int, stat: str) -> float | None:
     if not (math.isfinite(raw) and math.isfinite(ref) and raw > 0 and ref > 0):
         return None
     return raw / ref
+
+
+def _offset(controls: list[EntryChange], got: dict[tuple[str, int], float], new: LUT, stat: str) -> float:
+    """The recheck batches' own speed offset (log): the median change of the controls re-measured."""
+    changes = []
+    for c in controls:
+        now, before = got.get((c.key, c.resolution)), _new_normalised(new, c.key, c.resolution, stat)
+        if now is not None and before is not None:
+            changes.append(math.log1p(c.change_pct / 100.0) + math.log(now / before))
+    return float(sorted(changes)[len(changes) // 2]) if changes else 0.0
+
+
+def _judge(e: EntryChange, got: dict[tuple[str, int], float], new: LUT, stat: str, thr: float, offset: float,
+           result: DiffResult) -> tuple[str, dict[str, Any]]:
+    """One suspect's verdict from its rechecked value: ``confirmed``, ``ok``, ``noise`` or ``error``, and the
+    ``rechecked`` record."""
+    now = got.get((e.key, e.resolution))
+    before = _new_normalised(new, e.key, e.resolution, stat)
+    if now is None or before is None:
+        return "error", {"error": "not re-measured" if now is None else "the NEW row lacks its raw statistic or ref_ms"}
+    ratio = now / before
+    change_new = math.log1p(e.change_pct / 100.0)
+    change_re = change_new + math.log(ratio) - offset
+    sigma = (e.noise_pct or 0.0) / 100.0
+    both = (change_new > thr and change_re > thr) or (change_new < -thr and change_re < -thr)
+    stands_out = abs(change_new + change_re) / 2 > result.noise_z * sigma / math.sqrt(2)
+    rechecked = {"ratio_to_new": ratio, "change_pct": 100.0 * math.expm1(change_re)}
+    if both and stands_out:
+        return "confirmed", rechecked
+    if abs(change_re) <= thr:
+        return "ok", rechecked
+    return "noise", rechecked
 
 
 def recheck(
@@ -138,49 +176,46 @@ def recheck(
     entries = [x for x in space.all_lut_entries(new.resolutions) if (x.key, x.resolution) in want]
     builder = WorkloadBuilder(space=space, fmt=RUNTIME_FORMAT[runtime], dtype=str(meta.get("dtype") or "float32"),
                               batch=int(meta.get("batch") or 1))
-    unique = builder.entries(entries)
-    # PASSES passes, each in another order, so each entry's passes run in other batches beside other models
+    by_key = {(w.key, int(w.resolution)): w for w in builder.entries(entries)}
     rng = random.Random(seed)
-    workloads = []
-    for p in range(PASSES):
-        order = list(unique)
-        rng.shuffle(order)
-        workloads += [dataclasses.replace(w, id=f"{w.id}~{p}") for w in order]
     passes: dict[tuple[str, int], list[float]] = {}
-
-    def on_result(w: Any, res: dict[str, Any], ref_ms: float) -> None:
-        passes.setdefault((w.key, int(w.resolution)), []).append(float(res[stat]) / ref_ms)
-
-    measure_batches(device, workloads, reference=builder.reference(), plan=plan or device.profile.measure,
-                    runtime=runtime, threads=threads, on_result=on_result)
-    got = {k: float(statistics.median(v)) for k, v in passes.items()}
     thr = math.log1p(result.threshold_pct / 100.0)
-    control_changes = []
-    for c in controls:
-        now, before = got.get((c.key, c.resolution)), _new_normalised(new, c.key, c.resolution, stat)
-        if now is not None and before is not None:
-            control_changes.append(math.log1p(c.change_pct / 100.0) + math.log(now / before))
-    offset = float(sorted(control_changes)[len(control_changes) // 2]) if control_changes else 0.0
-    summary["controls"] = len(control_changes)
+    pending = list(suspects)
+    summary["rounds"] = 0
+    for _ in range(ROUNDS):
+        # this round measures the suspects still undecided and every control, PASSES passes in other orders
+        want_now = {(e.key, e.resolution) for e in [*pending, *controls]}
+        unique = [w for k, w in by_key.items() if k in want_now]
+        workloads = []
+        for p in range(PASSES):
+            order = list(unique)
+            rng.shuffle(order)
+            tag = summary["rounds"] * PASSES + p
+            workloads += [dataclasses.replace(w, id=f"{w.id}~{tag}") for w in order]
+
+        def on_result(w: Any, res: dict[str, Any], ref_ms: float) -> None:
+            passes.setdefault((w.key, int(w.resolution)), []).append(float(res[stat]) / ref_ms)
+
+        measure_batches(device, workloads, reference=builder.reference(), plan=plan or device.profile.measure,
+                        runtime=runtime, threads=threads, on_result=on_result)
+        summary["rounds"] += 1
+        got = {k: float(statistics.median(v)) for k, v in passes.items()}
+        offset = _offset(controls, got, new, stat)
+        pending = [e for e in suspects if _judge(e, got, new, stat, thr, offset, result)[0] == "noise"]
+        if not pending:
+            break
+    summary["controls"] = sum(1 for c in controls if (c.key, c.resolution) in got)
     summary["offset_pct"] = 100.0 * math.expm1(offset)
     for e in suspects:
-        now = got.get((e.key, e.resolution))
-        before = _new_normalised(new, e.key, e.resolution, stat)
-        if now is None or before is None:
-            e.rechecked = {"error": "not re-measured" if now is None else "the NEW row lacks its raw statistic or ref_ms"}
+        verdict, rechecked = _judge(e, got, new, stat, thr, offset, result)
+        e.rechecked = rechecked
+        if verdict == "error":
             summary["undecided"] += 1
-            continue
-        ratio = now / before
-        change_new = math.log1p(e.change_pct / 100.0)
-        change_re = change_new + math.log(ratio) - offset
-        sigma = (e.noise_pct or 0.0) / 100.0
-        both = (change_new > thr and change_re > thr) or (change_new < -thr and change_re < -thr)
-        stands_out = abs(change_new + change_re) / 2 > result.noise_z * sigma / math.sqrt(2)
-        if both and stands_out:
-            e.verdict = "regression" if change_re > 0 else "improvement"
+        elif verdict == "confirmed":
+            e.verdict = "regression" if rechecked["change_pct"] > 0 else "improvement"
             e.decided = True
             summary["confirmed"] += 1
-        elif abs(change_re) <= thr:
+        elif verdict == "ok":
             e.verdict = "ok"
             e.decided = True
             summary["cleared"] += 1
@@ -188,7 +223,6 @@ def recheck(
             e.verdict = "noise"
             e.decided = False
             summary["undecided"] += 1
-        e.rechecked = {"ratio_to_new": ratio, "change_pct": 100.0 * math.expm1(change_re)}
     if result.network is not None and result.drift is not None:
         _impacts(result, base, new, 1.0 + result.drift, samples=samples, seed=seed)
     summary["seconds"] = time.perf_counter() - started
