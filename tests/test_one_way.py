@@ -238,3 +238,38 @@ def test_one_tflite_exporter_for_all_three_model_kinds(tmp_path: Path, monkeypat
 
     assert tflite_export.INT8_RECIPE == export.TFLITE_INT8_RECIPE
     assert tflite_export.ExportError is export.ExportError  # one error type
+
+
+# ---- Pruning-as-Search: one training loop --------------------------------------------------------------
+
+#: Recorded at commit 8fc055b (three training loops: pre-train, search, fine-tune) with one torch thread,
+#: before they became one loop.
+PAS_GOLDEN = {
+    "widths": [8, 26, 10, 55, 41, 122],
+    "top1": 0.4,
+    "base_top1": 0.26,
+    "snapped": 25,
+    "losses": [1.7841386079788208, 1.0640227913856506, 0.6374026209115982, 0.5828391045331955],
+    "costs": [None, 5588480.0, 4511360.0, None],
+}
+
+
+def test_seeded_pas_search_is_unchanged() -> None:
+    from hwnas.search import pas
+    from hwnas.supernet.pas_net import base_config
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config, x, y, xv, yv = pas.load_data("digits", base_config("digits"))
+        searcher = pas.PruningAsSearch(
+            base=config, target="40%", pretrain_epochs=1, search_epochs=2, finetune_epochs=1, seed=3
+        )
+        record = searcher.search(x[:640], y[:640], xv[:200], yv[:200]).record_
+    finally:
+        torch.set_num_threads(threads)
+    assert [h["phase"] for h in record["history"]] == ["pretrain", "search", "search", "finetune"]
+    assert record["widths"] == PAS_GOLDEN["widths"] and record["snapped"] == PAS_GOLDEN["snapped"]
+    assert record["top1"] == PAS_GOLDEN["top1"] and record["base_top1"] == PAS_GOLDEN["base_top1"]
+    assert [h["loss"] for h in record["history"]] == pytest.approx(PAS_GOLDEN["losses"], rel=1e-6)
+    assert [h.get("cost") for h in record["history"]] == PAS_GOLDEN["costs"]
