@@ -14,10 +14,22 @@ stays the budget asked for. When no round met a budget, the result kept is the r
 
 Who measures is the caller's choice: :func:`device_measure` measures on an acquired device the way the
 LUT was measured (``hwnas search --validate`` and the demo use it); tests pass a recorded factor.
+
+With a learned latency predictor (its predictions carry intervals), :func:`measure_where_unsure` runs
+before each round's subnets are measured: for every budget, the candidates of the search's Pareto front
+(and its answer) whose interval reaches below the budget are ranked by predicted accuracy; those ranked
+above the most accurate one whose whole interval is under the budget, and whose interval straddles the
+budget, are measured on the device (at most ``max_per_budget`` of them), and the answer becomes the most
+accurate of the sure one and those measured within the budget. Each such result gains
+``candidates_measured`` (how many subnets were measured for it before it was chosen, in the round kept)
+and ``predicted_interval_ms`` (``[lo, hi]`` of its prediction); ``hwnas search --validate`` adds the
+total over all budgets and rounds as ``validation.candidates_measured``. :class:`MeasureOnce` makes a
+subnet measured while choosing not measured again when it is then validated.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -29,10 +41,13 @@ from .errors import BudgetError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MAX_ROUNDS", "Measurement", "device_measure", "search_until_measured", "summarize"]
+__all__ = ["DEFAULT_MAX_ROUNDS", "MAX_UNSURE", "MeasureOnce", "Measurement", "device_measure",
+           "device_measure_as_profiled", "measure_where_unsure", "search_until_measured", "summarize"]
 
 #: ``--max-rounds`` when not given.
 DEFAULT_MAX_ROUNDS = 3
+#: Most candidates measured per budget and round because their interval straddles the budget.
+MAX_UNSURE = 8
 
 
 @dataclass(frozen=True)
@@ -186,3 +201,108 @@ def device_measure(device: Any, lut: Any, *, plan: Any = None) -> MeasureFn:
                 for x, raw, c in zip(m["ms"], m["raw_ms"], cis, strict=True)]
 
     return measure
+
+
+def device_measure_as_profiled(device: Any, space: str, *, dtype: str = "float32", plan: Any = None) -> MeasureFn:
+    """A ``measure`` for a device without a LUT (a learned latency predictor): subnets measured on ``device``
+    (an acquired ``hwnas.agents.device.Device``) with its profile's runtime and threads, as ``hwnas predictor
+    measure`` measures the samples such a predictor is fitted on (not normalised: ``ms`` is ``raw_ms``)."""
+    from ..profiler.validate import measure_subnets
+
+    def measure(archs: Sequence[Arch]) -> list[Measurement]:
+        m = measure_subnets(device, list(archs), space_name=space, runtime=device.profile.runtime,
+                            threads=device.profile.threads, dtype=dtype, plan=plan)
+        cis = m.get("ci") or [None] * len(archs)
+        return [Measurement(ms=float(raw), ci=None if c is None else float(c), raw_ms=float(raw))
+                for raw, c in zip(m["raw_ms"], cis, strict=True)]
+
+    return measure
+
+
+def _arch_key(arch: Any) -> str:
+    return arch.to_json() if isinstance(arch, Arch) else json.dumps(arch, sort_keys=True)
+
+
+class MeasureOnce:
+    """A ``measure`` that measures each subnet once: later calls answer a subnet already measured from
+    memory (one device call for the rest). ``measured`` counts the distinct subnets measured."""
+
+    def __init__(self, measure: MeasureFn) -> None:
+        self._measure = measure
+        self._seen: dict[str, Measurement] = {}
+
+    @property
+    def measured(self) -> int:
+        return len(self._seen)
+
+    def __call__(self, archs: Sequence[Arch]) -> list[Measurement]:
+        keys = [_arch_key(a) for a in archs]
+        todo = {k: a for k, a in zip(keys, archs, strict=True) if k not in self._seen}
+        if todo:
+            got = list(self._measure(list(todo.values())))
+            if len(got) != len(todo):
+                raise ValueError(f"measure() returned {len(got)} values for {len(todo)} architectures")
+            self._seen.update(zip(todo, got, strict=True))
+        return [self._seen[k] for k in keys]
+
+
+def measure_where_unsure(
+    results: Sequence[dict[str, Any]],
+    front: Sequence[dict[str, Any]],
+    latency: Any,
+    measure: MeasureFn,
+    *,
+    space: str,
+    max_per_budget: int = MAX_UNSURE,
+) -> list[dict[str, Any]]:
+    """Each budget's answer chosen with measurements where the predictor is unsure (see the module
+    docstring). ``results`` are a search's answers (``budget_ms`` the target searched), ``front`` its Pareto
+    front (``[{"latency_ms", "accuracy", "arch"}]``), ``latency`` a predictor with ``predict_interval``. All
+    budgets' candidates are measured in one ``measure`` call. Returns new result dicts, in order."""
+    sp = get_space(space)
+    pool: dict[str, tuple[float, dict[str, Any]]] = {}
+    for p in front:
+        pool.setdefault(_arch_key(p["arch"]), (float(p["accuracy"]), p["arch"]))
+    for r in results:
+        if r.get("arch") is not None:
+            pool.setdefault(_arch_key(r["arch"]), (float(r["predicted_accuracy"]), r["arch"]))
+    keys = list(pool)
+    if not keys:
+        return [dict(r) for r in results]
+    pred, iv = latency.predict_interval([pool[k][1] for k in keys])
+    acc = [pool[k][0] for k in keys]
+    plans: list[tuple[int | None, list[int]] | None] = []
+    todo: dict[str, int] = {}
+    for r in results:
+        if r.get("arch") is None:
+            plans.append(None)
+            continue
+        budget = float(r["budget_ms"])
+        ranked = sorted((i for i in range(len(keys)) if iv[i, 0] <= budget), key=lambda i: (-acc[i], pred[i]))
+        sure = next((i for i in ranked if iv[i, 1] <= budget), None)
+        unsure = [i for i in ranked if iv[i, 1] > budget and (sure is None or acc[i] > acc[sure])][:max_per_budget]
+        plans.append((sure, unsure))
+        todo.update((keys[i], i) for i in unsure)
+    got: dict[int, Measurement] = {}
+    if todo:
+        idx = list(todo.values())
+        got = dict(zip(idx, measure([sp.parse(pool[keys[i]][1]) for i in idx]), strict=True))
+    out = []
+    for r, plan in zip(results, plans, strict=True):
+        r = dict(r)
+        if plan is not None:
+            sure, unsure = plan
+            budget = float(r["budget_ms"])
+            ok = [i for i in unsure if got[i].ms <= budget * (1.0 + (got[i].ci or 0.0))]
+            if sure is not None:
+                ok.append(sure)
+            if ok:
+                best = max(ok, key=lambda i: (acc[i], -pred[i]))
+                arch = sp.parse(pool[keys[best]][1])
+                r.update({"arch": arch.to_dict(), "predicted_latency_ms": float(pred[best]),
+                          "predicted_accuracy": acc[best], "params": int(sp.params(arch)), "macs": int(sp.macs(arch))})
+            lo, hi = latency.predict_interval([r["arch"]])[1][0]
+            r["predicted_interval_ms"] = [float(lo), float(hi)]
+            r["candidates_measured"] = len(unsure)
+        out.append(r)
+    return out

@@ -265,3 +265,90 @@ def test_cli_measure_writes_the_csv_the_fit_reads(tmp_path: Path, capsys: pytest
     assert got == archs and ms == pytest.approx(res["latency_ms"], rel=1e-5)
     prior = load_prior(out_csv, sp)
     assert prior.kind == "measurements" and prior.data["samples"] == 6
+
+
+# ---- search that measures where it is unsure (search --validate with a learned predictor)
+
+
+def test_measure_where_unsure_measures_only_straddling_candidates(note10: LUTLatency) -> None:
+    """The device is the Note10 LUT scaled per stage (recorded: a phone cannot be attached here); the
+    predictor is fitted on 20 noisy samples of it, so its intervals are some 10% wide."""
+    from hwnas.search.closed_loop import Measurement, measure_where_unsure
+
+    sp = get_space(W12)
+    train = _archs(W12, 20, 3)
+    scales = ([1.4, 1.1, 1.0, 0.8, 0.7], 1.2)
+    model = LearnedLatency(space=W12, models=["nnls", "ridge-log"]).fit(train, _device(note10, train, *scales, 0.05))
+    pool = _archs(W12, 300, 4)
+    macs = np.asarray([sp.macs(a) for a in pool], dtype=float)
+    front = [{"arch": a.to_dict(), "accuracy": float(m / macs.max()), "latency_ms": 0.0} for a, m in zip(pool, macs)]
+    pred, iv = model.predict_interval(pool)
+    budget = float(np.median(pred))
+    answer = {"budget_ms": budget, "arch": pool[int(np.argmin(pred))].to_dict(), "predicted_accuracy": 0.0,
+              "predicted_latency_ms": float(pred.min())}
+    calls: list[list[str]] = []
+
+    def measure(archs: list) -> list[Measurement]:
+        calls.append([a.to_json() for a in archs])
+        return [Measurement(ms=float(v)) for v in _device(note10, list(archs), *scales, 0.0)]
+
+    out = measure_where_unsure([answer], front, model, measure, space=W12, max_per_budget=len(pool))[0]
+    acc = np.asarray([f["accuracy"] for f in front])
+    sure = (iv[:, 1] <= budget)
+    straddle = (iv[:, 0] <= budget) & (iv[:, 1] > budget)
+    best_sure = float(acc[sure].max())
+    expected = {pool[i].to_json() for i in np.flatnonzero(straddle & (acc > best_sure))}
+    assert len(calls) == 1 and len(expected) >= 3, len(expected)
+    assert set(calls[0]) == expected, (len(calls[0]), len(expected))
+    assert out["candidates_measured"] == len(expected)
+    truth = dict(zip(calls[0], _device(note10, [sp.parse(a) for a in calls[0]], *scales, 0.0)))
+    within = [a for a, v in truth.items() if v <= budget]
+    chosen = sp.parse(out["arch"]).to_json()
+    best = max(within, key=lambda a: acc[[p.to_json() for p in pool].index(a)], default=None)
+    if best is not None and acc[[p.to_json() for p in pool].index(best)] > best_sure:
+        assert chosen == best and truth[chosen] <= budget
+    else:
+        assert out["predicted_accuracy"] == pytest.approx(best_sure)
+    lo, hi = out["predicted_interval_ms"]
+    assert lo <= out["predicted_latency_ms"] <= hi
+    # a cap of 2 measures the two most accurate of them
+    calls.clear()
+    out2 = measure_where_unsure([answer], front, model, measure, space=W12, max_per_budget=2)[0]
+    top2 = sorted(expected, key=lambda a: -acc[[p.to_json() for p in pool].index(a)])[:2]
+    assert out2["candidates_measured"] == 2 and sorted(calls[0]) == sorted(top2)
+
+
+def test_search_validate_with_a_learned_predictor_measures_where_unsure(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real end to end on this machine (`local` profile, ONNX Runtime): 16 suggested subnets measured, a
+    learned predictor fitted on them, then `search --latency-predictor --validate local` at the median
+    predicted latency measures the candidates whose interval straddles the budget before choosing."""
+    from hwnas.search.accuracy import AccuracyPredictor
+
+    sp = get_space("compact")
+    (tmp_path / "a.jsonl").write_text("".join(a.to_json() + "\n" for a in suggest_archs(sp, 16, seed=0)))
+    code, _, err = _run(["predictor", "measure", "local", "--space", "compact", "--archs", str(tmp_path / "a.jsonl"),
+                         "--out", str(tmp_path / "m.csv")], capsys)
+    assert code == 0, err
+    code, _, err = _run(["predictor", "latency", "--space", "compact", "--data", str(tmp_path / "m.csv"),
+                         "--out", str(tmp_path / "lat.json")], capsys)
+    assert code == 0, err
+    archs = _archs("compact", 300, 0)
+    macs = np.asarray([sp.macs(a) for a in archs], dtype=float)
+    acc = AccuracyPredictor(space=sp, hidden_size=32, n_layers=2, epochs=30, seed=0).fit(
+        archs, 0.5 + 0.4 * (macs - macs.min()) / (macs.max() - macs.min()))
+    acc.save(tmp_path / "acc.pt")
+    budget = float(np.median(LearnedLatency.load(tmp_path / "lat.json").predict(archs)))
+    code, out, err = _run(["search", "--space", "compact", "--latency-predictor", str(tmp_path / "lat.json"),
+                           "--accuracy", str(tmp_path / "acc.pt"), "--latency-ms", f"{budget:.6f}",
+                           "--validate", "local", "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    r, v = res["results"][0], res["validation"]
+    assert v["candidates_measured"] >= 1, "no candidate straddled the budget"
+    if r["rounds"] == 1:
+        assert v["candidates_measured"] == r["candidates_measured"]
+    assert v["subnets_measured"] >= v["candidates_measured"]
+    assert r["within_budget"] is True and r["measured_ms"] <= r["budget_ms"] * (1 + (r["measured_ci"] or 0))
+    lo, hi = r["predicted_interval_ms"]
+    assert lo < hi

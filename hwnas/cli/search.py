@@ -73,6 +73,7 @@ def _one_search(
     generator: Path | None,
     out: Path | None,
     on_progress: Any,
+    front: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     from hwnas.search.base import SearchProblem
     from hwnas.search.registry import make_searcher
@@ -91,6 +92,8 @@ def _one_search(
             assert generator is not None
             searcher.load(generator)  # type: ignore[attr-defined]
     results = searcher.search(budgets, on_progress=None if algo == "pnag" else on_progress)
+    if front is not None:  # the Pareto front, for --validate with a learned predictor
+        front.extend(searcher.front_)
     entry: dict[str, Any] = {
         "device": name,
         "latency": latency.describe(),
@@ -112,29 +115,55 @@ def _one_search(
 
 
 def _validate_on_device(
-    device: str, latency: Any, first: dict[str, Any], budgets: list[float], research: Any, space: Any, max_rounds: int
+    device: str, latency: Any, first: dict[str, Any], budgets: list[float], research: Any, space: Any, max_rounds: int,
+    front: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Measure the chosen subnets on ``device`` and search again with tighter targets where one measured over
     its budget (hwnas.search.closed_loop); ``first`` is the first round's entry, ``research(targets)`` a
-    later round's search. Rewrites ``first["results"]``; returns the top-level ``validation`` block."""
+    later round's search. Rewrites ``first["results"]``; returns the top-level ``validation`` block.
+
+    With a learned latency predictor (no LUT), each round's answers are chosen with the candidates of the
+    search's Pareto front (``front``; ``research(targets, front)`` fills a later round's) whose interval
+    straddles the budget measured first (closed_loop.measure_where_unsure), on the device as its profile
+    measures; ``validation`` then also says ``candidates_measured`` (distinct subnets measured while
+    choosing) and ``subnets_measured`` (distinct subnets measured in all)."""
     from hwnas.agents.device import Device
     from hwnas.agents.profiles import load_profile
-    from hwnas.search.closed_loop import device_measure, search_until_measured, summarize
+    from hwnas.search.closed_loop import (
+        MeasureOnce,
+        device_measure,
+        device_measure_as_profiled,
+        measure_where_unsure,
+        search_until_measured,
+        summarize,
+    )
 
     calls = [0]
-
-    def search(targets: list[float]) -> list[dict[str, Any]]:
-        calls[0] += 1
-        if calls[0] == 1:
-            return first["results"]
-        return research(targets)
+    learned = getattr(latency, "lut", None) is None
+    while_choosing = [0]
 
     with Device(load_profile(device)) as dev:
         dev.acquire()
-        first["results"] = search_until_measured(
-            search, budgets, device_measure(dev, latency.lut), space=space.name, max_rounds=max_rounds
-        )
-    return {"device": device, **summarize(first["results"])}
+        measure: Any = MeasureOnce(device_measure_as_profiled(dev, space.name)) if learned else device_measure(dev, latency.lut)
+
+        def search(targets: list[float]) -> list[dict[str, Any]]:
+            calls[0] += 1
+            if not learned:
+                return first["results"] if calls[0] == 1 else research(targets)
+            seen: list[dict[str, Any]] = []
+            found = first["results"] if calls[0] == 1 else research(targets, seen)
+            before = measure.measured
+            found = measure_where_unsure(found, (front or []) if calls[0] == 1 else seen, latency, measure,
+                                         space=space.name)
+            while_choosing[0] += measure.measured - before
+            return found
+
+        first["results"] = search_until_measured(search, budgets, measure, space=space.name, max_rounds=max_rounds)
+    out = {"device": device, **summarize(first["results"])}
+    if learned:
+        out["candidates_measured"] = while_choosing[0]
+        out["subnets_measured"] = measure.measured
+    return out
 
 
 @app.command("search")
@@ -152,7 +181,7 @@ def search_cmd(
     out: Path | None = typer.Option(None, "--out", help="Folder for results.json/.csv, front.csv and front.png (one subfolder per device with several)."),
     train_budgets: str | None = typer.Option(None, "--train-budgets", help="pnag: budgets to train the generator on."),
     generator: Path | None = typer.Option(None, "--generator", help="pnag: generator file to write (with --train-budgets) or to answer from."),
-    validate: str | None = typer.Option(None, "--validate", help="Device profile: export the chosen subnets and measure them there (needs --lut or one --device); a subnet over its budget makes that budget tighter and the search run again."),
+    validate: str | None = typer.Option(None, "--validate", help="Device profile: export the chosen subnets and measure them there (needs --lut, one --device or --latency-predictor); a subnet over its budget makes that budget tighter and the search run again. With --latency-predictor, candidates whose interval straddles a budget are measured before one is chosen."),
     max_rounds: int | None = typer.Option(None, "--max-rounds", help="With --validate: searches per budget at most (default 3)."),
     as_json: bool = JsonOption,
 ) -> int:
@@ -209,8 +238,8 @@ def search_cmd(
     if algo == "pnag" and len(targets) > 1 and generator is not None:
         raise UsageError("--generator names one file: use it with one device")
 
-    if validate is not None and (len(targets) != 1 or latency_predictor is not None):
-        raise UsageError("--validate needs exactly one LUT (--lut, or one --device)")
+    if validate is not None and len(targets) != 1:
+        raise UsageError("--validate needs exactly one LUT (--lut, or one --device) or --latency-predictor")
     if validate is not None and algo == "pnag" and generator is None:
         raise UsageError("--validate with --algo pnag needs --generator FILE (later rounds answer from it)")
     if max_rounds is not None and validate is None:
@@ -219,6 +248,7 @@ def search_cmd(
         raise BudgetError(f"--max-rounds must be at least 1, got {max_rounds}")
     start = time.perf_counter()
     several = len(targets) > 1
+    first_front: list[dict[str, Any]] = []
     with progress_bar(f"search ({algo})", None) as bar:
         def run(item: tuple[str, Any]) -> dict[str, Any]:
             name, latency = item
@@ -226,7 +256,7 @@ def search_cmd(
                 name=name, latency=latency, accuracy=acc, budgets=budgets, algo=algo, seed=seed,
                 max_params=limits["--max-params"], max_macs=limits["--max-macs"], train_budgets=tb,
                 generator=generator, out=(out / name if several else out) if out is not None else None,
-                on_progress=None if several else bar,
+                on_progress=None if several else bar, front=None if several else first_front,
             )
 
         if several:
@@ -260,17 +290,17 @@ def search_cmd(
     if validate is not None:
         from hwnas.search.closed_loop import DEFAULT_MAX_ROUNDS
 
-        def research(tighter: list[float]) -> list[dict[str, Any]]:
+        def research(tighter: list[float], front: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
             again = _one_search(
                 name=targets[0][0], latency=targets[0][1], accuracy=acc, budgets=tighter, algo=algo, seed=seed,
                 max_params=limits["--max-params"], max_macs=limits["--max-macs"], train_budgets=None,
-                generator=generator, out=None, on_progress=None,
+                generator=generator, out=None, on_progress=None, front=front,
             )
             result["evaluations"] += again["evaluations"]
             return again["results"]
 
         result["validation"] = _validate_on_device(
-            validate, targets[0][1], result, budgets, research, sp, max_rounds or DEFAULT_MAX_ROUNDS
+            validate, targets[0][1], result, budgets, research, sp, max_rounds or DEFAULT_MAX_ROUNDS, front=first_front
         )
         if out is not None and "files" in result:
             from hwnas.search.results import write_results
