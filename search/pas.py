@@ -8,8 +8,10 @@ fine-tune the weights with the gates frozen, and reparameterise into a plain net
 The cost is pluggable (:class:`Cost`): :class:`MacsCost` (default) or :class:`LatencyCost`, whose table maps
 per-layer widths to milliseconds. :class:`LayerLatencyTable` is such a table, measured the profiler's way on a
 device profile (:func:`measure_layer_table`: one workload per 3x3 layer and width, exported by
-:mod:`hwnas.profiler.workloads`, measured by :func:`hwnas.profiler.measure.measure_batches` with a reference
-workload, calibrated on whole plain networks) and kept as an hwnas LUT file (:mod:`hwnas.profiler.lut`).
+:mod:`hwnas.profiler.workloads`, measured and calibrated on whole plain networks by the profiler's table API,
+:func:`hwnas.profiler.entry_table.measure_entry_table`) and kept as an hwnas LUT file (:mod:`hwnas.profiler.lut`).
+The network pieces (gates, blocks, the plain network, layer keys, width grids) live in
+:mod:`hwnas.supernet.pas_net`.
 Whole networks (multi-branch vs reparameterised, the achieved latency) are measured the same way
 (:func:`measure_networks`). Devices come in open (:class:`hwnas.agents.device.Device`, from the CLI): this
 package does not import ``agents``.
@@ -36,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..profiler.lut import LUT, OVERHEAD_KEY, OVERHEAD_OP, LUTWriter, default_metadata, entry_row
-from ..profiler.measure import RAW_STATISTIC, STAT_KEYS, MeasurePlan, measure_batches
-from ..profiler.profile import LUT_COLUMNS, LUT_STATISTIC, device_fingerprint, fit_calibration_line
+from ..profiler.entry_table import WholeNetwork, measure_entry_table
+from ..profiler.lut import LUT, OVERHEAD_KEY
+from ..profiler.measure import MeasurePlan, measure_batches, sampling_statistic
 from ..profiler.workloads import (
     RUNTIME_FORMAT,
     Workload,
@@ -51,12 +53,18 @@ from ..supernet.errors import DatasetError
 from ..supernet.export import check_onnx, export_onnx
 from ..supernet.files import atomic_write
 from ..supernet.pas_net import (
+    DEFAULT_WIDTH_STEP,
     PasNet,
     PasNetConfig,
     base_config,
     count_macs,
     init_gates_by_importance,
+    layer_key,
+    network_keys,
+    plain_layer,
+    plain_network,
     reparameterize,
+    width_grid,
 )
 from .errors import BudgetError, PredictorError
 
@@ -66,8 +74,6 @@ ProgressFn = Callable[[int, int, str], None]
 
 #: dataset name -> the base network it trains by default
 DATASETS: dict[str, str] = {"digits": "digits", "cifar10": "cifar", "imagefolder": "cifar"}
-#: A latency table measures every layer at every multiple of this many channels (and at 1 and the full width).
-DEFAULT_WIDTH_STEP = 8
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -148,21 +154,6 @@ class LatencyCost(Cost):
 
     def of_widths(self, widths: Sequence[Any]) -> Any:
         return self.table(widths)
-
-
-def width_grid(channels: int, step: int = DEFAULT_WIDTH_STEP) -> list[int]:
-    """The widths a latency table measures for a layer of ``channels`` channels: 1, every multiple of ``step``
-    and ``channels``. Runtimes are markedly slower at widths off their vector blocks (on an AVX-512 CPU, ONNX
-    Runtime's conv at 25 or 37 channels costs more than at 32 or 48), which no interpolation between a few
-    widths sees: a table holds every width a search with ``width_multiple == step`` can choose."""
-    return sorted({1, channels, *range(step, channels + 1, step)})
-
-
-def layer_key(h_in: int, c_in: int, h_out: int, c_out: int, kernel: int, stride: int) -> str:
-    """LUT key of one plain 3x3 conv + ReLU layer (OFA-style key schema: op ``pas_conv``)."""
-    return (
-        f"pas_conv-input:{h_in}x{h_in}x{c_in}-output:{h_out}x{h_out}x{c_out}-kernel:{kernel}-stride:{stride}"
-    )
 
 
 def lut_space(config: PasNetConfig) -> str:
@@ -328,18 +319,6 @@ PAS_WORKLOAD_VERSION = 1
 COMPARE_PLAN = MeasurePlan(rounds=5, runs=10, warmup=10)
 
 
-def plain_network(config: PasNetConfig, widths: Sequence[int]) -> nn.Sequential:
-    """A plain network of ``config`` at ``widths`` with random weights: exactly the layers
-    :func:`~hwnas.supernet.pas_net.reparameterize` produces (3x3 conv + ReLU per block, pool, linear)."""
-    layers: list[nn.Module] = []
-    c_in = config.in_channels
-    for (_, stride), width in zip(config.layers, widths, strict=True):
-        layers += [nn.Conv2d(c_in, int(width), 3, stride=stride, padding=1, bias=True), nn.ReLU()]
-        c_in = int(width)
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, config.num_classes)]
-    return nn.Sequential(*layers).eval()
-
-
 class PasWorkloads:
     """The model files a PaS latency table measures, exported with the profiler's exporters for a runtime's
     format and cached by content in :func:`hwnas.profiler.workloads.cache_dir` (as the profiler's are)."""
@@ -370,12 +349,9 @@ class PasWorkloads:
 
     def layer(self, shape: dict[str, int], c_in: int, c_out: int) -> Workload:
         key = layer_key(shape["h_in"], c_in, shape["h_out"], c_out, shape["kernel"], shape["stride"])
-
-        def make() -> nn.Module:
-            conv = nn.Conv2d(c_in, c_out, shape["kernel"], stride=shape["stride"], padding=1, bias=True)
-            return nn.Sequential(conv, nn.ReLU())
-
-        path = self._export(make, self._path({"layer": key}), (c_in, shape["h_in"], shape["h_in"]))
+        path = self._export(
+            lambda: plain_layer(shape, c_in, c_out), self._path({"layer": key}), (c_in, shape["h_in"], shape["h_in"])
+        )
         return Workload(id=key, path=path, kind="entry", key=key, resolution=self.config.resolution)
 
     def network(self, widths: Sequence[int], *, id: str, kind: str = "subnet") -> Workload:
@@ -444,13 +420,12 @@ def measure_layer_table(
     """Measure every 3x3 layer of ``config`` at each (input, output) width of its grid on ``device`` (an open
     :class:`hwnas.agents.device.Device`, lock held by the caller) and write the table as an hwnas LUT to ``out``.
 
-    The profiler's way, step for step: one model file per grid point (a plain 3x3 conv + ReLU, batch 1,
-    float32) in the runtime's format, measured with :func:`hwnas.profiler.measure.measure_batches` (batches
-    with the unpruned plain network as the reference workload, interleaved rounds, statistic ``p10_ms``),
-    plus the per-inference overhead workload and ``calibration_nets`` whole plain networks. Values are
-    normalised to the run's median reference speed; per resolution ``whole = a * sum(layer - o) + b`` is
-    fitted on the whole networks and the LUT column ``lut_ms`` holds ``a * (p10 - o)`` per layer and ``b``
-    in the ``Overhead-inference`` row, so the table's sum predicts a whole plain network's latency.
+    One model file per grid point (a plain 3x3 conv + ReLU, batch 1, float32) in the runtime's format, the
+    per-inference overhead workload and ``calibration_nets`` whole plain networks, measured and calibrated by
+    the profiler's public table API (:func:`hwnas.profiler.entry_table.measure_entry_table`: the unpruned plain
+    network as the reference workload of every batch, interleaved rounds, the runtime's statistic, for any
+    runtime of the registry, benchmark programs included). The LUT column ``lut_ms`` holds ``a * (value - o)``
+    per layer and ``b`` in the ``Overhead-inference`` row, so the table's sum predicts a whole plain network.
     """
     runtime, threads, fmt = _device_settings(device, runtime, threads)
     out = Path(out)
@@ -458,114 +433,31 @@ def measure_layer_table(
         raise PredictorError(f"{out}: cannot write the latency table: no such folder {out.parent}")
     if not isinstance(step, int) or step < 1:
         raise PredictorError(f"latency table: the width step must be a positive integer, got {step!r}")
-    fingerprint, temp_paths, temp_before = device_fingerprint(device)
     builder = PasWorkloads(config=config, fmt=fmt)
     points: dict[str, tuple[dict[str, int], int, int]] = {}
     for shape, grid in zip(config.layer_shapes(), LayerLatencyTable.layer_keys(config, step), strict=True):
         for _, ci, co in grid:
             points.setdefault(layer_key(shape["h_in"], ci, shape["h_out"], co, 3, shape["stride"]), (shape, ci, co))
     calib_widths = _calibration_widths(config, step, calibration_nets, seed)
-    total = len(points) + 1 + len(calib_widths)
     if on_progress is not None:
-        on_progress(0, total, "exporting workloads")
+        on_progress(0, len(points) + 1 + len(calib_widths), "exporting workloads")
     layers = [builder.layer(*p) for p in points.values()]
-    calib = [builder.network(w, id=f"calibration:{i}") for i, w in enumerate(calib_widths)]
-    overhead = builder.overhead()
-    reference = builder.reference()
-    # the whole networks spread among the layers, so that every batch sees some of both
-    workloads: list[Workload] = [overhead]
-    every = max(1, len(layers) // max(1, len(calib)))
-    for i, w in enumerate(layers):
-        if i % every == 0 and i // every < len(calib):
-            workloads.append(calib[i // every])
-        workloads.append(w)
-    workloads += [c for c in calib if c not in workloads]
-    got: dict[str, tuple[dict[str, Any], float]] = {}
-
-    def on_result(w: Workload, res: dict[str, Any], ref_ms: float) -> None:
-        got[w.id] = (res, ref_ms)
-        if on_progress is not None:
-            on_progress(len(got), total, w.id[:48])
-
-    refs = measure_batches(
-        device, workloads, reference=reference, plan=plan, runtime=runtime, threads=threads,
-        on_result=on_result, temp_paths=temp_paths,
+    networks = [
+        WholeNetwork(
+            workload=builder.network(w, id=f"calibration:{i}"), keys=tuple(network_keys(config, w)),
+            info={"widths": list(w)},
+        )
+        for i, w in enumerate(calib_widths)
+    ]
+    reference = WholeNetwork(
+        workload=None, keys=tuple(network_keys(config, config.widths)),
+        info={"name": "unpruned plain (reparameterised) network", "widths": config.widths},
     )
-    ref_run = float(np.median(refs))
-    norm = {wid: float(res[RAW_STATISTIC]) * ref_run / ref_ms for wid, (res, ref_ms) in got.items()}
-    o = norm[overhead.id]
-
-    def layer_sum(widths: Sequence[int]) -> float:
-        total_ms, c_in = 0.0, config.in_channels
-        for shape, c_out in zip(config.layer_shapes(), widths, strict=True):
-            total_ms += norm[layer_key(shape["h_in"], c_in, shape["h_out"], c_out, 3, shape["stride"])] - o
-            c_in = c_out
-        return total_ms
-
-    nets = [(config.widths, ref_run)] + [(w, norm[c.id]) for w, c in zip(calib_widths, calib, strict=True)]
-    xs = np.array([layer_sum(w) for w, _ in nets])
-    ys = np.array([m for _, m in nets])
-    a, b = fit_calibration_line(xs, ys) if len(nets) >= 3 else (float(np.median((ys - o) / xs)), o)
-    predicted = a * xs + b
-    residual = np.abs(predicted - ys) / ys * 100
-
-    meta = default_metadata(space=lut_space(config), resolutions=[config.resolution], statistic=LUT_STATISTIC)
-    temps = [res.get("temp_c") for res, _ in got.values() if res.get("temp_c") is not None]
-    meta.update(
-        runtime={"name": runtime, "version": (device.hello or {}).get("runtime_version"), "threads": threads},
-        exporter=builder.exporter,
-        dtype=builder.dtype,
-        batch=1,
-        threads=threads,
-        cores=device.profile.cores,
-        device=fingerprint,
-        temperatures_c={"before": temp_before, "after": max(temps) if temps else None},
-        reference={
-            "name": "unpruned plain (reparameterised) network",
-            "widths": config.widths,
-            "statistic": RAW_STATISTIC,
-            "ms": ref_run,
-            "spread_pct": float((max(refs) - min(refs)) / ref_run * 100) if len(refs) > 1 else None,
-        },
-        measurement={
-            "raw_statistic": RAW_STATISTIC,
-            "rounds": plan.rounds,
-            "runs_per_round": plan.runs,
-            "warmup": plan.warmup,
-            "batch_size": plan.batch_size,
-            "note": "lut_ms = calibration.a * (p10_ms * reference/ref_ms - overhead); see calibration",
-        },
-        calibration={
-            str(config.resolution): {
-                "a": float(a),
-                "b_ms": float(b),
-                "overhead_ms": o,
-                "subnets": len(nets),
-                "max_abs_residual_pct": float(residual.max()),
-            }
-        },
-        pas={
-            "base": config.as_dict(),
-            "width_step": step,
-            "calibration_nets": [
-                {"widths": list(w), "measured_ms": float(m), "predicted_ms": float(p)}
-                for (w, m), p in zip(nets, predicted, strict=True)
-            ],
-        },
-    )
-    with LUTWriter(out, metadata=meta, columns=LUT_COLUMNS, keep_samples=True) as writer:
-        for w in [overhead, *layers]:
-            res, ref_ms = got[w.id]
-            stats = {k: float(res[k]) for k in STAT_KEYS}
-            is_overhead = w.kind == "overhead"
-            row = entry_row(w.key, w.resolution, runs=int(res["runs"]), stats=stats, op=OVERHEAD_OP if is_overhead else None)
-            row["ref_ms"] = ref_ms
-            row[LUT_STATISTIC] = b if is_overhead else max(a * (norm[w.id] - o), 0.0)
-            writer.write(row, samples=res.get("samples_ms"))
-        lut = writer.finish()
-    log.info(
-        "latency table %s: %d layers, calibration a=%.3f b=%.4f ms, max residual %.1f%%",
-        out, len(layers), a, b, float(residual.max()),
+    lut = measure_entry_table(
+        device, entries=layers, overhead=builder.overhead(), reference=reference,
+        reference_workload=builder.reference(), networks=networks, out=out, space=lut_space(config),
+        runtime=runtime, threads=threads, plan=plan, exporter=builder.exporter, dtype=builder.dtype,
+        metadata={"pas": {"base": config.as_dict(), "width_step": step}}, on_progress=on_progress,
     )
     return LayerLatencyTable.from_lut(lut, config)
 
@@ -583,9 +475,10 @@ def measure_networks(
     """Measure whole model files on ``device`` ``repeats`` times, all of them in one batch with the reference
     workload each time (interleaved rounds, :func:`hwnas.profiler.measure.measure_batches`).
 
-    Returns ``{"ms": {name: [p10 per repeat]}, "reference_ms": [p10 per repeat], "statistic": "p10_ms"}``;
-    ratios of two models are taken within a repeat, so machine load moves both alike."""
+    Returns ``{"ms": {name: [value per repeat]}, "reference_ms": [value per repeat], "statistic": STAT}``
+    (``STAT`` the runtime's statistic, :func:`hwnas.profiler.measure.sampling_statistic`); ratios of two models are taken within a repeat, so machine load moves both alike."""
     runtime, threads, _ = _device_settings(device, runtime, threads)
+    stat = sampling_statistic(plan, runtime)
     work = [Workload(id=name, path=Path(p), kind="subnet") for name, p in models.items()]
     per: dict[str, list[float]] = {name: [] for name in models}
     refs: list[float] = []
@@ -593,7 +486,7 @@ def measure_networks(
         got: dict[str, float] = {}
 
         def on_result(w: Workload, res: dict[str, Any], ref_ms: float, got: dict[str, float] = got) -> None:
-            got[w.id] = float(res[RAW_STATISTIC])
+            got[w.id] = float(res[stat])
 
         refs += measure_batches(
             device, work, reference=reference, plan=dataclasses.replace(plan, batch_size=len(work)),
@@ -601,7 +494,7 @@ def measure_networks(
         )
         for name in models:
             per[name].append(got[name])
-    return {"ms": per, "reference_ms": refs, "statistic": RAW_STATISTIC}
+    return {"ms": per, "reference_ms": refs, "statistic": stat}
 
 
 def ratio_summary(values: Sequence[float]) -> dict[str, float]:
@@ -747,6 +640,35 @@ class PruningAsSearch:
         perm = torch.randperm(n, generator=gen)
         return [perm[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
 
+    def _train_epoch(
+        self,
+        net: PasNet,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        gen: torch.Generator,
+        optimisers: Sequence[torch.optim.Optimizer],
+        *,
+        penalty: Callable[[], torch.Tensor] | None = None,
+        after_step: Callable[[], Any] | None = None,
+    ) -> float:
+        """One epoch over ``(x, y)`` in shuffled batches, the one training loop of every phase: the task loss
+        (cross-entropy) plus ``penalty()`` if given, one step of every optimiser, then ``after_step()``.
+        Returns the epoch's mean task loss."""
+        net.train()
+        loss_sum = 0.0
+        for idx in self._batches(len(x), gen):
+            task = F.cross_entropy(net(x[idx]), y[idx])
+            loss = task if penalty is None else task + penalty()
+            for opt in optimisers:
+                opt.zero_grad()
+            loss.backward()
+            for opt in optimisers:
+                opt.step()
+            if after_step is not None:
+                after_step()
+            loss_sum += task.item() * len(idx)
+        return loss_sum / len(x)
+
     def search(
         self,
         x_train: torch.Tensor,
@@ -779,67 +701,38 @@ class PruningAsSearch:
             if on_progress is not None:
                 on_progress(done, total, f"{phase} {epoch}/{n}")
 
+        def train(phase: str, epochs: int, optimisers: list[torch.optim.Optimizer], **options: Any) -> None:
+            for epoch in range(epochs):
+                loss = self._train_epoch(net, x_train, y_train, gen, optimisers, **options)
+                extra = {"cost": cost.of_config(config, net.widths()), "widths": net.widths()} if phase == "search" else {}
+                tick(phase, epoch + 1, epochs, loss=loss, **extra)
+
         # 1. pre-train the unpruned network (gates all open and frozen)
         net.set_gates_trainable(False)
-        net.train()
-        opt = torch.optim.Adam(net.weight_parameters(), lr=self.lr)
-        for epoch in range(self.pretrain_epochs):
-            loss_sum = 0.0
-            for idx in self._batches(len(x_train), gen):
-                loss = F.cross_entropy(net(x_train[idx]), y_train[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                loss_sum += loss.item() * len(idx)
-            tick("pretrain", epoch + 1, self.pretrain_epochs, loss=loss_sum / len(x_train))
+        train("pretrain", self.pretrain_epochs, [torch.optim.Adam(net.weight_parameters(), lr=self.lr)])
         base_top1 = _evaluate(net, x_test, y_test)
 
         # 2. search: weights and gates jointly, task loss + lam * normalised squared cost gap
         if self.importance_init:
             init_gates_by_importance(net)
         net.set_gates_trainable(True)
-        opt = torch.optim.Adam(net.weight_parameters(), lr=self.lr)
-        gate_opt = torch.optim.SGD(net.gate_parameters(), lr=self.gate_lr, momentum=self.gate_momentum)
-        for epoch in range(self.search_epochs):
-            loss_sum = 0.0
-            for idx in self._batches(len(x_train), gen):
-                task = F.cross_entropy(net(x_train[idx]), y_train[idx])
-                gap = (cost(net) - target) / base_cost
-                loss = task + self.lam * gap * gap
-                opt.zero_grad()
-                gate_opt.zero_grad()
-                loss.backward()
-                opt.step()
-                gate_opt.step()
-                for gate in net.gates():
-                    gate.clamp_()
-                loss_sum += task.item() * len(idx)
-            tick(
-                "search",
-                epoch + 1,
-                self.search_epochs,
-                loss=loss_sum / len(x_train),
-                cost=cost.of_config(config, net.widths()),
-                widths=net.widths(),
-            )
+
+        def penalty() -> torch.Tensor:
+            gap = (cost(net) - target) / base_cost
+            return self.lam * gap * gap
+
+        optimisers = [
+            torch.optim.Adam(net.weight_parameters(), lr=self.lr),
+            torch.optim.SGD(net.gate_parameters(), lr=self.gate_lr, momentum=self.gate_momentum),
+        ]
+        train("search", self.search_epochs, optimisers, penalty=penalty, after_step=net.clamp_gates)
         snapped = self._snap(net, cost, config, target)
 
         # 3. fine-tune with the gates frozen (cosine-decayed learning rate)
         net.set_gates_trainable(False)
         opt = torch.optim.Adam(net.weight_parameters(), lr=self.lr)
         steps = max(1, self.finetune_epochs * math.ceil(len(x_train) / self.batch_size))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        net.train()
-        for epoch in range(self.finetune_epochs):
-            loss_sum = 0.0
-            for idx in self._batches(len(x_train), gen):
-                loss = F.cross_entropy(net(x_train[idx]), y_train[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                loss_sum += loss.item() * len(idx)
-            tick("finetune", epoch + 1, self.finetune_epochs, loss=loss_sum / len(x_train))
+        train("finetune", self.finetune_epochs, [opt], after_step=torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps).step)
         net.eval()
 
         # 4. reparameterise and check

@@ -9,6 +9,9 @@
   differentiable function of the gates.
 - :func:`reparameterize`: BN folding, branch merging and channel slicing into a plain ``nn.Sequential`` of
   ``Conv2d``/``ReLU``/pool/``Linear`` that computes what the pruned multi-branch network computes in eval mode.
+- the plain network as a latency table sees it: :func:`plain_network`, one layer of it (:func:`plain_layer`),
+  each layer's LUT key (:func:`layer_key`, :func:`network_keys`) and the widths a table measures
+  (:func:`width_grid`).
 """
 
 from __future__ import annotations
@@ -291,6 +294,58 @@ class PasNet(nn.Module):
         for p in self.gate_parameters():
             p.requires_grad_(trainable)
 
+    def clamp_gates(self) -> None:
+        """Every gate's weights back into their range (after an optimiser step)."""
+        for gate in self.gates():
+            gate.clamp_()
+
+
+#: A latency table measures every layer at every multiple of this many channels (and at 1 and the full width).
+DEFAULT_WIDTH_STEP = 8
+
+
+def width_grid(channels: int, step: int = DEFAULT_WIDTH_STEP) -> list[int]:
+    """The widths a latency table measures for a layer of ``channels`` channels: 1, every multiple of ``step``
+    and ``channels``. Runtimes are markedly slower at widths off their vector blocks (on an AVX-512 CPU, ONNX
+    Runtime's conv at 25 or 37 channels costs more than at 32 or 48), which no interpolation between a few
+    widths sees: a table holds every width a search with ``width_multiple == step`` can choose."""
+    return sorted({1, channels, *range(step, channels + 1, step)})
+
+
+def layer_key(h_in: int, c_in: int, h_out: int, c_out: int, kernel: int, stride: int) -> str:
+    """LUT key of one plain 3x3 conv + ReLU layer (OFA-style key schema: op ``pas_conv``)."""
+    return (
+        f"pas_conv-input:{h_in}x{h_in}x{c_in}-output:{h_out}x{h_out}x{c_out}-kernel:{kernel}-stride:{stride}"
+    )
+
+
+def network_keys(config: PasNetConfig, widths: Sequence[int]) -> list[str]:
+    """The :func:`layer_key` of every 3x3 layer of the plain network of ``config`` at ``widths``."""
+    keys, c_in = [], config.in_channels
+    for shape, c_out in zip(config.layer_shapes(), widths, strict=True):
+        keys.append(layer_key(shape["h_in"], c_in, shape["h_out"], int(c_out), shape["kernel"], shape["stride"]))
+        c_in = int(c_out)
+    return keys
+
+
+def plain_network(config: PasNetConfig, widths: Sequence[int]) -> nn.Sequential:
+    """A plain network of ``config`` at ``widths`` with random weights: exactly the layers
+    :func:`reparameterize` produces (3x3 conv + ReLU per block, pool, linear)."""
+    layers: list[nn.Module] = []
+    c_in = config.in_channels
+    for (_, stride), width in zip(config.layers, widths, strict=True):
+        layers += [nn.Conv2d(c_in, int(width), 3, stride=stride, padding=1, bias=True), nn.ReLU()]
+        c_in = int(width)
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, config.num_classes)]
+    return nn.Sequential(*layers).eval()
+
+
+def plain_layer(shape: dict[str, int], c_in: int, c_out: int) -> nn.Sequential:
+    """One layer of a plain network (3x3 conv + ReLU) of the :meth:`PasNetConfig.layer_shapes` entry ``shape``
+    at ``c_in`` -> ``c_out`` channels, random weights: what a latency table's entry :func:`layer_key` measures."""
+    conv = nn.Conv2d(c_in, c_out, shape["kernel"], stride=shape["stride"], padding=1, bias=True)
+    return nn.Sequential(conv, nn.ReLU())
+
 
 @torch.no_grad()
 def init_gates_by_importance(net: PasNet, *, low: float = 0.52, high: float = 1.0) -> None:
@@ -373,3 +428,4 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
         for h in handles:
             h.remove()
     return total
+
