@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_fewshot [--space ofa-mbv3-w1.0] [--subnets 100]
         [--settings ort1,ort2,litert-f32,litert-int8] [--shots 10,20,50] [--splits 5] [--measure-only]
+        [--load SPEC | --load none] [--loaded-settings ort1]
 
 Four settings of this machine stand in for four devices: ONNX Runtime with 1 thread, ONNX Runtime with 2
 threads, LiteRT float32 and LiteRT int8 (1 thread). ``--subnets`` random subnets of ``--space`` at its LUT
@@ -12,10 +13,15 @@ measurements are cached in ``benchmark-results/fewshot-<space>-<setting>.csv`` (
 
 For each setting (the target), the other settings are the prior devices (their measurements, all of them);
 the target's ``--shots`` subnets are picked by ``suggest_archs`` from the measured pool (and, for
-``--splits`` more fits, at random), and the predictor (``fit_fewshot``: the model chosen by cross-validation) is judged on the rest
-against the geometric mean of the two passes. Reported: Spearman, share within ±10%, the coverage of the
-90% interval, the chosen model, the per-stage-MACs linear baseline at the same samples, and the device's
-noise floor (pass 1 against pass 2, every subnet).
+``--splits`` more fits, at random), and the predictor (``LearnedLatency``: the model chosen by
+cross-validation) is judged on the rest against the geometric mean of the two passes. Reported: Spearman,
+share within ±10%, the coverage of the 90% interval, the chosen model, the same without the priors (the
+transfer's gain: ``--prior`` against none), the per-stage-MACs linear baseline at the same samples, and the
+device's noise floor (pass 1 against pass 2, every subnet).
+
+The loaded row: each of ``--loaded-settings`` is measured again (both passes) while ``--load`` runs beside
+it (``benchmarks/_load.py``; default its ``DEFAULT_LOAD``), cached as ``...-<setting>-loaded.csv``, and
+judged the same way (priors: the other settings' quiet measurements).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ._harness import header, load_average, table
+from ._load import add_load_arguments, under
 
 SETTINGS = {  # name: (runtime, threads, dtype)
     "ort1": ("onnxruntime", 1, "float32"),
@@ -43,8 +50,8 @@ LABELS = {"ort1": "ONNX Runtime, 1 thread", "ort2": "ONNX Runtime, 2 threads",
 RESULTS = Path("benchmark-results")
 
 
-def cache_path(space: str, setting: str) -> Path:
-    return RESULTS / f"fewshot-{space}-{setting}.csv"
+def cache_path(space: str, setting: str, loaded: bool = False) -> Path:
+    return RESULTS / f"fewshot-{space}-{setting}{'-loaded' if loaded else ''}.csv"
 
 
 def read_cache(path: Path, reading: str = "median") -> tuple[list[str], np.ndarray]:
@@ -95,7 +102,10 @@ def measure_setting(space: str, archs: list[Any], setting: str, rounds: int, run
 
 
 def ensure_measured(space: str, n: int, settings: list[str], seed: int, rounds: int, runs: int,
-                    litert_n: int | None = None, reading: str = "median", device: str = "local") -> dict[str, tuple[list[str], np.ndarray]]:
+                    litert_n: int | None = None, reading: str = "median", device: str = "local",
+                    load: Any = None) -> dict[str, tuple[list[str], np.ndarray]]:
+    """{setting: (arch JSON strings, (2, n) ms)}, measured (under ``load``, a LoadSpec, when given: the
+    ``-loaded`` cache) or read from the cache."""
     from hwnas.supernet import get_space
 
     sp = get_space(space)
@@ -103,11 +113,14 @@ def ensure_measured(space: str, n: int, settings: list[str], seed: int, rounds: 
     RESULTS.mkdir(exist_ok=True)
     data = {}
     for s in settings:
-        path = cache_path(space, s)
+        path = cache_path(space, s, loaded=load is not None)
         if not path.is_file():
             todo = archs[:litert_n] if litert_n and SETTINGS[s][0] == "litert" else archs
-            print(f"measuring {len(todo)} subnets on {LABELS[s]} ({load_average()})", flush=True)
-            ms = measure_setting(space, todo, s, rounds, runs, device)
+            print(f"measuring {len(todo)} subnets on {LABELS[s]}{'' if load is None else ' under ' + str(load)} "
+                  f"({load_average()})", flush=True)
+            with under(load):
+                ms = measure_setting(space, todo, s, rounds, runs, device)
+            print(f"  measured ({load_average()})", flush=True)
             tmp = path.with_name(path.name + ".tmp")
             with tmp.open("w", newline="") as fh:
                 w = csv.writer(fh)
@@ -133,14 +146,25 @@ def main() -> None:
     ap.add_argument("--litert-subnets", type=int, default=None,
                     help="Measure only the first N subnets with LiteRT (converting to .tflite is slow).")
     ap.add_argument("--measure-only", action="store_true")
+    ap.add_argument("--loaded-settings", default="ort1",
+                    help="Settings also measured under --load (the loaded row); empty: none.")
     ap.add_argument("--json", type=Path, default=None, help="Also write the results here.")
+    add_load_arguments(ap)
     args = ap.parse_args()
     settings = args.settings.split(",")
-    data = ensure_measured(args.space, args.subnets, settings, args.seed, args.rounds, args.runs,
-                           args.litert_subnets, device=args.device)
+    data = {}
+    if not args.no_quiet:
+        data = ensure_measured(args.space, args.subnets, settings, args.seed, args.rounds, args.runs,
+                               args.litert_subnets, device=args.device)
+    loaded = [s for s in args.loaded_settings.split(",") if s] if args.load is not None else []
+    loaded_data = ensure_measured(args.space, args.subnets, loaded, args.seed, args.rounds, args.runs,
+                                  args.litert_subnets, device=args.device, load=args.load) if loaded else {}
     if args.measure_only:
         return
-    report(args, settings, data)
+    if args.no_quiet:  # the priors of a loaded row are the other settings' quiet measurements
+        data = ensure_measured(args.space, args.subnets, settings, args.seed, args.rounds, args.runs,
+                               args.litert_subnets, device=args.device)
+    report(args, settings, data, loaded_data)
 
 
 def agreement(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -154,57 +178,82 @@ def judge(space: Any, archs: list[Any], y: np.ndarray, train: np.ndarray, priors
     from hwnas.search.latency import LearnedLatency
 
     test = np.setdiff1d(np.arange(len(y)), train)
-    model = LearnedLatency(space=space, priors=priors, seed=seed).fit([archs[i] for i in train], y[train])
-    pred, iv = model.predict_interval([archs[i] for i in test])
-    rho, w10 = agreement(pred, y[test])
-    cover = float(np.mean((iv[:, 0] <= y[test]) & (y[test] <= iv[:, 1])))
-    base = LearnedLatency(space=space, models=["macs-linear"], seed=seed).fit([archs[i] for i in train], y[train])
-    rho_b, w10_b = agreement(base.predict([archs[i] for i in test]), y[test])
-    return {"model": model.model_, "spearman": rho, "within10": w10, "coverage": cover,
-            "base_spearman": rho_b, "base_within10": w10_b, "held_out": int(len(test))}
+    fit_on = [archs[i] for i in train]
+    held = [archs[i] for i in test]
+    out: dict[str, Any] = {"held_out": int(len(test))}
+    for tag, kw in (("", {"priors": priors}), ("noprior_", {}), ("base_", {"models": ["macs-linear"]})):
+        model = LearnedLatency(space=space, seed=seed, **kw).fit(fit_on, y[train])
+        pred, iv = model.predict_interval(held)
+        out[tag + "spearman"], out[tag + "within10"] = agreement(pred, y[test])
+        out[tag + "coverage"] = float(np.mean((iv[:, 0] <= y[test]) & (y[test] <= iv[:, 1])))
+        out[tag + "model"] = model.model_
+    return out
 
 
-def report(args: argparse.Namespace, settings: list[str], data: dict[str, tuple[list[str], np.ndarray]]) -> None:
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def report(args: argparse.Namespace, settings: list[str], data: dict[str, tuple[list[str], np.ndarray]],
+           loaded: dict[str, tuple[list[str], np.ndarray]] | None = None) -> None:
+    """Print the table (and ``--json``): every quiet setting left out in turn, then each loaded one."""
     from hwnas.search.fewshot import measurements_prior, suggest_archs
     from hwnas.supernet import get_space
 
     sp = get_space(args.space)
     print(header(f"Few-shot latency: leave one device out, `{args.space}`"))
-    rows, raw = [], {}
-    for target in settings:
-        arch_json, ms = data[target]
+    quiet_y = {s: np.exp(np.log(data[s][1]).mean(axis=0)) for s in settings}
+    prior_of = {s: measurements_prior(data[s][0], quiet_y[s], sp, source=s) for s in settings}
+    jobs = [(s, "quiet", data[s]) for s in settings]
+    jobs += [(s, f"loaded ({args.load})", v) for s, v in (loaded or {}).items()]
+    rows, raw, means = [], {}, {}
+    for target, cond, (arch_json, ms) in jobs:
         archs = [sp.parse(a) for a in arch_json]
         y = np.exp(np.log(ms).mean(axis=0))
         noise = agreement(ms[0], ms[1])
-        priors = []
-        for other in settings:
-            if other != target:
-                oa, oms = data[other]
-                priors.append(measurements_prior(oa, np.exp(np.log(oms).mean(axis=0)), sp, source=other))
+        priors = [prior_of[o] for o in settings if o != target]
         for shots in [int(k) for k in args.shots.split(",")]:
             if shots > len(y) - 10:
                 continue
             picks = [np.asarray([archs.index(a) for a in suggest_archs(sp, shots, pool=archs, seed=0)])]
             picks += [np.random.default_rng(k).permutation(len(y))[:shots] for k in range(args.splits)]
             res = [judge(sp, archs, y, tr, priors, k) for k, tr in enumerate(picks)]
-            raw[f"{target}/{shots}"] = res
+            raw[f"{target}/{cond}/{shots}"] = res
             rnd = res[1:]
 
-            def mean(key: str, rs: list[dict[str, Any]]) -> float:
+            def mean(key: str, rs: list[dict[str, Any]] = rnd) -> float:
                 return statistics.mean(r[key] for r in rs)
 
-            rows.append([LABELS[target], shots, f"{noise[0]:.3f} / {100 * noise[1]:.0f}%", res[0]["model"],
-                         f"{res[0]['spearman']:.3f}", f"{100 * res[0]['within10']:.0f}%",
-                         f"{100 * res[0]['coverage']:.0f}%", f"{mean('spearman', rnd):.3f}",
-                         f"{100 * mean('within10', rnd):.0f}%", f"{100 * mean('coverage', rnd):.0f}%",
-                         f"{mean('base_spearman', rnd):.3f} / {100 * mean('base_within10', rnd):.0f}%",
-                         res[0]["held_out"]])
+            if cond == "quiet":
+                means.setdefault(shots, []).append({k: mean(k) for k in ("spearman", "within10", "coverage",
+                                                                        "base_spearman", "base_within10")})
+            s0 = res[0]
+            rows.append([LABELS[target], cond, shots, f"{noise[0]:.3f} / {_pct(noise[1])}",
+                         s0["model"], f"{s0['spearman']:.3f}", _pct(s0["within10"]), _pct(s0["coverage"]),
+                         f"{mean('spearman'):.3f}", _pct(mean("within10")), _pct(mean("coverage")),
+                         f"{mean('noprior_spearman'):.3f} / {_pct(mean('noprior_within10'))} / "
+                         f"{_pct(mean('noprior_coverage'))}",
+                         f"{mean('base_spearman'):.3f} / {_pct(mean('base_within10'))}", s0["held_out"]])
             print(" | ".join(map(str, rows[-1])), flush=True)
     print()
-    print(table(["target (left out)", "samples", "noise floor: pass vs pass Spearman / within ±10%",
-                 "model (suggested)", "Spearman (suggested)", "within ±10%", "90% interval coverage",
-                 f"Spearman (random, {args.splits} splits)", "within ±10%", "coverage",
-                 "per-stage-MACs linear baseline (random)", "held out"], rows))
+    print(table(["target (left out)", "load", "samples", "noise floor: pass vs pass Spearman / within ±10%",
+                 "model (suggested, with priors)", "Spearman (suggested)", "within ±10%", "90% coverage",
+                 f"Spearman (with priors, random, {args.splits} splits)", "within ±10%", "90% coverage",
+                 "no prior (random): Spearman / ±10% / coverage", "per-stage-MACs linear baseline (random)",
+                 "held out"], rows))
+    print()
+    summary = []
+    for shots, ms_ in means.items():
+        beat = sum(m["spearman"] >= m["base_spearman"] and m["within10"] >= m["base_within10"]
+                   and (m["spearman"] > m["base_spearman"] or m["within10"] > m["base_within10"]) for m in ms_)
+        summary.append([shots, f"{statistics.mean(m['spearman'] for m in ms_):.3f}",
+                        _pct(statistics.mean(m["within10"] for m in ms_)),
+                        _pct(statistics.mean(m["coverage"] for m in ms_)),
+                        f"{statistics.mean(m['base_spearman'] for m in ms_):.3f} / "
+                        f"{_pct(statistics.mean(m['base_within10'] for m in ms_))}",
+                        f"{beat} of {len(ms_)}"])
+    print(table(["samples", "mean Spearman (quiet, with priors, random)", "mean within ±10%", "mean coverage",
+                 "baseline mean", "settings beating the baseline (better on one, no worse on the other)"], summary))
     print(f"\nLoad after: {load_average()}.")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1))
