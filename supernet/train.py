@@ -24,6 +24,10 @@ steps as progressive shrinking takes in all, without a teacher.
 
 A checkpoint is written after every phase; rerunning with the same ``out`` skips the phases it holds.
 
+This module holds the training run (settings, the loop, evaluation); the schedule lives in
+:mod:`.schedule`, checkpoints in :mod:`.checkpoint`, the data-parallel plumbing in :mod:`._distributed`
+(their public names are importable from here too).
+
 Data parallelism: under ``torchrun`` (``WORLD_SIZE`` > 1) every rank takes its share of each global batch,
 samples the same subnets (the sampling RNG is seeded by step), normalises with batch statistics
 all-reduced across ranks (:meth:`OFASupernet.set_sync_bn`) and all-reduces the summed gradients of the
@@ -36,12 +40,10 @@ Only rank 0 evaluates, writes checkpoints and reports progress.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +53,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import bn as bn_mod
+from ._distributed import Dist, allreduce_grads, allreduce_sum, barrier, init_distributed
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Checkpoint, load_checkpoint, save_checkpoint
 from .data import ImageDataset, load_dataset
-from .elastic import Choices, OFASupernet
-from .errors import CheckpointError, SupernetError
-from .files import atomic_write
+from .elastic import OFASupernet
+from .errors import CheckpointError
+from .schedule import COMPACT_EPOCHS, OFA_EPOCHS, SAMPLINGS, Phase, TrainConfigError, default_phases, lr_at
 from .spaces import SearchSpace, get_space
 
 __all__ = [
@@ -74,131 +78,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "hwnas-supernet"
-CHECKPOINT_VERSION = 1
-SAMPLINGS = ("progressive", "random")
-PHASE_NAMES = ("largest", "kernel", "depth-1", "depth-2", "expand-1", "expand-2")
-
-#: OFA's schedule (epochs, lr per 64 images, warm-up epochs); the largest network: a MobileNetV3 run.
-OFA_EPOCHS: dict[str, tuple[float, float, float]] = {
-    "largest": (180, 0.026, 5),
-    "kernel": (120, 3e-2, 5),
-    "depth-1": (25, 2.5e-3, 0),
-    "depth-2": (120, 7.5e-3, 5),
-    "expand-1": (25, 2.5e-3, 0),
-    "expand-2": (120, 7.5e-3, 5),
-}
-#: ``compact`` on digits (1438 training images, batch 64, 22 steps an epoch): OFA's phases scaled down --
-#: 660 optimizer steps, 593 s wall with ``--threads 1`` on a shared 2-core machine (extrapolated: ~6 minutes
-#: on 2 free cores); largest subnet 99.2% top-1, smallest 93.3%. The short phases want larger learning
-#: rates than OFA's (halving the later phases' rates cost the smallest subnet 4 points); the fine-tuning
-#: phases keep a fraction of the kernel phase's rate as in OFA.
-COMPACT_EPOCHS: dict[str, tuple[float, float, float]] = {
-    "largest": (10, 0.1, 1),
-    "kernel": (5, 0.06, 0.5),
-    "depth-1": (1, 0.01, 0),
-    "depth-2": (4, 0.03, 0.25),
-    "expand-1": (1, 0.01, 0),
-    "expand-2": (4, 0.03, 0.25),
-}
-SUBNETS_PER_STEP = {"largest": 1, "kernel": 1, "depth-1": 2, "depth-2": 2, "expand-1": 4, "expand-2": 4}
-
-
-class TrainConfigError(SupernetError, ValueError):
-    """An invalid training setting (exit code 2)."""
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One phase of the schedule: ``choices`` is its sampling space, ``n_subnets`` the subnets trained per
-    step (gradients summed), ``kd`` whether the largest network's soft targets are added, ``expand_stage``
-    the channel-sorting stage applied before the phase (None: none)."""
-
-    name: str
-    epochs: float
-    lr: float
-    warmup_epochs: float
-    choices: Choices
-    n_subnets: int = 1
-    kd: bool = True
-    expand_stage: int | None = None
-    largest_only: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["choices"] = self.choices.to_dict()
-        return d
-
-
-def _top(values: Sequence[int], n: int) -> tuple[int, ...]:
-    return tuple(sorted(values)[-n:])
-
-
-def default_phases(
-    space: str | SearchSpace, *, sampling: str = "progressive", epochs_scale: float = 1.0
-) -> list[Phase]:
-    """The schedule for ``space``: progressive shrinking's phases, or the one phase of the random baseline
-    (as many steps as progressive shrinking's phases together; the largest phase's learning rate).
-    Phases whose sampling space equals the previous one's are left out (e.g. depth-1 with two depths).
-    ``epochs_scale`` multiplies every phase's epochs and warm-up."""
-    sp = get_space(space)
-    if sampling not in SAMPLINGS:
-        raise TrainConfigError(f"sampling {sampling!r} is not one of {list(SAMPLINGS)}")
-    if not (epochs_scale > 0 and math.isfinite(epochs_scale)):
-        raise TrainConfigError(f"epochs_scale must be a positive number, got {epochs_scale}")
-    table = COMPACT_EPOCHS if sp.name == "compact" else OFA_EPOCHS
-    ks_all, e_all, d_all = sp.ks_choices, sp.e_choices, sp.d_choices
-    ks_max, e_max, d_max = ks_all[-1:], e_all[-1:], d_all[-1:]
-    spaces = {
-        "largest": Choices(ks=ks_max, e=e_max, d=d_max),
-        "kernel": Choices(ks=ks_all, e=e_max, d=d_max),
-        "depth-1": Choices(ks=ks_all, e=e_max, d=_top(d_all, 2)),
-        "depth-2": Choices(ks=ks_all, e=e_max, d=d_all),
-        "expand-1": Choices(ks=ks_all, e=_top(e_all, 2), d=d_all),
-        "expand-2": Choices(ks=ks_all, e=e_all, d=d_all),
-    }
-    phases: list[Phase] = []
-    previous: Choices | None = None
-    expand_stage = 0
-    for name in PHASE_NAMES:
-        ch = spaces[name]
-        if ch == previous:
-            continue
-        epochs, lr, warmup = table[name]
-        stage = None
-        if name.startswith("expand"):
-            stage = expand_stage
-            expand_stage += 1
-        phases.append(
-            Phase(
-                name=name,
-                epochs=epochs * epochs_scale,
-                lr=lr,
-                warmup_epochs=warmup * epochs_scale,
-                choices=ch,
-                n_subnets=SUBNETS_PER_STEP[name],
-                kd=name != "largest",
-                expand_stage=stage,
-                largest_only=name == "largest",
-            )
-        )
-        previous = ch
-    if sampling == "random":
-        total = sum(p.epochs for p in phases)
-        first = phases[0]
-        return [
-            Phase(
-                name="random",
-                epochs=total,
-                lr=first.lr,
-                warmup_epochs=first.warmup_epochs,
-                choices=Choices.of_space(sp),
-                n_subnets=1,
-                kd=False,
-            )
-        ]
-    return phases
 
 
 @dataclass(frozen=True)
@@ -253,179 +132,6 @@ RESUME_KEYS = ("space", "data", "sampling", "epochs_scale", "seed", "batch_size"
 
 
 # --------------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-@dataclass
-class Checkpoint:
-    """A supernet checkpoint's content (see :func:`save_checkpoint`)."""
-
-    space: str
-    state_dict: dict[str, torch.Tensor]
-    n_classes: int
-    config: dict[str, Any]
-    phases: list[dict[str, Any]] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    teacher_state_dict: dict[str, torch.Tensor] | None = None
-    final: dict[str, Any] | None = None
-    path: Path | None = None
-
-    @property
-    def finished(self) -> list[str]:
-        """Names of the finished phases."""
-        return [p["name"] for p in self.phases]
-
-    def supernet(self) -> OFASupernet:
-        """The supernet with the checkpoint's weights, in eval mode."""
-        net = OFASupernet(self.space, n_classes=self.n_classes, dropout_rate=float(self.config.get("dropout_rate", 0.1)))
-        try:
-            net.load_state_dict(self.state_dict, strict=True)
-        except RuntimeError as exc:
-            where = self.path or "checkpoint"
-            first = str(exc).strip().splitlines()
-            raise CheckpointError(f"{where}: weights do not fit the {self.space} supernet ({first[-1].strip() if first else exc})") from None
-        return net.eval()
-
-
-def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
-    """Write ``ckpt`` with ``torch.save`` (atomically: a temporary file renamed over ``path``) as the plain
-    dict ``{"format": "hwnas-supernet", "version": 1, "space", "state_dict", "phases", "history",
-    "config", "n_classes", "teacher_state_dict", "final"}``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "space": ckpt.space,
-        "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
-        "phases": ckpt.phases,
-        "history": ckpt.history,
-        "config": ckpt.config,
-        "n_classes": ckpt.n_classes,
-        "teacher_state_dict": (
-            None if ckpt.teacher_state_dict is None else {k: v.detach().cpu() for k, v in ckpt.teacher_state_dict.items()}
-        ),
-        "final": ckpt.final,
-    }
-    return atomic_write(path, lambda fh: torch.save(payload, fh))
-
-
-def load_checkpoint(path: str | Path, *, space: str | SearchSpace | None = None) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only`` unpickling: tensors and plain
-    data only). ``space``: the space it must belong to.
-
-    Raises CheckpointError for a missing or unreadable file, another format or version, or another space."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch/pickle raise many kinds of errors for a foreign or truncated file
-        text = str(exc).strip()
-        reason = type(exc).__name__ if not text or "Weights only load failed" in text else text.splitlines()[0][:120]
-        raise CheckpointError(f"{path}: not a readable hwnas supernet checkpoint ({reason})") from None
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an hwnas supernet checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    if data.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint version {data.get('version')!r} is not supported (expected {CHECKPOINT_VERSION})"
-        )
-    missing = [k for k in ("space", "state_dict", "config") if k not in data]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint is missing {', '.join(missing)}")
-    name = str(data["space"])
-    if space is not None:
-        want = get_space(space).name
-        if name != want:
-            raise CheckpointError(f"{path}: checkpoint of space {name}, not of {want}")
-    try:
-        sp = get_space(name)
-    except SupernetError:
-        raise CheckpointError(f"{path}: checkpoint of unknown space {name!r}") from None
-    if not isinstance(data["state_dict"], dict):
-        raise CheckpointError(f"{path}: 'state_dict' is not a dict of tensors")
-    return Checkpoint(
-        space=sp.name,
-        state_dict=data["state_dict"],
-        n_classes=int(data.get("n_classes") or sp.n_classes),
-        config=dict(data["config"]),
-        phases=list(data.get("phases") or []),
-        history=list(data.get("history") or []),
-        teacher_state_dict=data.get("teacher_state_dict"),
-        final=data.get("final"),
-        path=path,
-    )
-
-
-# --------------------------------------------------------------------------------------------------------
-# Distributed helpers
-
-
-@dataclass(frozen=True)
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed() -> _Dist:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1): gloo on CPU, NCCL with CUDA."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return _Dist(rank=dist.get_rank(), world_size=dist.get_world_size())
-
-
-def _allreduce_grads(params: list[nn.Parameter], world_size: int) -> None:
-    """Average the gradients over the ranks in one all-reduce. Flattened by logical element order
-    (``reshape``): channels-last gradients must not be flattened by their memory layout."""
-    import torch.distributed as dist
-
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world_size
-    offset = 0
-    for g in grads:
-        n = g.numel()
-        g.copy_(flat[offset : offset + n].view(g.shape))
-        offset += n
-
-
-def _allreduce_sum(values: list[float], dist_info: _Dist) -> list[float]:
-    if not dist_info.active:
-        return values
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def _barrier(dist_info: _Dist) -> None:
-    if dist_info.active:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-# --------------------------------------------------------------------------------------------------------
 # Training
 
 
@@ -451,13 +157,6 @@ def _param_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         # OFA's no_decay_keys "bn#bias": BN weights and biases, and every bias
         (no_decay if (".bn." in name or name.endswith("bias")) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
-    if step < warmup:
-        return base * (step + 1) / (warmup + 1)
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * base * (1.0 + math.cos(math.pi * t))
 
 
 def _soft_ce(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
@@ -496,7 +195,7 @@ def train_supernet(
     total, phase_name)`` is called after each step of a phase and ``on_phase(name, index, n_phases, event)``
     with event ``start``, ``skip`` or ``done`` (rank 0 only). Raises CheckpointError for an unreadable
     ``out`` or one written by another run, DatasetError for bad data."""
-    dist_info = _init_distributed()
+    dist_info = init_distributed()
     sp = get_space(config.space)
     config = replace(config, space=sp.name)
     schedule = list(phases) if phases is not None else default_phases(
@@ -589,7 +288,7 @@ def train_supernet(
                 phases=done_phases, history=history,
                 teacher_state_dict=None if teacher is None else teacher.state_dict(), final=None,
             ))
-        _barrier(dist_info)
+        barrier(dist_info)
         if on_phase is not None and dist_info.main:
             on_phase(phase.name, index, len(schedule), "done")
 
@@ -611,7 +310,7 @@ def train_supernet(
                     phases=done_phases, history=history,
                     teacher_state_dict=None if teacher is None else teacher.state_dict(), final=final,
                 ))
-    _barrier(dist_info)
+    barrier(dist_info)
     return TrainResult(
         checkpoint=out_path, phases=records, history=history, final=final,
         seconds=time.perf_counter() - started, rank=dist_info.rank,
@@ -625,7 +324,7 @@ def _phase_min_arch(sp: SearchSpace, phase: Phase) -> Any:
                      "d": [min(ch.d)] * sp.n_stages, "r": sp.resolutions[0]})
 
 
-def _make_teacher(net: OFASupernet, dist_info: _Dist) -> OFASupernet:
+def _make_teacher(net: OFASupernet, dist_info: Dist) -> OFASupernet:
     """A frozen copy of the supernet's largest network (the KD teacher)."""
     net.set_sync_bn(None)
     teacher = net.copy_frozen()
@@ -658,7 +357,7 @@ def _run_phase(
     index: int,
     config: TrainConfig,
     train_set: ImageDataset,
-    dist_info: _Dist,
+    dist_info: Dist,
     device: torch.device,
     on_progress: Callable[[int, int, str], None] | None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -691,7 +390,7 @@ def _run_phase(
         for x, y in loader:
             if step >= total:
                 break
-            lr = _lr_at(step, total, warmup, base_lr)
+            lr = lr_at(step, total, warmup, base_lr)
             for g in opt.param_groups:
                 g["lr"] = lr
             x = x.to(device).contiguous(memory_format=torch.channels_last)
@@ -716,13 +415,13 @@ def _run_phase(
                 correct += float((out.detach().argmax(1) == y).sum())
                 seen += len(y)
             if dist_info.active:
-                _allreduce_grads(params, dist_info.world_size)
+                allreduce_grads(params, dist_info.world_size)
             opt.step()
             step += 1
             e_steps += 1
             if on_progress is not None:
                 on_progress(step, total, phase.name)
-        loss_sum, correct, seen = _allreduce_sum([loss_sum, correct, seen], dist_info)
+        loss_sum, correct, seen = allreduce_sum([loss_sum, correct, seen], dist_info)
         history.append({
             "phase": phase.name,
             "epoch": epoch + 1,
