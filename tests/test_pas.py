@@ -16,7 +16,7 @@ from hwnas.agents.device import Device
 from hwnas.agents.profiles import load_profile
 from hwnas.profiler.lut import LUT, OVERHEAD_KEY, OVERHEAD_OP, LUTWriter, default_metadata, entry_row
 from hwnas.profiler.measure import STAT_KEYS, MeasurePlan
-from hwnas.profiler.profile import LUT_COLUMNS, LUT_STATISTIC
+from hwnas.profiler.profile import LUT_COLUMNS, LUT_STATISTIC, lut_columns
 from hwnas.search import pas as pas_search
 from hwnas.search.errors import BudgetError, PredictorError
 from hwnas.search.pas import (
@@ -259,6 +259,63 @@ def test_measure_layer_table_on_a_device_profile(tmp_path: Path, device_yaml: Pa
     proc = _hwnas("lut", "show", str(out), "--json", timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["entries"] == 7
+
+
+STANDIN = REPO / "tests" / "standin_benchmark.py"
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+@pytest.mark.parametrize(
+    ("runtime", "fixture", "mean_ms", "columns"),
+    [
+        pytest.param(
+            "onnxruntime-perf-test", "ort_perf_test_android_pixel6_cpu_1t_resnet18.txt", 19.918,
+            ("mean_ms", "min_ms", "max_ms"), id="onnxruntime-perf-test",
+        ),
+        pytest.param(
+            "tflite-benchmark", "tflite_benchmark_android_pocox3_cpu_2t_op_profiling.txt", 17.138,
+            ("mean_ms", "std_ms", "min_ms", "max_ms"), id="tflite-benchmark", marks=pytest.mark.tflite,
+        ),
+    ],
+)
+def test_measure_layer_table_with_a_benchmark_program(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str, fixture: str, mean_ms: float, columns: tuple[str, ...]
+) -> None:
+    """A PaS latency table on a benchmark-program runtime, through the profiler's public table API.
+
+    No ``benchmark_model``/``onnxruntime_perf_test`` binary exists for this machine: the profile runs the
+    STAND-IN ``tests/standin_benchmark.py``, which prints a recorded real output of the tool (the same one for
+    every model). Everything else is real: the exported model files, the local transport, the argv, the
+    output parser, the batches with their reference workload, the calibration and the LUT file."""
+    if runtime == "tflite-benchmark":
+        pytest.importorskip("litert_torch", reason="litert-torch is not installed")
+    monkeypatch.setenv("HWNAS_STANDIN_FIXTURE", str(FIXTURES / fixture))
+    yaml = tmp_path / "standin.yaml"
+    yaml.write_text(
+        f"name: standin\ntransport:\n  local: {{}}\nruntime: {runtime}\nbenchmark_binary: {STANDIN}\n"
+        f"threads: 1\nworkdir: {tmp_path}/work\n"
+    )
+    out = tmp_path / "tiny.csv"
+    with Device(load_profile(str(yaml))) as device:
+        device.acquire()
+        table = measure_layer_table(
+            TINY, device=device, out=out, step=8, plan=MeasurePlan(rounds=1, runs=3, warmup=1), calibration_nets=3
+        )
+    lut = LUT.load(out)
+    assert len(lut) == 1 + 2 + 4 and lut.space == "pas-tiny"
+    meta = lut.metadata
+    # the runtime's statistic (benchmark programs: the mean), not the Python runner's p10
+    assert meta["measurement"]["raw_statistic"] == "mean_ms" and meta["reference"]["statistic"] == "mean_ms"
+    assert meta["runtime"]["name"] == runtime and meta["runtime"]["version"].startswith("standin_benchmark.py sha256:")
+    assert meta["reference"]["ms"] == pytest.approx(mean_ms)
+    assert list(lut.rows.columns) == list(lut_columns(runtime))
+    for column in columns:
+        assert lut.rows[column].gt(0).all(), column
+    assert lut.rows["mean_ms"].tolist() == pytest.approx([mean_ms] * 7)
+    # every model prints the same numbers: each layer costs nothing beyond the overhead, and the table's sum
+    # is what a whole network measured
+    assert table(TINY.widths) == pytest.approx(mean_ms) and table([1, 1]) == pytest.approx(mean_ms)
+    assert meta["calibration"]["8"]["subnets"] == 4
 
 
 def test_private_onnxruntime_timing_is_gone() -> None:
