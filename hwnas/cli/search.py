@@ -59,61 +59,6 @@ def device_lut(device: str, space: str) -> Path:
     return found[-1]
 
 
-def _one_search(
-    *,
-    name: str,
-    latency: Any,
-    accuracy: Any,
-    budgets: list[float],
-    algo: str,
-    seed: int,
-    max_params: int | None,
-    max_macs: int | None,
-    train_budgets: list[float] | None,
-    generator: Path | None,
-    out: Path | None,
-    on_progress: Any,
-    front: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    from hwnas.search.base import SearchProblem
-    from hwnas.search.registry import make_searcher
-    from hwnas.search.results import write_results
-
-    problem = SearchProblem(latency=latency, accuracy=accuracy, max_params=max_params, max_macs=max_macs)
-    searcher = make_searcher(algo, problem, seed=seed)
-    train_seconds = None
-    if algo == "pnag":
-        if train_budgets:
-            searcher.train(train_budgets, on_progress=on_progress)  # type: ignore[attr-defined]
-            train_seconds = searcher.train_seconds_  # type: ignore[attr-defined]
-            if generator is not None:
-                searcher.save(generator)  # type: ignore[attr-defined]
-        else:
-            assert generator is not None
-            searcher.load(generator)  # type: ignore[attr-defined]
-    results = searcher.search(budgets, on_progress=None if algo == "pnag" else on_progress)
-    if front is not None:  # the Pareto front, for --validate with a learned predictor
-        front.extend(searcher.front_)
-    entry: dict[str, Any] = {
-        "device": name,
-        "latency": latency.describe(),
-        "results": results,
-        "evaluations": searcher.evaluations_,
-        "seconds": round(searcher.seconds_, 4),
-    }
-    if train_seconds is not None:
-        entry["train_seconds"] = round(train_seconds, 3)
-    if out is not None:
-        info = {
-            "device": name, "space": problem.space.name, "algo": algo, "seed": seed,
-            "params": searcher.get_params(), "latency": latency.describe(),
-            "evaluations": searcher.evaluations_, "seconds": searcher.seconds_,
-            "max_params": max_params, "max_macs": max_macs,
-        }
-        entry["files"] = write_results(out, results=results, front=searcher.front_, info=info)
-    return entry
-
-
 def _validate_on_device(
     device: str, latency: Any, first: dict[str, Any], budgets: list[float], research: Any, space: Any, max_rounds: int,
     front: list[dict[str, Any]] | None = None,
@@ -195,6 +140,7 @@ def search_cmd(
     from hwnas.search.errors import BudgetError
     from hwnas.search.latency import LearnedLatency, LUTLatency
     from hwnas.search.registry import get_algorithm
+    from hwnas.search.run import run_search
     from hwnas.supernet import get_space
 
     sp = get_space(space)
@@ -252,7 +198,7 @@ def search_cmd(
     with progress_bar(f"search ({algo})", None) as bar:
         def run(item: tuple[str, Any]) -> dict[str, Any]:
             name, latency = item
-            return _one_search(
+            return run_search(
                 name=name, latency=latency, accuracy=acc, budgets=budgets, algo=algo, seed=seed,
                 max_params=limits["--max-params"], max_macs=limits["--max-macs"], train_budgets=tb,
                 generator=generator, out=(out / name if several else out) if out is not None else None,
@@ -291,7 +237,7 @@ def search_cmd(
         from hwnas.search.closed_loop import DEFAULT_MAX_ROUNDS
 
         def research(tighter: list[float], front: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-            again = _one_search(
+            again = run_search(
                 name=targets[0][0], latency=targets[0][1], accuracy=acc, budgets=tighter, algo=algo, seed=seed,
                 max_params=limits["--max-params"], max_macs=limits["--max-macs"], train_budgets=None,
                 generator=generator, out=None, on_progress=None, front=front,
