@@ -6,9 +6,11 @@ part of its job (:meth:`MeasureSettings.job`), and is written into a LUT's metad
 (:meth:`MeasureSettings.to_dict`). The defaults live here and nowhere else.
 
 Sampling is adaptive: every model gets at least ``warmup`` untimed runs, then round-robin rounds with
-the other models of its batch; after at least ``rounds`` rounds, ``runs`` timed runs and ``min_seconds``
-of timed work, it stops as soon as the relative half-width of its statistic's 95% confidence interval is
-at most ``precision``, or when ``max_entry_s`` of work were spent on it (then it is marked unconverged).
+the other models of its batch; after at least ``rounds`` rounds and ``runs`` timed runs spanning at least
+``min_seconds`` (first timed run to last, the other models' rounds in between), it stops as soon as the
+relative half-width of its statistic's 95% confidence interval is at most ``precision``, or when
+``max_entry_s`` of work were spent on it (then it is marked unconverged). On a quiet device that is
+``runs`` runs per model; a noisy one samples on until the interval is narrow enough.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class MeasureSettings:
 
     warmup: int = 10  #: untimed runs before a model's first round
     runs: int = 50  #: timed runs per model, at least (split over the rounds)
-    min_seconds: float = 0.2  #: timed work per model, at least (split over the rounds)
+    min_seconds: float = 0.2  #: a model's timed runs span at least this long (round-robin with its batch)
     cooldown_s: float = 0.0  #: pause after each model's round
     max_temp_c: float = 75.0  #: thermal gate: wait before a round while the device is hotter
     precision: float = 0.02  #: stop when the statistic's 95% CI half-width / statistic <= this

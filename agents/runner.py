@@ -24,10 +24,15 @@ The job (JSON)::
 The measurement keys (``warmup`` to ``max_entry_s``) are always sent by the host (their defaults live in
 hwnas's ``agents/measure_settings.py``, not here). Models are measured round-robin, so that a machine
 whose speed drifts affects every model alike: each round gives every model still being measured
-``runs / rounds`` timed inferences (and ``min_seconds / rounds`` of timed work). After ``rounds`` rounds a
-model is done as soon as the relative half-width of the 95% confidence interval of its ``statistic``
-(see :func:`relative_ci`) is at most ``precision``, or once ``max_entry_s`` of work went into it; its
-result says which (``ci``, ``converged``). ``precision`` null: exactly ``rounds`` rounds.
+``runs / rounds`` timed inferences. ``min_seconds`` is how long a model's timed runs must *span* (from its
+first timed run to its last, the other models' rounds in between): a short fast or slow spell of the device
+cannot make up all of a model's samples. Round-robin over a batch usually spans that by itself; the last of
+the ``rounds`` rounds runs on until it does (a model measured alone, or in one round, is timed that long).
+After ``rounds`` rounds a model is done as soon as the relative half-width of the 95% confidence interval
+of its ``statistic`` (see :func:`relative_ci`) is at most ``precision``, or once ``max_entry_s`` of work
+went into it; its result says which (``ci``, ``converged``) and how long its runs spanned (``span_s``).
+``precision`` null: exactly ``rounds`` rounds. So a quiet device stops each model after ``runs`` runs, a
+noisy one samples until its interval is narrow enough.
 
 ``samples_ms`` holds every run, in order, up to ``KEPT_SAMPLES``; past that an evenly spaced subsample of
 that many (``runs`` still counts them all, and every statistic is computed from all of them): a model
@@ -38,7 +43,7 @@ Output, one JSON object per line, flushed as soon as it is known::
     {"type": "hello", "protocol": 1, "runtime": ..., "runtime_version": ..., "pid": ...}
     {"type": "result", "id": ..., "runs": n, "median_ms": ..., "p10_ms": ..., "p90_ms": ...,
      "mean_ms": ..., "std_ms": ..., "min_ms": ..., "max_ms": ..., "samples_ms": [...],
-     "statistic": "median_ms", "ci": 0.012, "converged": true, "rounds": 4, "seconds": 0.9,
+     "statistic": "median_ms", "ci": 0.012, "converged": true, "rounds": 4, "seconds": 0.9, "span_s": 1.4,
      "temp_c": ..., "state": {...}, "thermal_wait_s": ..., "ops": [...]}
     {"type": "error", "id": ..., "message": ...}
     {"type": "done", "seconds": ..., "measured": n, "failed": n}
@@ -449,7 +454,6 @@ def main(argv):
     max_runs = int(job.get("max_runs", 100000))
     keep = bool(job.get("keep_samples", True))
     per_round = max(1, -(-runs // rounds))  # ceil: at least `runs` timed runs after `rounds` rounds
-    per_round_s = min_seconds / rounds
     flushers = {}
     state_paths = job.get("state_paths") or []
     temp_paths = job.get("temp_paths") or []
@@ -460,6 +464,7 @@ def main(argv):
     waits = {}
     spent = {}
     done_rounds = {}
+    first_run = {}  # perf_counter() at each model's first timed run: its samples' span starts there
     specs = list(job["models"])
     active = [spec["id"] for spec in specs]
     by_id = {spec["id"]: spec for spec in specs}
@@ -484,8 +489,12 @@ def main(argv):
                 flush_kb = int(spec.get("flush_kb", job.get("flush_kb", 0)) or 0)
                 if flush_kb not in flushers:
                     flushers[flush_kb] = make_flusher(flush_kb)
+                now = time.perf_counter()
+                first_run.setdefault(mid, now)
+                # the last required round runs on until the samples span min_seconds
+                span_left = min_seconds - (now - first_run[mid]) if r >= rounds - 1 else 0.0
                 samples.setdefault(mid, []).extend(
-                    time_runs(fn, per_round, per_round_s, max_runs, flushers[flush_kb])
+                    time_runs(fn, per_round, max(0.0, span_left), max_runs, flushers[flush_kb])
                 )
             except Exception as exc:
                 active.remove(mid)
@@ -506,7 +515,8 @@ def main(argv):
             result = {"type": "result", "id": mid}
             result.update(summarize(samples[mid]))
             result.update(statistic=statistic, ci=ci if math.isfinite(ci) else None, converged=converged,
-                          rounds=done_rounds[mid], seconds=round(spent[mid], 6))
+                          rounds=done_rounds[mid], seconds=round(spent[mid], 6),
+                          span_s=round(time.perf_counter() - first_run[mid], 6))
             if keep:
                 result["samples_ms"] = [round(x, 6) for x in kept_samples(samples[mid])]
             result["temp_c"] = read_temp_c(temp_paths)

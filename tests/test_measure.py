@@ -289,3 +289,48 @@ def test_kept_samples_are_every_run_up_to_the_cap_then_an_even_subsample() -> No
     assert len(kept) == runner.KEPT_SAMPLES and kept[0] == 0.0 and kept[-1] == 200_002.0
     gaps = np.diff(kept)
     assert gaps.min() >= 100 and gaps.max() <= 101  # evenly spaced: 200,002 / 1,999 = 100.05
+
+
+# ------------------------------------------------------------------- min_seconds: the span of a model's runs
+
+
+def _matmul_onnx(path: Path, n: int) -> Path:
+    """A real ONNX model (one MatMul of an n x n input by a constant), for the runner to time."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.full((n, n), 0.01, dtype=np.float32), name="w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def _run_runner(tmp_path: Path, job: dict) -> dict[str, dict]:
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    proc = subprocess.run([sys.executable, runner.__file__, str(tmp_path / "job.json")], capture_output=True,
+                          text=True, timeout=120, check=True)
+    return {m["id"]: m for m in map(json.loads, proc.stdout.splitlines()) if m.get("type") == "result"}
+
+
+def test_min_seconds_is_the_span_of_a_models_runs_not_its_timed_work(tmp_path: Path) -> None:
+    """Four real ONNX models, round-robin, min_seconds 0.3: every model's runs span at least 0.3 s, but only
+    at most the first one is kept running for it (how long depends on how long the others took to load); the
+    others' spans are filled by the rounds between (each is timed for well under 0.3 s). Before, every model was timed for 0.3 s (a quiet 97-entry profile: 21 s of a 30 s
+    run). A model measured alone in one round (the noise floor's measurement) is still timed that long."""
+    models = [{"id": f"m{i}", "path": str(_matmul_onnx(tmp_path / f"m{i}.onnx", 32 + 16 * i))} for i in range(4)]
+    job = {"runtime": "onnxruntime", "threads": 1, "warmup": 1, "runs": 6, "min_seconds": 0.3, "rounds": 3,
+           "cooldown_s": 0, "max_temp_c": 75, "precision": None, "max_entry_s": 10, "models": models}
+    got = _run_runner(tmp_path, job)
+    assert sorted(got) == ["m0", "m1", "m2", "m3"]
+    for res in got.values():
+        assert res["span_s"] >= 0.3 and res["rounds"] == 3 and res["runs"] >= 6
+    worked = {mid: res["seconds"] for mid, res in got.items()}  # time spent on the model, not loading it
+    assert all(worked[m] < 0.15 for m in ("m1", "m2", "m3")), worked
+    alone = _run_runner(tmp_path, {**job, "rounds": 1, "models": models[:1]})["m0"]
+    assert alone["seconds"] >= 0.3 and alone["span_s"] >= 0.3
