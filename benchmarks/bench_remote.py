@@ -1,7 +1,7 @@
 """Overhead of the remote path: the same LUT profiled locally and over SSH on loopback.
 
     sudo .venv/bin/python -m benchmarks.bench_remote [--space compact] [--resolutions 32,48]
-        [--runs 10] [--rounds 3] [--repeats 2] [--plain-rc]
+        [--runs 10] [--rounds 3] [--repeats 2] [--plain-rc] [--load mem:2x50%@2s,64MiB | none] [--no-quiet]
 
 Needs root: it creates a network namespace and starts OpenSSH's sshd on 127.0.0.1 inside it
 (the helpers of tests/netns.py, the same as the tests' ``sshd_server`` fixture). The "device"
@@ -24,6 +24,9 @@ also as the median of the per-repeat ratios (runs seconds apart), the cost of on
 (``true`` on an open connection: the fixed price of every round trip), and the median over
 entries of the per-entry ``p10_ms`` (and ``median_ms``) ratio SSH / local with its spread (the
 interquartile range), next to the same ratio between the two local runs: the noise floor.
+
+Runs once quiet and once under ``--load`` (benchmarks/_load.py; the load runs on the host, outside the
+namespace, through every run of its setting): one table of runs and one of ratios per setting.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import pandas as pd
 import yaml
 
 from ._harness import load_average, table
+from ._load import add_load_arguments, describe_settings, settings, under
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -108,6 +112,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="local and SSH runs each, alternating")
     ap.add_argument("--keep", type=Path, default=None, help="keep the LUTs in this folder")
     ap.add_argument("--plain-rc", action="store_true", help="sshd's sessions see an empty ~/.bashrc")
+    add_load_arguments(ap)
     args = ap.parse_args()
     reason = ns_helpers.netns_unavailable_reason()
     if reason:
@@ -119,8 +124,9 @@ def main() -> None:
     cmd = ".venv/bin/python -m benchmarks.bench_remote " + " ".join(
         [f"--space {args.space}", f"--resolutions {resolutions}", f"--runs {args.runs}", f"--rounds {args.rounds}",
          f"--repeats {args.repeats}"] + (["--plain-rc"] if args.plain_rc else [])
+        + [a for a in sys.argv[1:] if a.startswith(("--load", "--no-quiet"))]
     )
-    load_before = load_average()
+    results: list[dict[str, Any]] = []
     tmp = Path(tempfile.mkdtemp(prefix="hwnas-bench-remote-"))
     ns = ns_helpers.create_netns()
     server = None
@@ -140,41 +146,47 @@ def main() -> None:
         print(f"exporting the workloads (untimed) into {env['HWNAS_CACHE_DIR']} ...", file=sys.stderr, flush=True)
         run_cli(ns, ["profile", str(local_yaml), *common[:4], "--runs", "1", "--rounds", "1",
                      "--out", str(tmp / "warmup.csv"), "--json"], env=env, cwd=tmp)
-        runs: list[dict[str, Any]] = []
-        for i in range(args.repeats):
-            for kind in ("local", "ssh", "ssh-warm"):
-                if kind == "local":
-                    profile = local_yaml
-                elif kind == "ssh-warm":  # the same device folder again: everything is there
-                    profile = tmp / f"ssh{i}.yaml"
-                else:  # a fresh device work folder: the runner and every model are pushed again
-                    profile = tmp / f"ssh{i}.yaml"
-                    profile.write_text(yaml.safe_dump({
-                        "name": "sshdev", "transport": {"ssh": server.settings()}, "python": sys.executable,
-                        "workdir": str(tmp / f"ssh-device-{i}"),
-                    }))
-                out = tmp / f"{kind}{i}.csv"
-                print(f"run {len(runs) + 1}/{3 * args.repeats}: {kind} ...", file=sys.stderr, flush=True)
-                wall, info = run_cli(ns, ["profile", str(profile), *common, "--out", str(out)], env=env, cwd=tmp)
-                runs.append({"kind": kind, "i": i, "wall": wall, "seconds": info["seconds"], "entries": info["entries"],
-                             "lut": out})
-        round_trip = ssh_round_trip(ns, server.settings(), env=env)
-        load_after = load_average()
-        local = [r for r in runs if r["kind"] == "local"]
-        ssh = [r for r in runs if r["kind"] == "ssh"]
-        warm = [r for r in runs if r["kind"] == "ssh-warm"]
-        wall_ratio = statistics.median(r["wall"] for r in ssh) / statistics.median(r["wall"] for r in local)
-        warm_ratio = statistics.median(r["wall"] for r in warm) / statistics.median(r["wall"] for r in local)
-        paired = {k: statistics.median(r["wall"] / loc["wall"] for r, loc in zip(rs, local, strict=True))
-                  for k, rs in (("ssh", ssh), ("ssh-warm", warm))}
-        sec_ratio = statistics.median(r["seconds"] for r in ssh) / statistics.median(r["seconds"] for r in local)
-        pairs = [(s["lut"], loc["lut"]) for s, loc in zip(ssh, local, strict=True)]
-        ratios = {col: [stat_ratio(s, loc, col) for s, loc in pairs] for col in ("p10_ms", "median_ms")}
-        noise = {col: stat_ratio(local[1]["lut"], local[0]["lut"], col) for col in ratios} if len(local) > 1 else {}
-        if args.keep:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            for r in runs:
-                shutil.copy(r["lut"], args.keep / r["lut"].name)
+        for setting, spec in settings(args):
+            with under(spec):
+                load_before = load_average()
+                runs: list[dict[str, Any]] = []
+                for i in range(args.repeats):
+                    for kind in ("local", "ssh", "ssh-warm"):
+                        if kind == "local":
+                            profile = local_yaml
+                        elif kind == "ssh-warm":  # the same device folder again: everything is there
+                            profile = tmp / f"{setting}-ssh{i}.yaml"
+                        else:  # a fresh device work folder: the runner and every model are pushed again
+                            profile = tmp / f"{setting}-ssh{i}.yaml"
+                            profile.write_text(yaml.safe_dump({
+                                "name": "sshdev", "transport": {"ssh": server.settings()}, "python": sys.executable,
+                                "workdir": str(tmp / f"{setting}-ssh-device-{i}"),
+                            }))
+                        out = tmp / f"{setting}-{kind}{i}.csv"
+                        print(f"{setting} run {len(runs) + 1}/{3 * args.repeats}: {kind} ...", file=sys.stderr, flush=True)
+                        wall, info = run_cli(ns, ["profile", str(profile), *common, "--out", str(out)], env=env, cwd=tmp)
+                        runs.append({"kind": kind, "i": i, "wall": wall, "seconds": info["seconds"], "entries": info["entries"],
+                                     "lut": out})
+                round_trip = ssh_round_trip(ns, server.settings(), env=env)
+                load_after = load_average()
+                local = [r for r in runs if r["kind"] == "local"]
+                ssh = [r for r in runs if r["kind"] == "ssh"]
+                warm = [r for r in runs if r["kind"] == "ssh-warm"]
+                wall_ratio = statistics.median(r["wall"] for r in ssh) / statistics.median(r["wall"] for r in local)
+                warm_ratio = statistics.median(r["wall"] for r in warm) / statistics.median(r["wall"] for r in local)
+                paired = {k: statistics.median(r["wall"] / loc["wall"] for r, loc in zip(rs, local, strict=True))
+                          for k, rs in (("ssh", ssh), ("ssh-warm", warm))}
+                sec_ratio = statistics.median(r["seconds"] for r in ssh) / statistics.median(r["seconds"] for r in local)
+                pairs = [(s["lut"], loc["lut"]) for s, loc in zip(ssh, local, strict=True)]
+                ratios = {col: [stat_ratio(s, loc, col) for s, loc in pairs] for col in ("p10_ms", "median_ms")}
+                noise = {col: stat_ratio(local[1]["lut"], local[0]["lut"], col) for col in ratios} if len(local) > 1 else {}
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    for r in runs:
+                        shutil.copy(r["lut"], args.keep / r["lut"].name)
+                results.append({"setting": setting, "runs": runs, "load_before": load_before, "load_after": load_after,
+                                "round_trip": round_trip, "wall_ratio": wall_ratio, "warm_ratio": warm_ratio,
+                                "paired": paired, "sec_ratio": sec_ratio, "ratios": ratios, "noise": noise})
     finally:
         if server is not None:
             server.stop()
@@ -183,29 +195,35 @@ def main() -> None:
 
     print(f"## Remote path overhead: `{args.space}` over SSH on loopback vs local\n")
     print(f"Command: `{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})  ")
-    print(f"Machine load: before {load_before}; after {load_after}.  ")
+    print(describe_settings(args))
     rc_note = "an empty ~/.bashrc (--plain-rc)" if args.plain_rc else "this machine's root ~/.bashrc"
     print("SSH: OpenSSH sshd on 127.0.0.1 in a network namespace, sessions with " + rc_note + "; a cold SSH run "
           "starts from an empty device work folder (runner and models pushed), the warm one after it profiles the "
           "same folder again; workloads exported beforehand (untimed).\n")
-    print(table(["run", "path", "entries", "wall s", "profile seconds"],
-                [[n + 1, r["kind"], r["entries"], round(r["wall"], 2), round(r["seconds"], 2)]
-                 for n, r in enumerate(runs)]))
-    print()
-    rows = [
-        ["wall time, median SSH cold / median local", f"{wall_ratio:.3f}", "<= 1.10"],
-        ["wall time, SSH cold / local of the same repeat, median", f"{paired['ssh']:.3f}", "<= 1.10"],
-        ["wall time, median SSH warm / median local", f"{warm_ratio:.3f}", "<= 1.10"],
-        ["wall time, SSH warm / local of the same repeat, median", f"{paired['ssh-warm']:.3f}", "<= 1.10"],
-        ["profile seconds, median SSH cold / median local", f"{sec_ratio:.3f}", ""],
-        ["one SSH command (`true`) on an open connection, seconds", f"{round_trip:.3f}", ""],
-    ]
-    for col in ratios:
-        for n, r in enumerate(ratios[col]):
-            rows.append([f"per-entry {col} SSH cold / local (pair {n + 1}), median over entries", fmt_ratio(r), "within noise"])
-        if col in noise:
-            rows.append([f"per-entry {col} local 2 / local 1 (noise floor)", fmt_ratio(noise[col]), ""])
-    print(table(["measure", "value", "target"], rows))
+    for res in results:
+        runs, ratios, noise, paired = res["runs"], res["ratios"], res["noise"], res["paired"]
+        wall_ratio, warm_ratio, sec_ratio, round_trip = (res[k] for k in ("wall_ratio", "warm_ratio", "sec_ratio",
+                                                                              "round_trip"))
+        print(f"### {res['setting']}\n\nMachine load: before {res['load_before']}; after {res['load_after']}.\n")
+        print(table(["run", "path", "entries", "wall s", "profile seconds"],
+                    [[n + 1, r["kind"], r["entries"], round(r["wall"], 2), round(r["seconds"], 2)]
+                     for n, r in enumerate(runs)]))
+        print()
+        rows = [
+            ["wall time, median SSH cold / median local", f"{wall_ratio:.3f}", "<= 1.10"],
+            ["wall time, SSH cold / local of the same repeat, median", f"{paired['ssh']:.3f}", "<= 1.10"],
+            ["wall time, median SSH warm / median local", f"{warm_ratio:.3f}", "<= 1.10"],
+            ["wall time, SSH warm / local of the same repeat, median", f"{paired['ssh-warm']:.3f}", "<= 1.10"],
+            ["profile seconds, median SSH cold / median local", f"{sec_ratio:.3f}", ""],
+            ["one SSH command (`true`) on an open connection, seconds", f"{round_trip:.3f}", ""],
+        ]
+        for col in ratios:
+            for n, r in enumerate(ratios[col]):
+                rows.append([f"per-entry {col} SSH cold / local (pair {n + 1}), median over entries", fmt_ratio(r), "within noise"])
+            if col in noise:
+                rows.append([f"per-entry {col} local 2 / local 1 (noise floor)", fmt_ratio(noise[col]), ""])
+        print(table(["measure", "value", "target"], rows))
+        print()
 
 
 if __name__ == "__main__":
