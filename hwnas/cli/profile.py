@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import threading
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from hwnas.cli._app import JsonOption, UsageError, app, emit, plain, progress_bar, stderr
+from hwnas.cli._app import JsonOption, UsageError, app, emit, exit_code_for, plain, progress_bar, stderr
 from hwnas.cli.lut import lut_app
 
 
@@ -28,21 +26,6 @@ def _parse_resolutions(text: str | None) -> tuple[int, ...] | None:
 def _measure_flags(**flags: Any) -> tuple[tuple[str, Any], ...]:
     """Flags that override a profile's ``measure:`` settings (validated with them: exit 2 naming the flag)."""
     return tuple((k, v) for k, v in flags.items() if v is not None)
-
-
-def _profile_one(name: str, request: Any, update: Any) -> dict[str, Any]:
-    from hwnas.agents.errors import DeviceError
-    from hwnas.agents.profiles import load_profile
-    from hwnas.profiler.profile import profile_device
-
-    profile = load_profile(name)
-    try:
-        return profile_device(profile, request, on_progress=update)
-    except DeviceError as exc:
-        if exc.hint is None:
-            exc.hint = f"rows measured so far are kept; continue with: hwnas profile {name} --space {request.space} --resume"
-            exc.args = (exc.one_line(),)
-        raise
 
 
 @app.command("profile")
@@ -70,6 +53,7 @@ def profile_cmd(
 
     Example: hwnas profile local --space compact --out local-compact.csv
     """
+    from hwnas.profiler.device_pool import profile_devices, profile_named
     from hwnas.profiler.profile import ProfileRequest
 
     if out is not None and len(devices) > 1:
@@ -93,33 +77,19 @@ def profile_cmd(
     )
     if len(devices) == 1:
         with progress_bar(f"profile {devices[0]}") as update:
-            result = _profile_one(devices[0], request, lambda d, t, w: update(d, t, w))
+            result = profile_named(devices[0], request, lambda d, t, w: update(d, t, w))
         emit(result, as_json)
         return 0
-    results: dict[str, dict[str, Any]] = {}
-    lock = threading.Lock()
     with progress_bar(f"profile {len(devices)} devices") as update:
-        done_by: dict[str, int] = {}
-
-        def upd(name: str) -> Any:
-            def f(d: int, t: int, w: str) -> None:
-                with lock:
-                    done_by[name] = d
-                    update(sum(done_by.values()), None, f"{name}: {w}")
-
-            return f
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(devices)) as pool:
-            futures = {pool.submit(_profile_one, name, request, upd(name)): name for name in devices}
-            for fut in concurrent.futures.as_completed(futures):
-                name = futures[fut]
-                try:
-                    results[name] = {"device": name, "ok": True, **fut.result()}
-                except Exception as exc:  # one device's failure does not stop the others
-                    code = getattr(type(exc), "exit_code", 1)
-                    results[name] = {"device": name, "ok": False, "error": str(exc), "exit_code": code}
-                    stderr.print(f"hwnas: error: {plain(exc)}", highlight=False, markup=False)
-    ordered = [results[n] for n in devices]
+        outcomes = profile_devices(
+            devices, request, on_progress=lambda d, t, w: update(d, t, w),
+            on_error=lambda name, exc: stderr.print(f"hwnas: error: {plain(exc)}", highlight=False, markup=False),
+        )
+    ordered = [
+        {"device": o.device, "ok": True, **(o.result or {})} if o.error is None
+        else {"device": o.device, "ok": False, "error": str(o.error), "exit_code": exit_code_for(o.error)}
+        for o in outcomes
+    ]
     emit({"devices": ordered}, as_json)
     codes = [r.get("exit_code", 0) for r in ordered]
     return 0 if all(c == 0 for c in codes) else max(codes)
