@@ -1,8 +1,9 @@
 """``.tflite`` workloads (litert-torch, float32 and int8) and the ``litert`` runtime, for real.
 
-Conversions take seconds each on this machine; the end-to-end CLI test keeps its converted files in a
-pytest cache folder (``.pytest_cache/d/hwnas-workloads``: file names are content hashes of what was
-converted and with which exporter version, so a stale file cannot be picked up).
+Conversions take seconds each on this machine. The end-to-end CLI test converts into the run's
+workload cache (``HWNAS_CACHE_DIR``, set by conftest to a folder of the pytest session's temporary
+directory, never in the repository): file names are content hashes of what was converted and with which
+exporter version, so each distinct model converts once per run and a stale file cannot be picked up.
 """
 
 from __future__ import annotations
@@ -43,16 +44,17 @@ def _local_device(tmp_path: Path) -> Device:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """One SE + h_swish block (the richest entry) exported float32 and int8."""
+def exported() -> dict[str, object]:
+    """One SE + h_swish block (the richest entry) exported float32 and int8, through the profiler's
+    workload builder into the run's workload cache: the float32 file is the one the CLI test's profile
+    then finds there (same content key) instead of converting it again."""
     import torch
 
     space, entry = _entry()
-    torch.manual_seed(0)
+    paths = {dt: WorkloadBuilder(space=space, fmt="tflite", dtype=dt).entry(entry).path for dt in ("float32", "int8")}
+    torch.manual_seed(0)  # the builder's seed: the same weights as the converted module's
     module = space.build_entry(entry).eval()
     example = space.entry_input(entry)
-    out = tmp_path_factory.mktemp("tflite")
-    paths = {dt: tflite_export.export_tflite(module, example, out / f"{dt}.tflite", dtype=dt) for dt in ("float32", "int8")}
     return {"module": module, "example": example, "paths": paths, "entry": entry}
 
 
@@ -143,10 +145,10 @@ def test_a_model_that_does_not_load_is_a_device_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_profile_and_validate_litert(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    cfg_cache = getattr(request.config, "cache", None)
-    cache = cfg_cache.mkdir("hwnas-workloads") if cfg_cache is not None else tmp_path / "cache"
-    env = {**os.environ, "HWNAS_CACHE_DIR": str(cache), "HWNAS_CONVERT_WORKERS": "2"}
+def test_cli_profile_and_validate_litert(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # the run's workload cache (conftest: HWNAS_CACHE_DIR under the session's temp dir), shared by content
+    env = {**os.environ, "HWNAS_CONVERT_WORKERS": "2"}
+    assert Path(env["HWNAS_CACHE_DIR"]).is_relative_to(tmp_path_factory.getbasetemp())
     lut = tmp_path / "lut.csv"
     # the local machine, with a work folder (and so a device lock) of its own: other runs on this
     # machine that profile the packaged `local` device do not make this one wait
