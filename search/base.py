@@ -100,6 +100,21 @@ class Options:
         return "a str among {" + ", ".join(repr(v) for v in self.values) + "}"
 
 
+def check_params(
+    owner: Any, rules: dict[str, Interval | Options], *, error: type[Exception] = ValueError
+) -> None:
+    """Check ``owner``'s attributes against ``rules`` (the class's one declarative table); ``error`` with
+    one message template for the first that breaks its rule: "The 'lr' parameter of X must be a float in
+    (0, inf). Got 0 instead."."""
+    for key, rule in rules.items():
+        value = getattr(owner, key)
+        if not rule.ok(value):
+            raise error(
+                f"The {key!r} parameter of {type(owner).__name__} must be {rule.describe()}. "
+                f"Got {value!r} instead."
+            )
+
+
 # --------------------------------------------------------------------------------------------------------
 # Budgets and the Pareto front
 
@@ -463,13 +478,7 @@ class Searcher(ABC):
         self.seed = seed
 
     def _validate_params(self) -> None:
-        for key, rule in self._parameters.items():
-            value = getattr(self, key)
-            if not rule.ok(value):
-                raise ValueError(
-                    f"The {key!r} parameter of {type(self).__name__} must be {rule.describe()}. "
-                    f"Got {value!r} instead."
-                )
+        check_params(self, self._parameters)
 
     def get_params(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self._parameters}

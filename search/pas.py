@@ -31,7 +31,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -66,6 +66,7 @@ from ..supernet.pas_net import (
     reparameterize,
     width_grid,
 )
+from .base import Interval, check_params
 from .errors import BudgetError, PredictorError
 
 log = logging.getLogger(__name__)
@@ -579,6 +580,12 @@ class PruningAsSearch:
     ``record_`` (plain data), ``history_``.
     """
 
+    _parameters: ClassVar[dict[str, Interval]] = {
+        **dict.fromkeys(("pretrain_epochs", "search_epochs", "finetune_epochs"), Interval(int, 0, None)),
+        **dict.fromkeys(("batch_size", "width_multiple"), Interval(int, 1, None)),
+        **dict.fromkeys(("lam", "lr", "gate_lr", "tolerance"), Interval(float, 0, None, closed_low=False)),
+    }
+
     def __init__(
         self,
         *,
@@ -617,24 +624,7 @@ class PruningAsSearch:
         self.seed = seed
 
     def _validate(self) -> None:
-        for name in ("pretrain_epochs", "search_epochs", "finetune_epochs"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
-                raise BudgetError(
-                    f"The '{name}' parameter of PruningAsSearch must be an int in [0, inf). Got {v!r} instead."
-                )
-        for name in ("batch_size", "width_multiple"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise BudgetError(
-                    f"The '{name}' parameter of PruningAsSearch must be an int in [1, inf). Got {v!r} instead."
-                )
-        for name in ("lam", "lr", "gate_lr", "tolerance"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not v > 0:
-                raise BudgetError(
-                    f"The '{name}' parameter of PruningAsSearch must be a float in (0, inf). Got {v!r} instead."
-                )
+        check_params(self, self._parameters, error=BudgetError)
 
     def _batches(self, n: int, gen: torch.Generator) -> list[torch.Tensor]:
         perm = torch.randperm(n, generator=gen)
