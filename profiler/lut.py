@@ -90,8 +90,10 @@ STAT_COLUMNS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms")
 DEFAULT_COLUMNS = (*ID_COLUMNS, *OP_FIELDS, "runs", *STAT_COLUMNS)
 REQUIRED_COLUMNS = ("key", "resolution", "op", "runs")
 #: How sure each measured row is: ``ci`` (relative half-width of the statistic's 95% confidence interval,
-#: a fraction; blank where unknown) and ``converged`` (``true`` when ``ci`` reached the precision target).
-MEASURE_COLUMNS = ("ci", "converged")
+#: a fraction; blank where unknown) and ``converged`` (``true`` when ``ci`` reached the precision target);
+#: ``outliers`` (``true`` when a benchmark program's mean came from a run with outliers: max above 10x min,
+#: or std above half the mean; see ``agents/bench_binary.outlier_reason``).
+MEASURE_COLUMNS = ("ci", "converged", "outliers")
 SAMPLES_COLUMNS = ("key", "resolution", "run", "ms")
 OPS_COLUMNS = ("key", "resolution", "node", "op_type", "provider", "ms")
 #: Metadata fields (dotted paths) that must agree before ``LUTWriter(resume=True)`` appends to a file: the
@@ -164,11 +166,12 @@ def entry_row(key: str, resolution: int, *, runs: int, stats: Mapping[str, float
 
 
 def measure_cells(result: Mapping[str, Any]) -> dict[str, Any]:
-    """A measurement result's ``ci`` and ``converged`` as LUT cells."""
+    """A measurement result's ``ci``, ``converged`` and ``outliers`` as LUT cells."""
     ci = result.get("ci")
     return {
         "ci": None if ci is None or not math.isfinite(float(ci)) else float(ci),
         "converged": "true" if result.get("converged") else "false",
+        "outliers": "true" if result.get("outliers") else "false",
     }
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
+import math
 import os
 import threading
 import time
@@ -374,9 +375,11 @@ def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
             ys.append(m["value"] * ref_lut / smooth[m["ref_ms"]])
         if len(xs) >= 3:
             a, b = _robust_line(np.asarray(xs), np.asarray(ys))
-        elif xs:
+        elif xs and float(np.median(xs)) > 0:
             a, b = float(np.median(np.asarray(ys) - o) / np.median(xs)), o
         else:
+            a, b = 1.0, o
+        if not (math.isfinite(a) and math.isfinite(b)):  # degenerate: every subnet's entries sum to the overhead
             a, b = 1.0, o
         pred = a * np.asarray(xs) + b
         resid = (pred - np.asarray(ys)) / np.asarray(ys) * 100 if xs else np.array([])

@@ -153,11 +153,18 @@ def _human_show(result: dict[str, Any]) -> None:
     stat = result["statistic"]
     table = Table()
     cols = ["key", "resolution", "runs", stat] + [c for c in ("p10_ms", "p90_ms", "std_ms") if result["rows"] and c in result["rows"][0]]
+    flagged = [r for r in result["rows"] if r.get("outliers") == "true"]
+    if flagged:
+        cols.append("outliers")
     for col in cols:
         table.add_column(col, overflow="fold")
     for r in result["rows"]:
         table.add_row(*[f"{r[c]:.4f}" if isinstance(r[c], float) else shown(r[c]) for c in cols])
     out.print(table)
+    if flagged:
+        out.print(f"{len(flagged)} of {result['entries']} rows are flagged 'outliers': the benchmark program's mean "
+                  "came from a run with outliers (max above 10x min, or std above half the mean); measure them again",
+                  highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------- predict
