@@ -273,3 +273,35 @@ def test_seeded_pas_search_is_unchanged() -> None:
     assert record["top1"] == PAS_GOLDEN["top1"] and record["base_top1"] == PAS_GOLDEN["base_top1"]
     assert [h["loss"] for h in record["history"]] == pytest.approx(PAS_GOLDEN["losses"], rel=1e-6)
     assert [h.get("cost") for h in record["history"]] == PAS_GOLDEN["costs"]
+
+
+# ---- several devices at once: the pool lives in the profiler, callable from Python ------------------------
+
+
+def test_profile_devices_keeps_order_and_one_failure_does_not_stop_the_others(tmp_path: Path) -> None:
+    from hwnas.agents.errors import ProfileError
+    from hwnas.profiler.device_pool import profile_devices
+    from hwnas.profiler.lut import LUT
+    from hwnas.profiler.profile import ProfileRequest
+
+    good = tmp_path / "pooled.yaml"
+    good.write_text(f"name: pooled\ntransport:\n  local: {{}}\nthreads: 1\nworkdir: {tmp_path}/work\n")
+    missing = tmp_path / "missing.yaml"
+    request = ProfileRequest(
+        space="compact", resolutions=(32,), out=None,
+        overrides=(("runs", 2), ("rounds", 1), ("max_wait_s", 0.0), ("max_entry_s", 0.5)),
+    )
+    seen: list[str] = []
+    failed: list[tuple[str, BaseException]] = []
+    outcomes = profile_devices(
+        [str(missing), str(good)], request, on_progress=lambda d, t, w: seen.append(w),
+        on_error=lambda name, exc: failed.append((name, exc)),
+    )
+    assert [o.device for o in outcomes] == [str(missing), str(good)]  # the order asked for
+    bad, ok = outcomes
+    assert not bad.ok and isinstance(bad.error, ProfileError) and "no such device profile file" in str(bad.error)
+    assert failed == [(str(missing), bad.error)]
+    assert ok.ok and ok.result is not None and ok.result["device"] == "pooled"
+    assert ok.result["entries"] == ok.result["measured"] == 79  # compact at 32: 78 entries and the overhead
+    assert len(LUT.load(Path(ok.result["lut"]))) == 79
+    assert seen and all(w.startswith(f"{good}: ") for w in seen)
