@@ -193,6 +193,45 @@ def test_accuracy_predict_throughput() -> None:
     assert values.shape == (20000,) and np.all((values > 0.5) & (values < 0.9))
 
 
+
+def test_accuracy_dataset_jobs_evaluate_side_by_side_with_the_same_top1(tmp_path: Path) -> None:
+    """Subnets evaluated several at a time (threads, one-thread kernels) get exactly the top-1 they get one
+    after another with one thread; the order, the progress reports and torch's thread count are kept."""
+    from hwnas.search.accuracy import generate_accuracy_dataset
+    from hwnas.supernet.data import load_dataset
+    from hwnas.supernet.elastic import OFASupernet
+    from hwnas.supernet.train import Checkpoint, evaluate_arch, save_checkpoint
+
+    torch.manual_seed(0)
+    net = OFASupernet("compact")  # untrained: its subnets still differ in what they predict
+    ckpt = tmp_path / "compact.pt"
+    save_checkpoint(ckpt, Checkpoint(space="compact", state_dict=net.state_dict(), n_classes=10, config={"data": "digits"}))
+    kw = {"seed": 3, "bn_images": 64, "resolutions": [32]}
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        archs1, top1_seq = generate_accuracy_dataset(ckpt, 6, "digits", **kw)
+    finally:
+        torch.set_num_threads(before)
+    seen: list[tuple[int, int]] = []
+    archs3, top1_par = generate_accuracy_dataset(ckpt, 6, "digits", jobs=3, on_progress=lambda d, t, _w: seen.append((d, t)), **kw)
+    assert torch.get_num_threads() == before
+    assert archs3 == archs1 and len(set(archs1)) == 6
+    assert top1_par == top1_seq and len(set(top1_seq)) > 1, top1_seq
+    assert seen == [(i, 6) for i in range(1, 7)]
+    # the same number the supernet package's evaluation of one subnet gives
+    train = load_dataset("digits", resolution=32, split="train")
+    val = load_dataset("digits", resolution=32, split="val")
+    torch.set_num_threads(1)
+    try:
+        direct = evaluate_arch(net.eval(), archs1[4], train=train, val=val, bn_images=64, seed=3)
+    finally:
+        torch.set_num_threads(before)
+    assert direct == top1_par[4]
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(PredictorError, match="jobs must be an int >= 1"):
+            generate_accuracy_dataset(ckpt, 6, "digits", jobs=bad, **kw)  # type: ignore[arg-type]
+
 # --------------------------------------------------------------------------------------------------------
 # Latency predictors
 
