@@ -8,6 +8,7 @@ it arrives, so callers can append rows to a LUT while the device is still workin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -17,14 +18,15 @@ import posixpath
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .bench_binary import BINARY_RUNTIMES, measure_with_binary
 from .device_state import CpuCluster, CpuFreq, cpu_clusters, derive_core_mask
-from .errors import DeviceError, LinkLost
+from .errors import DeviceBusy, DeviceError, LinkLost
 from .lock import DeviceLock, kill_leftover_runners
 from .profiles import PYTHON_RUNTIMES, DeviceProfile
 from .transport import Transport, open_transport, prepare_workdir
@@ -98,6 +100,29 @@ class Device:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+    @contextlib.contextmanager
+    def held(self, *, wait_s: float = 0.0) -> Iterator[Device]:
+        """The device's lock for the block (:meth:`acquire` ... :meth:`release`). While another run holds the
+        device, wait up to ``wait_s`` seconds for it, polling (work already done, such as a trained network, is
+        not thrown away for a busy device); DeviceBusy after that."""
+        deadline = time.monotonic() + wait_s
+        waited = False
+        while True:
+            try:
+                self.acquire()
+                break
+            except DeviceBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                if not waited:
+                    log.warning("%s is busy with another run; waiting up to %.0f s", self.profile.name, wait_s)
+                    waited = True
+                time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+        try:
+            yield self
+        finally:
+            self.release()
 
     # -- files ---------------------------------------------------------------------------
     @property

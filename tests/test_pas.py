@@ -441,3 +441,25 @@ def test_cli_pas_bad_input_exits_2(tmp_path: Path, args: list[str]) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hwnas: error:"), proc.stderr
     assert not (tmp_path / "out" / "pas.onnx").exists()
+
+
+def test_device_held_waits_for_a_busy_device(device_yaml: Path) -> None:
+    """`hwnas pas --wait-device`: a trained network is not thrown away because another run holds the device.
+    Two real devices on the local transport share one lock file; the first releases it after a second."""
+    import threading
+    import time
+
+    from hwnas.agents.errors import DeviceBusy
+
+    profile = load_profile(str(device_yaml))
+    with Device(profile) as first, Device(profile) as second:
+        first.acquire()
+        with pytest.raises(DeviceBusy), second.held(wait_s=0):
+            pass
+        threading.Timer(1.0, first.release).start()
+        start = time.monotonic()
+        with second.held(wait_s=30) as dev:
+            waited = time.monotonic() - start
+            assert dev.lock is not None
+        assert second.lock is None  # released on leaving the block
+    assert 0.9 <= waited < 30

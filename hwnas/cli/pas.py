@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +23,6 @@ def _writable_dir(out: Path) -> Path:
     except OSError as exc:
         raise UsageError(f"--out {out}: not a writable folder ({exc.strerror or exc})") from None
     return out
-
-
-@contextlib.contextmanager
-def _locked(device: Any, wait_s: float) -> Iterator[Any]:
-    """The device's lock, held only while measuring (not while training); while another run holds the device,
-    wait up to ``wait_s`` seconds for it (a trained network is not thrown away for a busy device)."""
-    from hwnas.agents.errors import DeviceBusy
-
-    deadline = time.monotonic() + wait_s
-    waited = False
-    while True:
-        try:
-            device.acquire()
-            break
-        except DeviceBusy:
-            if time.monotonic() >= deadline:
-                raise
-            if not waited:
-                log.warning("%s is busy with another run; waiting up to %.0f s", device.profile.name, wait_s)
-                waited = True
-            time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
-    try:
-        yield device
-    finally:
-        device.release()
 
 
 @app.command("pas")
@@ -122,6 +95,7 @@ def pas(
     from hwnas.agents.profiles import load_profile
     from hwnas.profiler.profile import default_lut_path
     from hwnas.search import pas as pas_search
+    from hwnas.search.pas_run import run_pas
     from hwnas.supernet.pas_net import base_config
 
     # everything that can be wrong with the input is checked before any training or measuring
@@ -147,120 +121,42 @@ def pas(
         lut.parent.mkdir(parents=True, exist_ok=True)
     out = _writable_dir(out)
     config, x_train, y_train, x_test, y_test = pas_search.load_data(data, config)
-    base_macs = float(config.macs())
-    macs_target = (
-        pas_search.resolve_target(target_macs, base_macs, min_macs())
-        if target_macs is not None
-        else None
-    )
 
-    t0 = time.perf_counter()
     device = Device(profile)
     try:
-        cost: Any = None
-        table = None
-        measured_table = False
-        target: float | None = macs_target
-        if latency:
-            assert lut is not None
-            if lut.exists() and not remeasure:
-                table = pas_search.LayerLatencyTable.load(lut, config)
-                if multiple % table.step:
-                    log.warning(
-                        "%s holds widths in steps of %d: widths in multiples of %d fall between its points "
-                        "(interpolated); --remeasure measures them", lut, table.step, multiple,
-                    )
-            else:
-                with _locked(device, wait_device), progress_bar(f"latency table on {profile.name}") as advance:
-                    table = pas_search.measure_layer_table(
-                        config,
-                        device=device,
-                        out=lut,
-                        step=multiple if multiple > 1 else pas_search.DEFAULT_WIDTH_STEP,
-                        runtime=runtime,
-                        threads=threads,
-                        seed=seed,
-                        on_progress=lambda d, t, w: advance(d, t, w),
-                    )
-                measured_table = True
-            cost = pas_search.LatencyCost(table=table)
-            base_ms = cost.of_config(config)
-            assert target_ms is not None or macs_target is not None
-            target = pas_search.resolve_target(
-                target_ms if target_ms is not None else f"{macs_target / base_macs * 100}%",
-                base_ms,
-                cost.minimum(config, multiple),
-                what="--target-ms",
-                unit="ms",
-            )
+        with contextlib.ExitStack() as stack:
+            bars: list[Any] = []
 
-        assert target is not None
-        searcher = pas_search.PruningAsSearch(
-            base=config,
-            target=target,
-            cost=cost,
-            lam=lam,
-            width_multiple=multiple,
-            seed=seed,
-            pretrain_epochs=epochs if pretrain_epochs is None else pretrain_epochs,
-            search_epochs=epochs if search_epochs is None else search_epochs,
-            finetune_epochs=epochs if finetune_epochs is None else finetune_epochs,
-        )
-        with progress_bar("pas", total=None) as advance:
-            searcher.search(x_train, y_train, x_test, y_test, on_progress=lambda d, t, w: advance(d, t, w))
-            advance(what=f"export, measure on {profile.name}")
-            with _locked(device, wait_device):
-                searcher.export(
-                    out,
-                    device=device,
-                    runtime=runtime,
-                    threads=threads,
-                    table=table,
-                    repeats=repeats,
-                    tflite=tflite,
-                )
+            def bar(done: int | None, total: int | None, what: str) -> None:
+                # the bar starts with the work: a bad --lut file fails before it, with its error line alone
+                if not bars:
+                    bars.append(stack.enter_context(progress_bar(f"pas on {profile.name}", total=None)))
+                bars[0](done, total, what)
+
+            result = run_pas(
+                config,
+                (x_train, y_train, x_test, y_test),
+                device=device,
+                hold=lambda: device.held(wait_s=wait_device),
+                out=out,
+                target_macs=target_macs,
+                target_ms=target_ms,
+                lut=lut,
+                remeasure=remeasure,
+                width_multiple=multiple,
+                runtime=runtime,
+                threads=threads,
+                lam=lam,
+                pretrain_epochs=epochs if pretrain_epochs is None else pretrain_epochs,
+                search_epochs=epochs if search_epochs is None else search_epochs,
+                finetune_epochs=epochs if finetune_epochs is None else finetune_epochs,
+                seed=seed,
+                repeats=repeats,
+                tflite=tflite,
+                on_table_progress=bar,
+                on_progress=bar,
+            )
     finally:
         device.close()
-    record = searcher.record_
-    result = {
-        "base_macs": record["base_macs"],
-        "target_macs": macs_target,
-        "macs": record["macs"],
-        "macs_ratio": record["macs_ratio"],
-        "base_top1": record["base_top1"],
-        "top1": record["top1"],
-        "reparam_max_abs_diff": record["reparam_max_abs_diff"],
-        "onnx_max_abs_diff": record["onnx_max_abs_diff"],
-        "file": record["file"],
-        "widths": record["widths"],
-        "base_widths": record["base_widths"],
-        "cost": record["cost"],
-        "width_multiple": multiple,
-        "device": profile.name,
-        "runtime": runtime,
-        "threads": threads,
-        "latency_statistic": record.get("latency_statistic"),
-        "latency_ms": record.get("latency_ms"),
-        "speedup": record.get("speedup"),
-        "speedup_summary": record.get("speedup_summary"),
-        "measured_ms": record.get("measured_ms"),
-        "plot": record["plot"],
-        "record": str(out / "pas.json"),
-        "tflite_file": record.get("tflite_file"),
-        "tflite_max_abs_diff": record.get("tflite_max_abs_diff"),
-        "seconds": time.perf_counter() - t0,
-    }
-    if table is not None:
-        result.update(
-            lut=str(lut),
-            lut_measured=measured_table,
-            target_ms=float(record["target"]),
-            base_predicted_ms=float(record["base_cost"]),
-            base_measured_ms=table.reference_ms,
-            predicted_ms=record["final_cost"],
-            measured_raw_ms=record.get("measured_raw_ms"),
-            drift=record.get("drift"),
-            calibration=table.meta.get("calibration"),
-        )
     emit(result, as_json)
     return 0
