@@ -35,37 +35,36 @@ Progress = Callable[[int | None, int | None, str], None]
 
 
 def run_pas(
-    config: PasNetConfig,
+    searcher: PruningAsSearch,
     data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     *,
     device: Any,
     hold: Callable[[], AbstractContextManager[Any]],
     out: Path,
+    runtime: str,
+    threads: int,
     target_macs: str | None = None,
     target_ms: str | None = None,
     lut: Path | None = None,
     remeasure: bool = False,
-    width_multiple: int = 1,
-    runtime: str,
-    threads: int,
-    lam: float = 20.0,
-    pretrain_epochs: int = 4,
-    search_epochs: int = 4,
-    finetune_epochs: int = 4,
-    seed: int = 0,
     repeats: int = 5,
     tflite: bool = False,
     on_table_progress: Progress | None = None,
     on_progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Search ``config``'s widths on ``data`` (``x_train, y_train, x_test, y_test``) under ``target_macs``
-    (a number or ``PCT%`` of the unpruned network's MACs) or, with ``lut``, under ``target_ms`` (ms or ``PCT%``
-    of the unpruned network's predicted latency; without it, the MACs share of ``target_macs``), export into
-    ``out`` and measure the exported networks on ``device``.
+    """Run ``searcher`` (its base network a :class:`PasNetConfig`; its ``target`` and ``cost`` are set here) on
+    ``data`` (``x_train, y_train, x_test, y_test``) under ``target_macs`` (a number or ``PCT%`` of the unpruned
+    network's MACs) or, with ``lut``, under ``target_ms`` (ms or ``PCT%`` of the unpruned network's predicted
+    latency; without it, the MACs share of ``target_macs``), export into ``out`` and measure the exported
+    networks on ``device``.
 
     The latency table is read from ``lut`` when the file exists (unless ``remeasure``), else measured on the
     device (:func:`~.pas.measure_layer_table`) and written there. Raises BudgetError for a target outside
     the reachable range, PredictorError for a table made for another base network."""
+    config = searcher.base
+    if not isinstance(config, PasNetConfig):
+        raise TypeError("run_pas: the searcher's base must be a PasNetConfig (the data's classes decided)")
+    width_multiple, seed = searcher.width_multiple, searcher.seed
     t0 = time.perf_counter()
     base_macs = float(config.macs())
     min_macs = MacsCost(config=config).minimum(config, width_multiple)
@@ -108,17 +107,7 @@ def run_pas(
         )
     if target is None:
         raise ValueError("a PaS run needs target_macs (or a latency table and target_ms)")
-    searcher = PruningAsSearch(
-        base=config,
-        target=target,
-        cost=cost,
-        lam=lam,
-        width_multiple=width_multiple,
-        seed=seed,
-        pretrain_epochs=pretrain_epochs,
-        search_epochs=search_epochs,
-        finetune_epochs=finetune_epochs,
-    )
+    searcher.target, searcher.cost = target, cost
     searcher.search(*data, on_progress=on_progress)
     if on_progress is not None:
         on_progress(None, None, f"export, measure on {device.profile.name}")

@@ -133,24 +133,27 @@ def pas(
                     bars.append(stack.enter_context(progress_bar(f"pas on {profile.name}", total=None)))
                 bars[0](done, total, what)
 
+            searcher = pas_search.PruningAsSearch(
+                base=config,
+                lam=lam,
+                width_multiple=multiple,
+                seed=seed,
+                pretrain_epochs=epochs if pretrain_epochs is None else pretrain_epochs,
+                search_epochs=epochs if search_epochs is None else search_epochs,
+                finetune_epochs=epochs if finetune_epochs is None else finetune_epochs,
+            )
             result = run_pas(
-                config,
+                searcher,
                 (x_train, y_train, x_test, y_test),
                 device=device,
                 hold=lambda: device.held(wait_s=wait_device),
                 out=out,
+                runtime=runtime,
+                threads=threads,
                 target_macs=target_macs,
                 target_ms=target_ms,
                 lut=lut,
                 remeasure=remeasure,
-                width_multiple=multiple,
-                runtime=runtime,
-                threads=threads,
-                lam=lam,
-                pretrain_epochs=epochs if pretrain_epochs is None else pretrain_epochs,
-                search_epochs=epochs if search_epochs is None else search_epochs,
-                finetune_epochs=epochs if finetune_epochs is None else finetune_epochs,
-                seed=seed,
                 repeats=repeats,
                 tflite=tflite,
                 on_table_progress=bar,
