@@ -1,5 +1,5 @@
 """Search spaces (the one place that knows what an architecture is, its LUT entries and block table), torch
-modules, the OFA supernet and training, PaS network pieces, the one exporter (``export``) and the one atomic
+modules, the OFA supernet and its training (``train``, ``schedule``, ``checkpoint``), PaS network pieces, the one exporter (``export``) and the one atomic
 writer (``files``). Imports nothing else of hwnas, so every package may use it."""
 
 from __future__ import annotations
