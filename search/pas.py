@@ -5,30 +5,23 @@ baseline), search (weights and DBC gates trained jointly on ``task loss + lam * 
 base_cost)**2``), snap the gates to the target if the last step left the cost outside the tolerance band,
 fine-tune the weights with the gates frozen, and reparameterise into a plain network.
 
-The cost is pluggable (:class:`Cost`): :class:`MacsCost` (default) or :class:`LatencyCost`, whose table maps
-per-layer widths to milliseconds. :class:`LayerLatencyTable` is such a table, measured the profiler's way on a
-device profile (:func:`measure_layer_table`: one workload per 3x3 layer and width, exported by
-:mod:`hwnas.profiler.workloads`, measured and calibrated on whole plain networks by the profiler's table API,
-:func:`hwnas.profiler.entry_table.measure_entry_table`) and kept as an hwnas LUT file (:mod:`hwnas.profiler.lut`).
-The network pieces (gates, blocks, the plain network, layer keys, width grids) live in
-:mod:`hwnas.supernet.pas_net`.
-Whole networks (multi-branch vs reparameterised, the achieved latency) are measured the same way
-(:func:`measure_networks`). Devices come in open (:class:`hwnas.agents.device.Device`, from the CLI): this
-package does not import ``agents``.
+The cost is pluggable: MACs or latency from a per-layer table (:mod:`.pas_cost`); the table and whole networks
+are measured on a device by :mod:`.pas_table` (through the profiler's table API, any runtime); the network
+pieces (gates, blocks, the plain network, layer keys, width grids) live in :mod:`hwnas.supernet.pas_net`; one
+run as ``hwnas pas`` makes it is :func:`hwnas.search.pas_run.run_pas`. Their public names are importable
+from here too. This module holds the data, the target and the search (:class:`PruningAsSearch`: one training
+loop for pre-training, search and fine-tuning; snapping; export).
 Everything :attr:`PruningAsSearch.record_` holds is plain data (names and numbers).
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import statistics
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,17 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..profiler.entry_table import WholeNetwork, measure_entry_table
-from ..profiler.lut import LUT, OVERHEAD_KEY
-from ..profiler.measure import MeasurePlan, measure_batches, sampling_statistic
-from ..profiler.workloads import (
-    RUNTIME_FORMAT,
-    Workload,
-    cache_dir,
-    export_model,
-    exporter_info,
-    overhead_model,
-)
 from ..supernet.errors import DatasetError
 from ..supernet.export import check_onnx, export_onnx
 from ..supernet.files import atomic_write
@@ -60,14 +42,50 @@ from ..supernet.pas_net import (
     count_macs,
     init_gates_by_importance,
     layer_key,
-    network_keys,
-    plain_layer,
     plain_network,
     reparameterize,
     width_grid,
 )
 from .base import Interval, check_params
-from .errors import BudgetError, PredictorError
+from .errors import BudgetError
+from .pas_cost import Cost, LatencyCost, LayerLatencyTable, MacsCost, lut_space
+from .pas_table import (
+    COMPARE_PLAN,
+    PAS_WORKLOAD_VERSION,
+    PasWorkloads,
+    _device_settings,
+    measure_layer_table,
+    measure_networks,
+    ratio_summary,
+)
+
+# The costs (pas_cost), the measuring (pas_table) and the network pieces (supernet.pas_net) stay importable
+# from here, where the search that uses them lives.
+__all__ = [
+    "COMPARE_PLAN",
+    "DATASETS",
+    "DEFAULT_WIDTH_STEP",
+    "PAS_WORKLOAD_VERSION",
+    "Cost",
+    "LatencyCost",
+    "LayerLatencyTable",
+    "MacsCost",
+    "PasWorkloads",
+    "PruningAsSearch",
+    "export_deploy_onnx",
+    "layer_key",
+    "load_data",
+    "lut_space",
+    "measure_layer_table",
+    "measure_networks",
+    "parse_data_spec",
+    "parse_target",
+    "plain_network",
+    "plot_widths",
+    "ratio_summary",
+    "resolve_target",
+    "width_grid",
+]
 
 log = logging.getLogger(__name__)
 
@@ -107,402 +125,6 @@ def load_data(
     if train.n_classes != config.num_classes:
         config = dataclasses.replace(config, num_classes=train.n_classes)
     return config, x.contiguous(), y, xv.contiguous(), yv
-
-
-# ----------------------------------------------------------------------------------------------- costs
-
-
-class Cost(ABC):
-    """A cost of per-layer widths; works on ints (gives a number) and scalar tensors (gives a tensor)."""
-
-    unit: str = ""
-
-    @abstractmethod
-    def of_widths(self, widths: Sequence[Any]) -> Any:
-        """The cost of a network whose 3x3 layers have these widths."""
-
-    def __call__(self, net: PasNet) -> torch.Tensor:
-        """The cost at the net's current gates, differentiable w.r.t. the gate weights (through the STE)."""
-        return self.of_widths(net.active_widths())
-
-    def of_config(self, config: PasNetConfig, widths: Sequence[int] | None = None) -> float:
-        return float(self.of_widths(config.widths if widths is None else list(widths)))
-
-    def minimum(self, config: PasNetConfig, multiple: int = 1) -> float:
-        """The cost of the narrowest network: ``multiple`` channels per layer (one by default)."""
-        return self.of_config(config, [min(multiple, w) for w in config.widths])
-
-
-class MacsCost(Cost):
-    """MACs of the reparameterised network (:meth:`PasNetConfig.macs`)."""
-
-    unit = "macs"
-
-    def __init__(self, *, config: PasNetConfig) -> None:
-        self.config = config
-
-    def of_widths(self, widths: Sequence[Any]) -> Any:
-        return self.config.macs(widths)
-
-
-class LatencyCost(Cost):
-    """Latency in ms from ``table``, a callable mapping per-layer widths to ms (differentiable on tensors)."""
-
-    unit = "ms"
-
-    def __init__(self, *, table: Callable[[Sequence[Any]], Any]) -> None:
-        self.table = table
-
-    def of_widths(self, widths: Sequence[Any]) -> Any:
-        return self.table(widths)
-
-
-def lut_space(config: PasNetConfig) -> str:
-    """The ``space`` a PaS latency LUT names in its metadata (``pas-digits``): not a registered search space,
-    so ``hwnas lut show`` reads the file while the OFA-space commands (``lut predict``, ``lut validate``)
-    refuse it by name."""
-    return f"pas-{config.name}"
-
-
-def _interp_axis(grid: Sequence[int], value: Any) -> tuple[int, int, Any]:
-    if len(grid) == 1:
-        return 0, 0, value * 0.0
-    at = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
-    j = min(max(bisect.bisect_right(grid, at) - 1, 0), len(grid) - 2)
-    return j, j + 1, (value - grid[j]) / (grid[j + 1] - grid[j])
-
-
-class LayerLatencyTable:
-    """Per-layer latency (ms) over a grid of (input width, output width), interpolated bilinearly.
-
-    ``values`` maps :func:`layer_key` s to ms; ``overhead_ms`` is added once per network (the LUT's
-    ``Overhead-inference`` row: what an inference costs beyond its layers, pooling and classifier included).
-    Calling the table with per-layer widths sums the layers' interpolated latencies and the overhead.
-
-    With scalar tensors (the regulariser of :class:`LatencyCost`) the *value* is the same measured sum, but the
-    *gradient* is that of a smooth surrogate: per layer, ``ms = a + b * c_in + c * c_out + d * c_in * c_out``
-    fitted to the layer's grid by non-negative least squares (monotone in both widths). Measured latency is a
-    step function of width (a runtime pads channels to its vector blocks; timing noise adds jitter), so the
-    interpolated table's local slopes are often zero or negative and would stall the search; its values are
-    right at the widths the search finally takes (every multiple of ``step`` is measured). Tables are measured on a device by :func:`measure_layer_table` and kept as hwnas LUT files
-    (:mod:`hwnas.profiler.lut`); :meth:`load` reads one back.
-    """
-
-    def __init__(
-        self,
-        *,
-        config: PasNetConfig,
-        values: dict[str, float],
-        step: int = DEFAULT_WIDTH_STEP,
-        overhead_ms: float = 0.0,
-        meta: dict[str, Any] | None = None,
-        source: str = "latency table",
-    ) -> None:
-        self.config = config
-        self.step = int(step)
-        self.values = dict(values)
-        self.overhead_ms = float(overhead_ms)
-        self.meta = dict(meta or {})
-        self.grids: list[tuple[list[int], list[int], list[list[float]]]] = []
-        for i, shape in enumerate(config.layer_shapes()):
-            gi = [shape["c_in"]] if i == 0 else width_grid(shape["c_in"], self.step)
-            go = width_grid(shape["c_out"], self.step)
-            ms = []
-            for ci in gi:
-                row = []
-                for co in go:
-                    key = layer_key(shape["h_in"], ci, shape["h_out"], co, shape["kernel"], shape["stride"])
-                    if key not in self.values:
-                        raise PredictorError(
-                            f"{source}: no row for key '{key}' at resolution {config.resolution} "
-                            f"(made for another base network or width grid?)"
-                        )
-                    row.append(self.values[key])
-                ms.append(row)
-            self.grids.append((gi, go, ms))
-        self.smooth = [_monotone_bilinear(gi, go, ms) for gi, go, ms in self.grids]
-
-    @staticmethod
-    def layer_keys(config: PasNetConfig, step: int = DEFAULT_WIDTH_STEP) -> list[list[tuple[str, int, int]]]:
-        """Per layer, the ``(role, c_in, c_out)`` points of its grid (role ``stem`` for the first layer)."""
-        out = []
-        for i, shape in enumerate(config.layer_shapes()):
-            gi = [shape["c_in"]] if i == 0 else width_grid(shape["c_in"], step)
-            role = "stem" if i == 0 else "body"
-            out.append([(role, ci, co) for ci in gi for co in width_grid(shape["c_out"], step)])
-        return out
-
-    def __call__(self, widths: Sequence[Any]) -> Any:
-        widths = list(widths)
-        if len(widths) != len(self.grids):
-            raise PredictorError(f"latency table: expected {len(self.grids)} widths, got {len(widths)}")
-        measured = self.measured(widths)
-        if not any(isinstance(w, torch.Tensor) and w.requires_grad for w in widths):
-            return measured
-        smooth: Any = 0.0
-        c_in: Any = self.config.in_channels
-        for (a, b, c, d), c_out in zip(self.smooth, widths, strict=True):
-            smooth = smooth + a + b * c_in + c * c_out + d * c_in * c_out
-            c_in = c_out
-        return measured.detach() + (smooth - smooth.detach())
-
-    def measured(self, widths: Sequence[Any]) -> Any:
-        """The overhead plus every layer's latency interpolated bilinearly in the measured grid."""
-        total: Any = self.overhead_ms
-        c_in: Any = self.config.in_channels
-        for (gi, go, ms), c_out in zip(self.grids, widths, strict=True):
-            i0, i1, ti = _interp_axis(gi, c_in)
-            o0, o1, to = _interp_axis(go, c_out)
-            total = total + (
-                (1 - ti) * (1 - to) * ms[i0][o0]
-                + (1 - ti) * to * ms[i0][o1]
-                + ti * (1 - to) * ms[i1][o0]
-                + ti * to * ms[i1][o1]
-            )
-            c_in = c_out
-        return total
-
-    @property
-    def reference_ms(self) -> float | None:
-        """The unpruned network's measured latency when the table was made (``metadata.reference.ms``)."""
-        ref = self.meta.get("reference")
-        return float(ref["ms"]) if isinstance(ref, dict) and ref.get("ms") is not None else None
-
-    @classmethod
-    def from_lut(cls, lut: LUT, config: PasNetConfig) -> LayerLatencyTable:
-        """The table in a PaS latency LUT (its ``statistic`` column at the config's resolution); PredictorError
-        when the LUT was measured for another base network."""
-        pas_meta = lut.metadata.get("pas")
-        if not isinstance(pas_meta, dict) or not isinstance(pas_meta.get("base"), dict):
-            raise PredictorError(
-                f"{lut.source}: not a PaS latency table (metadata has no 'pas.base'; space {lut.space!r})"
-            )
-        made_for = PasNetConfig.from_dict(pas_meta["base"])
-        if (made_for.in_channels, made_for.resolution, made_for.layers) != (
-            config.in_channels,
-            config.resolution,
-            config.layers,
-        ):
-            raise PredictorError(
-                f"{lut.source}: measured for base network '{made_for.name}' "
-                f"({made_for.resolution}px, widths {made_for.widths}), not '{config.name}' "
-                f"({config.resolution}px, widths {config.widths})"
-            )
-        values: dict[str, float] = {}
-        overhead = 0.0
-        for (key, res), ms in lut.values().items():
-            if res != config.resolution:
-                continue
-            if key == OVERHEAD_KEY:
-                overhead = ms
-            else:
-                values[key] = ms
-        step = int(pas_meta.get("width_step") or DEFAULT_WIDTH_STEP)
-        return cls(
-            config=config,
-            values=values,
-            step=step,
-            overhead_ms=overhead,
-            meta=lut.metadata,
-            source=lut.source,
-        )
-
-    @classmethod
-    def load(cls, path: Path, config: PasNetConfig) -> LayerLatencyTable:
-        """Read a PaS latency LUT file (LUTError, exit 2, for a file that is not a LUT)."""
-        return cls.from_lut(LUT.load(path), config)
-
-
-# ------------------------------------------------------------------------------------- workloads, measuring
-
-PAS_WORKLOAD_VERSION = 1
-#: Interleaved measurement of whole networks (multi-branch vs reparameterised, achieved latency).
-COMPARE_PLAN = MeasurePlan(rounds=5, runs=10, warmup=10)
-
-
-class PasWorkloads:
-    """The model files a PaS latency table measures, exported with the profiler's exporters for a runtime's
-    format and cached by content in :func:`hwnas.profiler.workloads.cache_dir` (as the profiler's are)."""
-
-    def __init__(self, *, config: PasNetConfig, fmt: str = "onnx", dtype: str = "float32") -> None:
-        self.config = config
-        self.fmt = fmt
-        self.dtype = dtype
-        self.exporter = exporter_info(fmt, dtype)
-
-    def _path(self, parts: dict[str, Any]) -> Path:
-        parts = {
-            **parts,
-            "pas": PAS_WORKLOAD_VERSION,
-            "batch": 1,
-            "dtype": self.dtype,
-            "exporter": self.exporter,
-        }
-        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
-        return cache_dir() / self.fmt / f"pas-{digest}.{self.fmt}"
-
-    def _export(self, make: Callable[[], nn.Module], path: Path, in_shape: Sequence[int]) -> Path:
-        def build() -> tuple[nn.Module, torch.Tensor]:
-            torch.manual_seed(0)
-            return make().eval(), torch.randn(1, *in_shape)
-
-        return export_model(build, self.fmt, self.dtype, path)
-
-    def layer(self, shape: dict[str, int], c_in: int, c_out: int) -> Workload:
-        key = layer_key(shape["h_in"], c_in, shape["h_out"], c_out, shape["kernel"], shape["stride"])
-        path = self._export(
-            lambda: plain_layer(shape, c_in, c_out), self._path({"layer": key}), (c_in, shape["h_in"], shape["h_in"])
-        )
-        return Workload(id=key, path=path, kind="entry", key=key, resolution=self.config.resolution)
-
-    def network(self, widths: Sequence[int], *, id: str, kind: str = "subnet") -> Workload:
-        widths = [int(w) for w in widths]
-        cfg = self.config
-        path = self._path({"net": {**cfg.as_dict(), "name": ""}, "widths": widths})
-        path = self._export(
-            lambda: plain_network(cfg, widths), path, (cfg.in_channels, cfg.resolution, cfg.resolution)
-        )
-        return Workload(id=id, path=path, kind=kind, resolution=cfg.resolution)
-
-    def reference(self) -> Workload:
-        """The unpruned plain network: the reference workload of every batch (measures machine drift)."""
-        return self.network(self.config.widths, id="reference", kind="reference")
-
-    def overhead(self) -> Workload:
-        """The smallest model with the network's input and output (the profiler's overhead workload)."""
-        cfg = self.config
-        path = self._path({"overhead": cfg.num_classes, "input": [cfg.in_channels, cfg.resolution]})
-        path = self._export(
-            lambda: overhead_model(cfg.num_classes), path, (cfg.in_channels, cfg.resolution, cfg.resolution)
-        )
-        return Workload(
-            id=f"{OVERHEAD_KEY}@{cfg.resolution}",
-            path=path,
-            kind="overhead",
-            key=OVERHEAD_KEY,
-            resolution=cfg.resolution,
-        )
-
-
-def _device_settings(device: Any, runtime: str | None, threads: int | None) -> tuple[str, int, str]:
-    runtime = runtime or device.profile.runtime
-    threads = threads or device.profile.threads
-    if runtime not in RUNTIME_FORMAT:
-        raise PredictorError(
-            f"runtime {runtime!r} cannot measure PaS latency tables; expected one of {sorted(RUNTIME_FORMAT)}"
-        )
-    return runtime, int(threads), RUNTIME_FORMAT[runtime]
-
-
-def _calibration_widths(config: PasNetConfig, step: int, n: int, seed: int) -> list[list[int]]:
-    """Widths of the whole networks measured beside the layers: the narrowest one, then random grid points
-    (the unpruned network is the reference workload, measured in every batch)."""
-    rng = np.random.default_rng(seed + 7919)
-    out = [[1] * len(config.layers)]
-    grids = [width_grid(w, step) for w in config.widths]
-    while len(out) < max(1, n):
-        out.append([int(rng.choice(g)) for g in grids])
-    return out
-
-
-def measure_layer_table(
-    config: PasNetConfig,
-    *,
-    device: Any,
-    out: Path,
-    step: int = DEFAULT_WIDTH_STEP,
-    runtime: str | None = None,
-    threads: int | None = None,
-    plan: MeasurePlan = MeasurePlan(),
-    calibration_nets: int = 8,
-    seed: int = 0,
-    on_progress: ProgressFn | None = None,
-) -> LayerLatencyTable:
-    """Measure every 3x3 layer of ``config`` at each (input, output) width of its grid on ``device`` (an open
-    :class:`hwnas.agents.device.Device`, lock held by the caller) and write the table as an hwnas LUT to ``out``.
-
-    One model file per grid point (a plain 3x3 conv + ReLU, batch 1, float32) in the runtime's format, the
-    per-inference overhead workload and ``calibration_nets`` whole plain networks, measured and calibrated by
-    the profiler's public table API (:func:`hwnas.profiler.entry_table.measure_entry_table`: the unpruned plain
-    network as the reference workload of every batch, interleaved rounds, the runtime's statistic, for any
-    runtime of the registry, benchmark programs included). The LUT column ``lut_ms`` holds ``a * (value - o)``
-    per layer and ``b`` in the ``Overhead-inference`` row, so the table's sum predicts a whole plain network.
-    """
-    runtime, threads, fmt = _device_settings(device, runtime, threads)
-    out = Path(out)
-    if str(out.parent) and not out.parent.is_dir():
-        raise PredictorError(f"{out}: cannot write the latency table: no such folder {out.parent}")
-    if not isinstance(step, int) or step < 1:
-        raise PredictorError(f"latency table: the width step must be a positive integer, got {step!r}")
-    builder = PasWorkloads(config=config, fmt=fmt)
-    points: dict[str, tuple[dict[str, int], int, int]] = {}
-    for shape, grid in zip(config.layer_shapes(), LayerLatencyTable.layer_keys(config, step), strict=True):
-        for _, ci, co in grid:
-            points.setdefault(layer_key(shape["h_in"], ci, shape["h_out"], co, 3, shape["stride"]), (shape, ci, co))
-    calib_widths = _calibration_widths(config, step, calibration_nets, seed)
-    if on_progress is not None:
-        on_progress(0, len(points) + 1 + len(calib_widths), "exporting workloads")
-    layers = [builder.layer(*p) for p in points.values()]
-    networks = [
-        WholeNetwork(
-            workload=builder.network(w, id=f"calibration:{i}"), keys=tuple(network_keys(config, w)),
-            info={"widths": list(w)},
-        )
-        for i, w in enumerate(calib_widths)
-    ]
-    reference = WholeNetwork(
-        workload=None, keys=tuple(network_keys(config, config.widths)),
-        info={"name": "unpruned plain (reparameterised) network", "widths": config.widths},
-    )
-    lut = measure_entry_table(
-        device, entries=layers, overhead=builder.overhead(), reference=reference,
-        reference_workload=builder.reference(), networks=networks, out=out, space=lut_space(config),
-        runtime=runtime, threads=threads, plan=plan, exporter=builder.exporter, dtype=builder.dtype,
-        metadata={"pas": {"base": config.as_dict(), "width_step": step}}, on_progress=on_progress,
-    )
-    return LayerLatencyTable.from_lut(lut, config)
-
-
-def measure_networks(
-    device: Any,
-    models: dict[str, Path],
-    *,
-    reference: Workload,
-    runtime: str | None = None,
-    threads: int | None = None,
-    plan: MeasurePlan = COMPARE_PLAN,
-    repeats: int = 5,
-) -> dict[str, Any]:
-    """Measure whole model files on ``device`` ``repeats`` times, all of them in one batch with the reference
-    workload each time (interleaved rounds, :func:`hwnas.profiler.measure.measure_batches`).
-
-    Returns ``{"ms": {name: [value per repeat]}, "reference_ms": [value per repeat], "statistic": STAT}``
-    (``STAT`` the runtime's statistic, :func:`hwnas.profiler.measure.sampling_statistic`); ratios of two models are taken within a repeat, so machine load moves both alike."""
-    runtime, threads, _ = _device_settings(device, runtime, threads)
-    stat = sampling_statistic(plan, runtime)
-    work = [Workload(id=name, path=Path(p), kind="subnet") for name, p in models.items()]
-    per: dict[str, list[float]] = {name: [] for name in models}
-    refs: list[float] = []
-    for _ in range(max(1, repeats)):
-        got: dict[str, float] = {}
-
-        def on_result(w: Workload, res: dict[str, Any], ref_ms: float, got: dict[str, float] = got) -> None:
-            got[w.id] = float(res[stat])
-
-        refs += measure_batches(
-            device, work, reference=reference, plan=dataclasses.replace(plan, batch_size=len(work)),
-            runtime=runtime, threads=threads, on_result=on_result,
-        )
-        for name in models:
-            per[name].append(got[name])
-    return {"ms": per, "reference_ms": refs, "statistic": stat}
-
-
-def ratio_summary(values: Sequence[float]) -> dict[str, float]:
-    """Median, min and max of ``values`` and the max-min spread in percent of the median."""
-    v = sorted(float(x) for x in values)
-    med = statistics.median(v)
-    return {"median": med, "min": v[0], "max": v[-1], "spread_pct": (v[-1] - v[0]) / med * 100 if med else math.nan}
 
 
 # ----------------------------------------------------------------------------------------------- target
@@ -917,20 +539,6 @@ class PruningAsSearch:
         self.record_.update(extra)
         atomic_write(out / "pas.json", json.dumps(self.record_, indent=1) + "\n")
         return extra
-
-
-def _monotone_bilinear(gi: Sequence[int], go: Sequence[int], ms: Sequence[Sequence[float]]) -> tuple[float, ...]:
-    """``(a, b, c, d)`` >= 0 with ``a + b * c_in + c * c_out + d * c_in * c_out`` closest (least squares) to the
-    grid's latencies; columns scaled to [0, 1] for the solver."""
-    from scipy.optimize import nnls
-
-    rows = [(1.0, float(ci), float(co), float(ci * co)) for ci in gi for co in go]
-    y = np.array([v for row in ms for v in row], dtype=float)
-    A = np.array(rows)
-    scale = np.abs(A).max(axis=0)
-    scale[scale == 0] = 1.0
-    coef, _ = nnls(A / scale, y)
-    return tuple(float(x) for x in coef / scale)
 
 
 @torch.no_grad()

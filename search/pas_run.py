@@ -18,14 +18,9 @@ from typing import Any
 import torch
 
 from ..supernet.pas_net import DEFAULT_WIDTH_STEP, PasNetConfig
-from .pas import (
-    LatencyCost,
-    LayerLatencyTable,
-    MacsCost,
-    PruningAsSearch,
-    measure_layer_table,
-    resolve_target,
-)
+from .pas import PruningAsSearch, resolve_target
+from .pas_cost import LatencyCost, LayerLatencyTable, MacsCost
+from .pas_table import measure_layer_table
 
 log = logging.getLogger(__name__)
 
