@@ -305,3 +305,28 @@ def test_profile_devices_keeps_order_and_one_failure_does_not_stop_the_others(tm
     assert ok.result["entries"] == ok.result["measured"] == 79  # compact at 32: 78 entries and the overhead
     assert len(LUT.load(Path(ok.result["lut"]))) == 79
     assert seen and all(w.startswith(f"{good}: ") for w in seen)
+
+
+# ---- one search run from Python ---------------------------------------------------------------------------
+
+
+def test_run_search_is_the_registry_search_and_writes_its_files(note10: dict[str, Any], tmp_path: Path) -> None:
+    """`hwnas search`'s run (search/run.py) called from Python answers as the searcher by name does."""
+    from hwnas.search.accuracy import AccuracyPredictor
+    from hwnas.search.base import SearchProblem
+    from hwnas.search.latency import LUTLatency
+    from hwnas.search.registry import make_searcher
+    from hwnas.search.run import run_search
+
+    latency = LUTLatency(note10["lut"])
+    accuracy = AccuracyPredictor.from_ofa_checkpoint(OFA_NOTE10 / "acc_predictor.pth")
+    entry = run_search(
+        name="note10", latency=latency, accuracy=accuracy, budgets=[15.0, 25.0], algo="random", seed=5,
+        out=tmp_path / "out",
+    )
+    plain = make_searcher("random", SearchProblem(latency=latency, accuracy=accuracy), seed=5).search([15.0, 25.0])
+    assert [r["arch"] for r in entry["results"]] == [r["arch"] for r in plain]
+    assert entry["device"] == "note10" and entry["evaluations"] > 0 and "train_seconds" not in entry
+    written = json.loads(Path(entry["files"]["json"]).read_text())
+    assert [r["arch"] for r in written["results"]] == [r["arch"] for r in plain]
+    assert written["algo"] == "random" and written["seed"] == 5
