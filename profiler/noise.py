@@ -29,9 +29,15 @@ from .workloads import Workload, WorkloadBuilder
 
 log = logging.getLogger(__name__)
 
-WINDOWS = 8
-WINDOW_S = 0.25
-RETRY_S = 5.0
+#: 4 windows of 0.5 s: the statistic of a window of 0.25 s (the reference's p10 from ~60 runs) moved by itself
+#: enough that 8 such windows spread 3-7% on this machine with nothing of ours running, and the gate (5%)
+#: waited in half of the quiet profiles (BENCHMARKS.md, "Profiling cost"); twice the runs per window and half
+#: the windows roughly halve that sampling spread for the same 2 s, and a load that comes and goes within
+#: a few seconds still shows.
+WINDOWS = 4
+WINDOW_S = 0.5
+#: pause between two measurements while the gate waits: short, so that a quieter spell is seen when it comes
+RETRY_S = 1.0
 
 _QUANTILE = {"median_ms": 50, "p10_ms": 10, "p90_ms": 90, "min_ms": 0}
 

@@ -186,10 +186,10 @@ def test_a_quantile_needs_enough_samples_for_an_interval() -> None:
 
 
 def test_noise_floor_is_the_spread_of_the_statistic_between_windows() -> None:
-    steady = [1.0] * 2000  # 2 s in 1 ms runs: 8 windows of 0.25 s, all alike
+    steady = [1.0] * 2000  # 2 s in 1 ms runs: 4 windows of 0.5 s (the default), all alike
     assert spread_between_windows(steady, "median_ms")[0] == 0.0
-    slow_half = [1.0] * 1000 + [1.5] * 667  # 4 windows at 1 ms, then the machine slowed by 50%: 3 more
-    spread, values = spread_between_windows(slow_half, "median_ms")
+    slow_half = [1.0] * 1000 + [1.5] * 667  # 4 windows of 0.25 s at 1 ms, then the machine slowed by 50%: 3 more
+    spread, values = spread_between_windows(slow_half, "median_ms", 0.25)
     assert values == [1.0] * 4 + [1.5] * 3 and spread == pytest.approx(0.5)  # (max - min) / median
     assert spread_between_windows([1.0] * 3, "median_ms") == (None, [])
 
