@@ -330,3 +330,19 @@ def test_run_search_is_the_registry_search_and_writes_its_files(note10: dict[str
     written = json.loads(Path(entry["files"]["json"]).read_text())
     assert [r["arch"] for r in written["results"]] == [r["arch"] for r in plain]
     assert written["algo"] == "random" and written["seed"] == 5
+
+
+# ---- the LUT file's modules: profiler.lut keeps every public name -----------------------------------------
+
+
+def test_lut_reexports_the_public_names_of_its_modules() -> None:
+    from hwnas.profiler import lut, lut_format, lut_sidecars, lut_writer
+
+    for module in (lut_format, lut_sidecars, lut_writer):
+        names = [n for n, v in vars(module).items() if not n.startswith("_") and getattr(v, "__module__", None) == module.__name__]
+        assert names, module.__name__
+        for name in names:
+            assert getattr(lut, name) is getattr(module, name), f"hwnas.profiler.lut.{name}"
+            assert name in lut.__all__, name
+    assert lut.LUTWriter.__module__ == "hwnas.profiler.lut_writer" and lut.LUT.__module__ == "hwnas.profiler.lut"
+    assert lut.OVERHEAD_KEY is lut_format.OVERHEAD_KEY and lut.RESUME_FIELDS is lut_format.RESUME_FIELDS
