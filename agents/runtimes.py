@@ -19,9 +19,10 @@ Each entry says:
   common ones, say what this runtime measured (execution provider, delegate).
 
 Why the statistics: per-run samples of a model on a busy machine are a fast mode plus a long right tail
-(interference only ever adds time); the median of those samples, measured to a precision target, moved
-least between two passes on this machine, quiet and under memory load (BENCHMARKS.md, "Statistic and
-adaptive sampling"). Benchmark programs print no per-run samples and not every variant prints a median,
+(interference only ever adds time). Their 10th percentile is the Python runtimes' statistic: quiet, no
+other statistic made a more faithful LUT by more than one repeat's spread, and on a busy machine its
+confidence interval is the narrowest for the same runs, so adaptive sampling converges (BENCHMARKS.md,
+"Measurement: statistic and adaptive sampling"). Benchmark programs print no per-run samples and not every variant prints a median,
 but every one prints the mean, the standard deviation, the minimum and the maximum: they are measured by
 their mean.
 """
