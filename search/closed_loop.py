@@ -42,7 +42,7 @@ from .errors import BudgetError
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MAX_ROUNDS", "MAX_UNSURE", "MeasureOnce", "Measurement", "device_measure",
-           "device_measure_as_profiled", "measure_where_unsure", "search_until_measured", "summarize"]
+           "device_measure_as_profiled", "measure_where_unsure", "search_until_measured", "summarize", "validate_on_device"]
 
 #: ``--max-rounds`` when not given.
 DEFAULT_MAX_ROUNDS = 3
@@ -305,4 +305,43 @@ def measure_where_unsure(
             r["predicted_interval_ms"] = [float(lo), float(hi)]
             r["candidates_measured"] = len(unsure)
         out.append(r)
+    return out
+
+
+def validate_on_device(
+    dev: Any, latency: Any, first: dict[str, Any], budgets: list[float], research: Any, space: Any, max_rounds: int,
+    front: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Measure the chosen subnets on ``dev`` (an acquired Device) and search again with tighter targets where
+    one measured over its budget (``hwnas search --validate``); ``first`` is the first round's entry,
+    ``research(targets)`` a later round's search. Rewrites ``first["results"]``; returns the top-level ``validation`` block.
+
+    With a learned latency predictor (no LUT), each round's answers are chosen with the candidates of the
+    search's Pareto front (``front``; ``research(targets, front)`` fills a later round's) whose interval
+    straddles the budget measured first (:func:`measure_where_unsure`), on the device as its profile
+    measures; ``validation`` then also says ``candidates_measured`` (distinct subnets measured while
+    choosing) and ``subnets_measured`` (distinct subnets measured in all)."""
+    calls = [0]
+    learned = getattr(latency, "lut", None) is None
+    while_choosing = [0]
+
+    measure: Any = MeasureOnce(device_measure_as_profiled(dev, space.name)) if learned else device_measure(dev, latency.lut)
+
+    def search(targets: list[float]) -> list[dict[str, Any]]:
+        calls[0] += 1
+        if not learned:
+            return first["results"] if calls[0] == 1 else research(targets)
+        seen: list[dict[str, Any]] = []
+        found = first["results"] if calls[0] == 1 else research(targets, seen)
+        before = measure.measured
+        found = measure_where_unsure(found, (front or []) if calls[0] == 1 else seen, latency, measure,
+                                     space=space.name)
+        while_choosing[0] += measure.measured - before
+        return found
+
+    first["results"] = search_until_measured(search, budgets, measure, space=space.name, max_rounds=max_rounds)
+    out = {"device": dev.profile.name, **summarize(first["results"])}
+    if learned:
+        out["candidates_measured"] = while_choosing[0]
+        out["subnets_measured"] = measure.measured
     return out

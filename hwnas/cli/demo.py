@@ -15,7 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from hwnas.cli._app import JsonOption, app, emit, stderr
+from hwnas.cli._app import JsonOption, WorkFailed, app, emit, stderr
 
 
 @app.command("demo")
@@ -78,10 +78,7 @@ def demo_cmd(
     emit(result, as_json, human)
     missed = [b for b in result["budgets"] if not b["within_budget"]]
     if missed:
-        import sys
-
         rounds = max(int(b.get("rounds") or 1) for b in missed)
         which = ", ".join(f"{b['budget_ms']:.4g}" for b in missed)
-        sys.stderr.write(f"hwnas demo: no round of {rounds} met budget(s) {which} ms as measured\n")
-        return 1
+        raise WorkFailed(f"demo: no round of {rounds} met budget(s) {which} ms as measured")
     return 0

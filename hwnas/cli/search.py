@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import typer
 
-from hwnas.cli._app import JsonOption, UsageError, app, emit, progress_bar
+from hwnas.cli._app import JsonOption, UsageError, WorkFailed, app, emit, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -59,56 +58,16 @@ def device_lut(device: str, space: str) -> Path:
     return found[-1]
 
 
-def _validate_on_device(
-    device: str, latency: Any, first: dict[str, Any], budgets: list[float], research: Any, space: Any, max_rounds: int,
-    front: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Measure the chosen subnets on ``device`` and search again with tighter targets where one measured over
-    its budget (hwnas.search.closed_loop); ``first`` is the first round's entry, ``research(targets)`` a
-    later round's search. Rewrites ``first["results"]``; returns the top-level ``validation`` block.
-
-    With a learned latency predictor (no LUT), each round's answers are chosen with the candidates of the
-    search's Pareto front (``front``; ``research(targets, front)`` fills a later round's) whose interval
-    straddles the budget measured first (closed_loop.measure_where_unsure), on the device as its profile
-    measures; ``validation`` then also says ``candidates_measured`` (distinct subnets measured while
-    choosing) and ``subnets_measured`` (distinct subnets measured in all)."""
+def _validate_on_device(device: str, latency: Any, first: dict[str, Any], budgets: list[float], research: Any,
+                        space: Any, max_rounds: int, front: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Hold ``device`` and run search.closed_loop.validate_on_device on it."""
     from hwnas.agents.device import Device
     from hwnas.agents.profiles import load_profile
-    from hwnas.search.closed_loop import (
-        MeasureOnce,
-        device_measure,
-        device_measure_as_profiled,
-        measure_where_unsure,
-        search_until_measured,
-        summarize,
-    )
-
-    calls = [0]
-    learned = getattr(latency, "lut", None) is None
-    while_choosing = [0]
+    from hwnas.search.closed_loop import validate_on_device
 
     with Device(load_profile(device)) as dev:
         dev.acquire()
-        measure: Any = MeasureOnce(device_measure_as_profiled(dev, space.name)) if learned else device_measure(dev, latency.lut)
-
-        def search(targets: list[float]) -> list[dict[str, Any]]:
-            calls[0] += 1
-            if not learned:
-                return first["results"] if calls[0] == 1 else research(targets)
-            seen: list[dict[str, Any]] = []
-            found = first["results"] if calls[0] == 1 else research(targets, seen)
-            before = measure.measured
-            found = measure_where_unsure(found, (front or []) if calls[0] == 1 else seen, latency, measure,
-                                         space=space.name)
-            while_choosing[0] += measure.measured - before
-            return found
-
-        first["results"] = search_until_measured(search, budgets, measure, space=space.name, max_rounds=max_rounds)
-    out = {"device": device, **summarize(first["results"])}
-    if learned:
-        out["candidates_measured"] = while_choosing[0]
-        out["subnets_measured"] = measure.measured
-    return out
+        return validate_on_device(dev, latency, first, budgets, research, space, max_rounds, front=front)
 
 
 @app.command("search")
@@ -281,13 +240,9 @@ def search_cmd(
             why = "no architecture of the space meets the --max-params/--max-macs limits"
         else:
             why = f"{first['budget_ms']:g} ms is below the smallest achievable latency {first['min_latency_ms']:.3f} ms"
-        sys.stderr.write(f"hwnas: {len(infeasible)} budget(s) infeasible: {why}\n")
-        return 1
+        raise WorkFailed(f"{len(infeasible)} budget(s) infeasible: {why}")
     missed = (result.get("validation") or {}).get("missed_budgets_ms") or []
     if missed:
         rounds = result["validation"]["rounds"]
-        sys.stderr.write(
-            f"hwnas: no round of {rounds} met budget(s) {', '.join(f'{b:g}' for b in missed)} ms as measured on {validate}\n"
-        )
-        return 1
+        raise WorkFailed(f"no round of {rounds} met budget(s) {', '.join(f'{b:g}' for b in missed)} ms as measured on {validate}")
     return 0
