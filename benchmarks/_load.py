@@ -160,7 +160,7 @@ def _parse_arg(text: str) -> LoadSpec | None:
 def add_load_arguments(ap: argparse.ArgumentParser) -> None:
     """``--load SPEC`` (default :data:`DEFAULT_LOAD`; ``none``: quiet row only) and ``--no-quiet``."""
     ap.add_argument("--load", type=_parse_arg, default=LoadSpec.parse(DEFAULT_LOAD), metavar="SPEC",
-                    help=f"the loaded row's load, KIND:NxSHARE%%@PERIOD[,SIZE] (default {DEFAULT_LOAD}; none: no loaded row)")
+                    help=f"the loaded row's load, KIND:NxSHARE%%@PERIOD[,SIZE] (default {DEFAULT_LOAD.replace('%', '%%')}; none: no loaded row)")
     ap.add_argument("--no-quiet", action="store_true", help="leave out the quiet row")
 
 
