@@ -29,8 +29,7 @@ first timed run to its last, the other models' rounds in between): a short fast 
 cannot make up all of a model's samples. Round-robin over a batch usually spans that by itself; the last of
 the ``rounds`` rounds runs on until it does (a model measured alone, or in one round, is timed that long).
 After ``rounds`` rounds a model is done as soon as the relative half-width of the 95% confidence interval
-of its ``statistic`` (the wider of :func:`relative_ci` over all runs and :func:`between_rounds_ci` from how
-much the statistic moves from round to round) is at most ``precision``, or once ``max_entry_s`` of work
+of its ``statistic`` (see :func:`relative_ci`) is at most ``precision``, or once ``max_entry_s`` of work
 went into it; its result says which (``ci``, ``converged``) and how long its runs spanned (``span_s``).
 ``precision`` null: exactly ``rounds`` rounds. So a quiet device stops each model after ``runs`` runs, a
 noisy one samples until its interval is narrow enough.
@@ -170,45 +169,9 @@ def relative_ci(samples_ms, statistic):
     return Z95 * sd / math.sqrt(n) / mean if mean > 0 else math.inf
 
 
-#: two-sided 95% t quantiles by degrees of freedom (1-30); beyond, Z95
-T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-       2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def statistic_of(samples_ms, statistic):
-    """``statistic`` of ``samples_ms`` (one of :func:`summarize`'s keys)."""
-    return summarize(samples_ms)[statistic]
-
-
-def between_rounds_ci(samples_ms, round_sizes, statistic):
-    """Relative half-width of the 95% interval of ``statistic`` from how much it moves between rounds (batch
-    means: the statistic of each round's runs, their standard error, a t quantile); ``inf`` under 3 rounds.
-
-    Runs of one round follow each other within milliseconds, so when the device changes speed between
-    rounds they are not independent draws: the order-statistic interval of :func:`relative_ci` then
-    claims a precision that the next pass does not repeat (two passes of the same subnets disagreed by
-    4.5% at ci <= 2%). Rounds that agree (a quiet device) keep this interval as narrow as that one."""
-    if len(round_sizes) < 3:
-        return math.inf
-    values, start = [], 0
-    for size in round_sizes:
-        values.append(statistic_of(samples_ms[start : start + size], statistic))
-        start += size
-    k = len(values)
-    mean = sum(values) / k
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1))
-    centre = statistic_of(samples_ms, statistic)
-    t = T95[k - 2] if k - 1 <= len(T95) else Z95
-    return t * sd / math.sqrt(k) / centre if centre > 0 else math.inf
-
-
-def sampling_done(samples_ms, statistic, precision, spent_s, max_entry_s, round_sizes=None):
-    """The stopping rule: ``(done, ci, converged)`` for a model's samples so far. With ``round_sizes`` (the
-    runs of each round, in order) ``ci`` is the wider of the order-statistic interval and the between-rounds
-    one (:func:`between_rounds_ci`)."""
+def sampling_done(samples_ms, statistic, precision, spent_s, max_entry_s):
+    """The stopping rule: ``(done, ci, converged)`` for a model's samples so far."""
     ci = relative_ci(samples_ms, statistic)
-    if round_sizes is not None:
-        ci = max(ci, between_rounds_ci(samples_ms, round_sizes, statistic))
     converged = precision is not None and ci <= precision
     done = precision is None or converged or spent_s >= max_entry_s
     return done, ci, converged
@@ -502,7 +465,6 @@ def main(argv):
     spent = {}
     done_rounds = {}
     first_run = {}  # perf_counter() at each model's first timed run: its samples' span starts there
-    round_sizes = {}  # runs of each round, per model
     specs = list(job["models"])
     active = [spec["id"] for spec in specs]
     by_id = {spec["id"]: spec for spec in specs}
@@ -531,9 +493,9 @@ def main(argv):
                 first_run.setdefault(mid, now)
                 # the last required round runs on until the samples span min_seconds
                 span_left = min_seconds - (now - first_run[mid]) if r >= rounds - 1 else 0.0
-                timed = time_runs(fn, per_round, max(0.0, span_left), max_runs, flushers[flush_kb])
-                samples.setdefault(mid, []).extend(timed)
-                round_sizes.setdefault(mid, []).append(len(timed))
+                samples.setdefault(mid, []).extend(
+                    time_runs(fn, per_round, max(0.0, span_left), max_runs, flushers[flush_kb])
+                )
             except Exception as exc:
                 active.remove(mid)
                 models.pop(mid, None)
@@ -546,8 +508,7 @@ def main(argv):
                 time.sleep(cooldown)
             if r < rounds - 1:
                 continue
-            stop, ci, converged = sampling_done(samples[mid], statistic, precision, spent[mid], max_entry_s,
-                                                round_sizes[mid])
+            stop, ci, converged = sampling_done(samples[mid], statistic, precision, spent[mid], max_entry_s)
             if not stop and len(samples[mid]) < max_runs:
                 continue
             active.remove(mid)
