@@ -24,7 +24,7 @@ from hwnas.agents.profiles import RUNTIMES, load_profile, parse_profile
 from hwnas.profiler.diff import COMPARABILITY_FIELDS as DIFF_FIELDS
 from hwnas.profiler.lut import LUT, RESUME_FIELDS
 from hwnas.profiler.measure import check_results
-from hwnas.profiler.noise import spread_between_windows
+from hwnas.profiler.noise import fitted_window_s, spread_between_windows
 from hwnas.profiler.profile import ProfileRequest, profile_device
 from hwnas.profiler.workloads import RUNTIME_FORMAT
 
@@ -192,6 +192,20 @@ def test_noise_floor_is_the_spread_of_the_statistic_between_windows() -> None:
     spread, values = spread_between_windows(slow_half, "median_ms", 0.25)
     assert values == [1.0] * 4 + [1.5] * 3 and spread == pytest.approx(0.5)  # (max - min) / median
     assert spread_between_windows([1.0] * 3, "median_ms") == (None, [])
+
+
+def test_noise_windows_shrink_to_fit_the_timed_work() -> None:
+    # 2 s of wall clock but only 0.8 s of timed work (per-run overhead, a busy machine): with 0.5 s windows
+    # one window closes and there is no noise floor; fitted, four windows of 0.2 s close.
+    short = [0.4] * 1000 + [0.4] * 1000
+    assert spread_between_windows(short, "median_ms")[0] is None
+    window = fitted_window_s(short)
+    assert window == pytest.approx(0.999 * 0.8 / 4)
+    assert spread_between_windows(short, "median_ms", window) == (0.0, [0.4] * 4)
+    slowed = [0.4] * 1000 + [0.5] * 1000  # the second half 25% slower: the spread sees it
+    spread, values = spread_between_windows(slowed, "median_ms", fitted_window_s(slowed))
+    assert len(values) == 4 and values[0] == 0.4 and values[-1] == 0.5 and spread > 0.2
+    assert fitted_window_s([1.0] * 4000) == 0.5  # 4 s of timed work: the default windows fit as they are
 
 
 # ------------------------------------------------------------------------ device results are checked

@@ -152,6 +152,8 @@ def validate_cmd(
             c.print(f"two passes disagree by {r['repeat_mape']:.1%} (repeat MAPE); {verdict}", highlight=False)
         if r.get("noise_floor") is not None:
             c.print(f"noise floor {r['noise_floor']:.1%}", highlight=False)
+        else:
+            c.print("noise floor not measured (too few timed runs, or the runtime prints no per-run samples)", highlight=False)
 
     emit(result, as_json, human)
     return 0
