@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +15,17 @@ log = logging.getLogger(__name__)
 
 
 def parse_budgets(text: str, flag: str) -> list[float]:
-    """``"15,20,25"`` -> floats; BudgetError for anything not a positive number."""
+    """``"15,20,25"`` -> floats (search.base.check_budgets checks them); BudgetError for anything else."""
+    from hwnas.search.base import check_budgets
     from hwnas.search.errors import BudgetError
 
     out = []
     for part in text.split(","):
-        part = part.strip()
         try:
-            value = float(part)
+            out.append(float(part.strip()))
         except ValueError:
-            raise BudgetError(f"{flag} {text!r}: {part!r} is not a number (ms)") from None
-        if not math.isfinite(value) or value <= 0:
-            raise BudgetError(f"{flag} {text!r}: {part!r} is not a positive number (ms)")
-        out.append(value)
-    return out
+            raise BudgetError(f"{flag} {text!r}: {part.strip()!r} is not a number (ms)") from None
+    return check_budgets(out, what=flag)
 
 
 def device_lut(device: str, space: str) -> Path:
@@ -56,18 +50,6 @@ def device_lut(device: str, space: str) -> Path:
         found = sorted(match or found, key=lambda p: p.stat().st_mtime)
         log.warning("device %s: %d LUTs for %s; using the newest, %s", profile.name, len(found), space, found[-1].name)
     return found[-1]
-
-
-def _validate_on_device(device: str, latency: Any, first: dict[str, Any], budgets: list[float], research: Any,
-                        space: Any, max_rounds: int, front: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Hold ``device`` and run search.closed_loop.validate_on_device on it."""
-    from hwnas.agents.device import Device
-    from hwnas.agents.profiles import load_profile
-    from hwnas.search.closed_loop import validate_on_device
-
-    with Device(load_profile(device)) as dev:
-        dev.acquire()
-        return validate_on_device(dev, latency, first, budgets, research, space, max_rounds, front=front)
 
 
 @app.command("search")
@@ -99,7 +81,7 @@ def search_cmd(
     from hwnas.search.errors import BudgetError
     from hwnas.search.latency import LearnedLatency, LUTLatency
     from hwnas.search.registry import get_algorithm
-    from hwnas.search.run import run_search
+    from hwnas.search.run import search_targets
     from hwnas.supernet import get_space
 
     sp = get_space(space)
@@ -151,70 +133,12 @@ def search_cmd(
         raise UsageError("--max-rounds is for --validate DEVICE")
     if max_rounds is not None and max_rounds < 1:
         raise BudgetError(f"--max-rounds must be at least 1, got {max_rounds}")
-    start = time.perf_counter()
-    several = len(targets) > 1
-    first_front: list[dict[str, Any]] = []
     with progress_bar(f"search ({algo})", None) as bar:
-        def run(item: tuple[str, Any]) -> dict[str, Any]:
-            name, latency = item
-            return run_search(
-                name=name, latency=latency, accuracy=acc, budgets=budgets, algo=algo, seed=seed,
-                max_params=limits["--max-params"], max_macs=limits["--max-macs"], train_budgets=tb,
-                generator=generator, out=(out / name if several else out) if out is not None else None,
-                on_progress=None if several else bar, front=None if several else first_front,
-            )
-
-        if several:
-            with ThreadPoolExecutor(max_workers=min(len(targets), 4)) as pool:
-                entries = list(pool.map(run, targets))
-        else:
-            entries = [run(targets[0])]
-    wall = time.perf_counter() - start
-
-    result: dict[str, Any]
-    if several:
-        flat = [{"device": e["device"], **r} for e in entries for r in e["results"]]
-        result = {
-            "results": flat,
-            "devices": entries,
-            "evaluations": sum(e["evaluations"] for e in entries),
-            "seconds": round(wall, 4),
-        }
-    else:
-        e = entries[0]
-        result = {"results": e["results"], "evaluations": e["evaluations"], "seconds": e["seconds"]}
-        for key in ("train_seconds", "files"):
-            if key in e:
-                result[key] = e[key]
-        result["latency"] = e["latency"]
-    if algo == "pnag" and tb is not None:
-        result.setdefault("train_seconds", max((e.get("train_seconds") or 0.0) for e in entries))
-    if generator is not None and tb is not None:
-        result["generator"] = str(generator)
-
-    if validate is not None:
-        from hwnas.search.closed_loop import DEFAULT_MAX_ROUNDS
-
-        def research(tighter: list[float], front: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-            again = run_search(
-                name=targets[0][0], latency=targets[0][1], accuracy=acc, budgets=tighter, algo=algo, seed=seed,
-                max_params=limits["--max-params"], max_macs=limits["--max-macs"], train_budgets=None,
-                generator=generator, out=None, on_progress=None, front=front,
-            )
-            result["evaluations"] += again["evaluations"]
-            return again["results"]
-
-        result["validation"] = _validate_on_device(
-            validate, targets[0][1], result, budgets, research, sp, max_rounds or DEFAULT_MAX_ROUNDS, front=first_front
+        result = search_targets(
+            targets, accuracy=acc, budgets=budgets, algo=algo, seed=seed, max_params=limits["--max-params"],
+            max_macs=limits["--max-macs"], train_budgets=tb, generator=generator, out=out, on_progress=bar,
+            validate=validate, max_rounds=max_rounds,
         )
-        if out is not None and "files" in result:
-            from hwnas.search.results import write_results
-
-            written = json.loads(Path(result["files"]["json"]).read_text())
-            written.pop("results", None)
-            front = written.pop("front", [])
-            written["validation"] = result["validation"]
-            result["files"] = write_results(out, results=result["results"], front=front, info=written)
 
     def human(r: dict[str, Any]) -> None:
         for item in r["results"]:
