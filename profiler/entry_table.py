@@ -28,10 +28,11 @@ import numpy as np
 
 from ..agents.device import Device
 from ..agents.measure_settings import MeasureSettings
+from .calibration import calibration_line, interleave, residuals_pct, smoothed_refs
 from .errors import LUTError
 from .lut import LUT, OVERHEAD_OP, LUTWriter, default_metadata, entry_row, measure_cells
 from .measure import measure_batches, sampling_statistic, stat_keys
-from .profile import LUT_STATISTIC, device_fingerprint, fit_calibration_line, lut_columns
+from .profile import LUT_STATISTIC, device_fingerprint, lut_columns
 from .workloads import Workload
 
 log = logging.getLogger(__name__)
@@ -47,28 +48,6 @@ class WholeNetwork:
     workload: Workload | None
     keys: tuple[str, ...]
     info: Mapping[str, Any] = field(default_factory=dict)
-
-
-def interleave(entries: Sequence[Workload], nets: Sequence[Workload]) -> list[Workload]:
-    """The entries with the whole networks spread among them, so that every batch sees some of both."""
-    out: list[Workload] = []
-    every = max(1, len(entries) // max(1, len(nets)))
-    for i, w in enumerate(entries):
-        if i % every == 0 and i // every < len(nets):
-            out.append(nets[i // every])
-        out.append(w)
-    return out + [n for n in nets if n not in out]
-
-
-def calibration_line(xs: np.ndarray, ys: np.ndarray, overhead: float) -> tuple[float, float]:
-    """``(a, b)`` of ``whole = a * sum(entries - overhead) + b``: the profiler's fit from three networks on,
-    the median ratio below; ``(1, median(whole - sum))`` when the entries' sums carry no information (every
-    entry measured as the overhead, as a benchmark program that prints the same numbers for every model)."""
-    if not np.all(np.abs(xs) > 1e-12):
-        return 1.0, float(np.median(ys - xs))
-    if len(xs) >= 3:
-        return fit_calibration_line(xs, ys)
-    return float(np.median((ys - overhead) / xs)), overhead
 
 
 def measure_entry_table(
@@ -114,7 +93,8 @@ def measure_entry_table(
         on_result=on_result, temp_paths=temp_paths,
     )
     ref_run = float(np.median(refs))
-    norm = {wid: float(res[stat]) * ref_run / ref_ms for wid, (res, ref_ms) in got.items()}
+    smooth = smoothed_refs(refs)
+    norm = {wid: float(res[stat]) * ref_run / smooth.get(float(ref_ms), ref_ms) for wid, (res, ref_ms) in got.items()}
     o = norm[overhead.id]
     by_key = {w.key: norm[w.id] for w in entries}
     measured = [(reference, ref_run)] + [(n, norm[n.workload.id]) for n in nets if n.workload is not None]
@@ -122,7 +102,7 @@ def measure_entry_table(
     ys = np.array([m for _, m in measured])
     a, b = calibration_line(xs, ys, o)
     predicted = a * xs + b
-    residual = np.abs(predicted - ys) / ys * 100
+    residual = residuals_pct(a, b, xs, ys)
 
     meta = default_metadata(space=space, resolutions=[resolution], statistic=LUT_STATISTIC)
     temps = [res.get("temp_c") for res, _ in got.values() if res.get("temp_c") is not None]
@@ -180,4 +160,4 @@ def measure_entry_table(
     return lut
 
 
-__all__ = ["WholeNetwork", "calibration_line", "interleave", "measure_entry_table"]
+__all__ = ["WholeNetwork", "measure_entry_table"]

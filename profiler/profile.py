@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
-import math
 import os
 import threading
 import time
@@ -38,6 +37,7 @@ from ..agents.errors import DeviceError
 from ..agents.measure_settings import MeasureSettings
 from ..agents.profiles import DeviceProfile
 from ..supernet import SearchSpace, get_space
+from .calibration import calibration_line, interleave, residuals_pct, smoothed_refs
 from .errors import LUTError
 from .lut import (
     LUT,
@@ -238,7 +238,7 @@ def _profile(
         overheads = [builder.overhead(r) for r in resolutions if (OVERHEAD_KEY, r) not in done]
         entry_work = overheads + builder.entries(todo_entries)
         calib_work = [builder.subnet(a) for a in calib_archs]
-    workloads = _interleave(entry_work, calib_work)
+    workloads = interleave(entry_work, calib_work)
     results: list[dict[str, Any]] = []
     calib: list[dict[str, Any]] = []
 
@@ -324,34 +324,6 @@ def _calibration_archs(space: SearchSpace, resolutions: Sequence[int], request: 
     return archs
 
 
-def _interleave(entries: list[Workload], subnets: list[Workload]) -> list[Workload]:
-    """Spread the calibration subnets evenly among the entries, so every batch holds some of both
-    and both see the same machine conditions."""
-    if not entries:
-        return list(subnets)
-    out: list[Workload] = []
-    step = len(entries) / max(1, len(subnets))
-    j = 0
-    for i, w in enumerate(entries):
-        while j < len(subnets) and j * step <= i:
-            out.append(subnets[j])
-            j += 1
-        out.append(w)
-    out.extend(subnets[j:])
-    return out
-
-
-def _smoothed_refs(refs: Sequence[float]) -> dict[float, float]:
-    """Each batch's reference latency replaced by the median of it and its neighbours' (batches in
-    measurement order): a slow drift of the machine is still followed, but the noise of one batch's
-    reference measurement no longer shifts every entry of that batch together."""
-    batches = list(dict.fromkeys(float(r) for r in refs))
-    out = {}
-    for i, ref in enumerate(batches):
-        out[ref] = float(np.median(batches[max(0, i - 1) : i + 2]))
-    return out
-
-
 def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
     """Fit ``whole = a * sum(entry - o) + b`` per resolution and write ``lut_ms``."""
     from ..supernet import get_space
@@ -359,7 +331,7 @@ def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
     space = get_space(lut.metadata["space"])
     rows = lut.rows
     stat = (lut.metadata.get("measurement") or {}).get("raw_statistic") or "p10_ms"
-    smooth = _smoothed_refs([*rows["ref_ms"].astype(float).tolist(), *(m["ref_ms"] for _, m in calib["subnets"])])
+    smooth = smoothed_refs([*rows["ref_ms"].astype(float).tolist(), *(m["ref_ms"] for _, m in calib["subnets"])])
     norm = (rows[stat].astype(float) * ref_lut / rows["ref_ms"].astype(float).map(smooth)).to_numpy()
     value = {(k, int(r)): float(v) for k, r, v in zip(rows["key"], rows["resolution"], norm, strict=False)}
     result: dict[str, Any] = {}
@@ -373,16 +345,8 @@ def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
             s = sum(value[(e.key, e.resolution)] - o for e in space.lut_entries(arch))
             xs.append(s)
             ys.append(m["value"] * ref_lut / smooth[m["ref_ms"]])
-        if len(xs) >= 3:
-            a, b = _robust_line(np.asarray(xs), np.asarray(ys))
-        elif xs and float(np.median(xs)) > 0:
-            a, b = float(np.median(np.asarray(ys) - o) / np.median(xs)), o
-        else:
-            a, b = 1.0, o
-        if not (math.isfinite(a) and math.isfinite(b)):  # degenerate: every subnet's entries sum to the overhead
-            a, b = 1.0, o
-        pred = a * np.asarray(xs) + b
-        resid = (pred - np.asarray(ys)) / np.asarray(ys) * 100 if xs else np.array([])
+        a, b = calibration_line(xs, ys, o)
+        resid = residuals_pct(a, b, xs, ys)
         result[str(r)] = {
             "a": a,
             "b_ms": b,
@@ -399,17 +363,5 @@ def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
     lut.metadata["calibration"] = result
 
 
-def _robust_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least squares on relative errors (each subnet weighs the same in percent)."""
-    w = 1.0 / y
-    A = np.stack([x * w, w], axis=1)
-    coef, *_ = np.linalg.lstsq(A, np.ones_like(y), rcond=None)
-    a, b = float(coef[0]), float(coef[1])
-    if a <= 0 or not np.isfinite(a):
-        a, b = float(np.median(y / x)), 0.0
-    return a, b
-
-
-# Public names for the other packages (search.pas measures its per-layer tables the profiler's way).
+# Public name for the other packages' callers of the profiler's fingerprint.
 device_fingerprint = _fingerprint
-fit_calibration_line = _robust_line

@@ -1,0 +1,88 @@
+"""How whole networks calibrate a table of separately measured entries: the one owner of the calibration
+arithmetic that ``profile_device`` (search-space LUTs) and ``measure_entry_table`` (per-layer tables) share.
+
+An entry measured alone keeps its weights in the core's caches between runs; inside a whole network the
+other layers evict them, so every operator runs slower there. Whole networks are therefore measured among
+the entries (:func:`interleave`: every batch holds some of both and both see the same machine), values are
+normalised to the run's reference speed with each batch's reference smoothed over its neighbours
+(:func:`smoothed_refs`), and per resolution ``whole = a * sum(entry - o) + b`` is fitted
+(:func:`calibration_line`; ``o`` the per-inference overhead workload).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TypeVar
+
+import numpy as np
+
+__all__ = ["calibration_line", "interleave", "residuals_pct", "smoothed_refs"]
+
+T = TypeVar("T")
+
+
+def interleave(entries: Sequence[T], nets: Sequence[T]) -> list[T]:
+    """The entries with the whole networks spread evenly among them, so that every batch holds some of both
+    and both see the same machine conditions."""
+    if not entries:
+        return list(nets)
+    out: list[T] = []
+    step = len(entries) / max(1, len(nets))
+    j = 0
+    for i, w in enumerate(entries):
+        while j < len(nets) and j * step <= i:
+            out.append(nets[j])
+            j += 1
+        out.append(w)
+    out.extend(nets[j:])
+    return out
+
+
+def smoothed_refs(refs: Sequence[float]) -> dict[float, float]:
+    """Each batch's reference latency replaced by the median of it and its neighbours' (batches in
+    measurement order): a slow drift of the machine is still followed, but the noise of one batch's
+    reference measurement no longer shifts every entry of that batch together."""
+    batches = list(dict.fromkeys(float(r) for r in refs))
+    return {ref: float(np.median(batches[max(0, i - 1) : i + 2])) for i, ref in enumerate(batches)}
+
+
+def _relative_least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least squares on relative errors (each network weighs the same in percent)."""
+    w = 1.0 / y
+    A = np.stack([x * w, w], axis=1)
+    coef, *_ = np.linalg.lstsq(A, np.ones_like(y), rcond=None)
+    a, b = float(coef[0]), float(coef[1])
+    if a <= 0 or not np.isfinite(a):
+        a, b = float(np.median(y / x)), 0.0
+    return a, b
+
+
+def calibration_line(xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.ndarray, overhead: float) -> tuple[float, float]:
+    """``(a, b)`` of ``whole = a * sum(entries - overhead) + b`` from the networks' entry sums ``xs`` and their
+    measured latencies ``ys``: least squares on relative errors from three networks on, the ratio of medians
+    below (``b = overhead``), ``(1, overhead)`` without networks; ``(1, median(whole - sum))`` when the sums
+    carry no information (every entry measured as the overhead, as a benchmark program that prints the same
+    numbers for every model)."""
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if len(x) == 0:
+        return 1.0, float(overhead)
+    if not np.all(np.abs(x) > 1e-12):
+        return 1.0, float(np.median(y - x))
+    if len(x) >= 3:
+        a, b = _relative_least_squares(x, y)
+    elif float(np.median(x)) > 0:
+        a, b = float(np.median(y - overhead) / np.median(x)), float(overhead)
+    else:
+        a, b = 1.0, float(overhead)
+    if not (math.isfinite(a) and math.isfinite(b)):
+        a, b = 1.0, float(overhead)
+    return a, b
+
+
+def residuals_pct(a: float, b: float, xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.ndarray) -> np.ndarray:
+    """``|a * x + b - y| / y`` in percent, per network."""
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    return np.abs(a * x + b - y) / y * 100 if len(x) else np.array([])
+
+
