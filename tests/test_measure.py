@@ -348,3 +348,23 @@ def test_min_seconds_is_the_span_of_a_models_runs_not_its_timed_work(tmp_path: P
     assert all(worked[m] < 0.15 for m in ("m1", "m2", "m3")), worked
     alone = _run_runner(tmp_path, {**job, "rounds": 1, "models": models[:1]})["m0"]
     assert alone["seconds"] >= 0.3 and alone["span_s"] >= 0.3
+
+
+# ------------------------------------------------------------------------ calibration (one owner)
+
+
+def test_calibration_line_recovers_a_line_and_handles_the_degenerate_cases() -> None:
+    from hwnas.profiler.calibration import calibration_line, interleave, residuals_pct
+
+    xs = np.array([1.0, 2.0, 4.0, 8.0])
+    a, b = calibration_line(xs, 1.25 * xs + 0.3, overhead=0.1)  # whole networks 25% slower than their entries
+    assert a == pytest.approx(1.25) and b == pytest.approx(0.3)
+    assert residuals_pct(a, b, xs, 1.25 * xs + 0.3).max() == pytest.approx(0.0, abs=1e-9)
+    # two networks: the ratio of medians through the overhead
+    assert calibration_line([1.0, 3.0], [1.6, 4.6], overhead=0.1) == pytest.approx((1.5, 0.1))
+    # a benchmark program that prints the same numbers for every model: every sum is 0
+    assert calibration_line([0.0, 0.0, 0.0], [2.0, 3.0, 4.0], overhead=0.5) == (1.0, 3.0)
+    assert calibration_line([], [], overhead=0.5) == (1.0, 0.5)
+    mixed = interleave(list("abcdefgh"), ["N1", "N2"])
+    assert mixed == ["N1", "a", "b", "c", "d", "N2", "e", "f", "g", "h"]
+    assert interleave([], ["N1"]) == ["N1"]
