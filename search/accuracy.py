@@ -29,6 +29,7 @@ from ..supernet import get_space
 from ..supernet.files import atomic_write
 from .encoding import ArchEncoding, Genes
 from .errors import PredictorError
+from .params import Interval, check_params
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +41,6 @@ VERSION = 1
 BATCH = 4096
 
 Progress = Callable[[int, int, str], None]
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(
-            f"The {name!r} parameter of AccuracyPredictor must be an int in [{low}, inf). Got {value!r} instead."
-        )
-    return int(value)
-
-
-def _check_float(name: str, value: Any, low: float, high: float, *, closed_low: bool = True) -> float:
-    ok = isinstance(value, int | float | np.floating) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value >= low if closed_low else value > low) and value <= high
-    if not ok:
-        bracket = "[" if closed_low else "("
-        raise ValueError(
-            f"The {name!r} parameter of AccuracyPredictor must be a float in {bracket}{low}, {high}]. "
-            f"Got {value!r} instead."
-        )
-    return float(value)
 
 
 class AccuracyPredictor:
@@ -106,15 +86,19 @@ class AccuracyPredictor:
         self.val_fraction = val_fraction
         self.seed = seed
 
+    _PARAMS: dict[str, Interval] = {
+        "hidden_size": Interval(int, 1, None),
+        "n_layers": Interval(int, 1, None),
+        "epochs": Interval(int, 1, None),
+        "batch_size": Interval(int, 1, None),
+        "seed": Interval(int, 0, None),
+        "lr": Interval(float, 0.0, 10.0, closed_low=False),
+        "weight_decay": Interval(float, 0.0, 1.0),
+        "val_fraction": Interval(float, 0.0, 0.9),
+    }
+
     def _validate_params(self) -> None:
-        _check_int("hidden_size", self.hidden_size, 1)
-        _check_int("n_layers", self.n_layers, 1)
-        _check_int("epochs", self.epochs, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("seed", self.seed, 0)
-        _check_float("lr", self.lr, 0.0, 10.0, closed_low=False)
-        _check_float("weight_decay", self.weight_decay, 0.0, 1.0)
-        _check_float("val_fraction", self.val_fraction, 0.0, 0.9)
+        check_params(self, self._PARAMS)
 
     # ---- fitting -------------------------------------------------------------------------------------
 

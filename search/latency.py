@@ -29,6 +29,7 @@ from ..profiler.predict import LUTPredictor
 from ..supernet import get_space
 from .encoding import ArchEncoding, Genes
 from .errors import PredictorError
+from .params import Interval, check_params
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,6 @@ class LUTLatency(LatencyPredictor):
 # The features live in the space (supernet.spaces.structure_features), the models in search.fewshot.
 
 
-def _check_param(name: str, value: Any, ok: bool, what: str) -> None:
-    if not ok:
-        raise ValueError(f"The {name!r} parameter of LearnedLatency must be {what}. Got {value!r} instead.")
-
-
 class LearnedLatency(LatencyPredictor):
     """Latency learned from a few end-to-end measurements of a device, with an interval per prediction.
 
@@ -185,12 +181,11 @@ class LearnedLatency(LatencyPredictor):
     def _validate_params(self) -> None:
         from .fewshot import MODELS
 
-        _check_param("models", self.models, self.models is None or (
-            len(self.models) > 0 and all(m in MODELS for m in self.models)), f"None or a list among {list(MODELS)}")
-        _check_param("level", self.level, isinstance(self.level, int | float) and 0 < self.level < 1,
-                     "a float in (0, 1)")
-        _check_param("seed", self.seed, isinstance(self.seed, int) and not isinstance(self.seed, bool)
-                     and self.seed >= 0, "an int in [0, inf)")
+        check_params(self, {"level": Interval(float, 0.0, 1.0, closed_low=False, closed_high=False),
+                            "seed": Interval(int, 0, None)})
+        if self.models is not None and not (len(self.models) > 0 and all(m in MODELS for m in self.models)):
+            raise ValueError(f"The 'models' parameter of LearnedLatency must be None or a list among {list(MODELS)}. "
+                             f"Got {self.models!r} instead.")
         for p in self.priors:
             if p.space != self.space.name:
                 raise PredictorError(f"prior {p.source} is for space {p.space}, not {self.space.name}")
