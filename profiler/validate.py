@@ -22,6 +22,7 @@ from ..agents.device import Device
 from ..agents.measure_settings import MeasureSettings
 from ..agents.profiles import DeviceProfile
 from ..supernet import Arch, get_space
+from .calibration import smoothed_refs
 from .errors import LUTError
 from .lut import LUT
 from .measure import measure_batches, sampling_statistic, stat_keys
@@ -65,7 +66,8 @@ def measure_subnets(
     Returns ``{"ms": [...], "raw_ms": [...], "ci": [...], "converged": [...], "reference_ms": x,
     "reference_batches_ms": [...], "stats_ms": {stat: [...]}, "stats_raw_ms": {stat: [...]}}`` where
     ``ms[i]`` (the runtime's statistic) and each of ``stats_ms`` (every statistic the runtime reports) are
-    normalised to the median reference speed of this run; ``raw_ms`` and ``stats_raw_ms`` are not; ``ci``
+    normalised to the median reference speed of this run (each batch's reference smoothed over its
+    neighbours', as a profile's rows are); ``raw_ms`` and ``stats_raw_ms`` are not; ``ci``
     is each subnet's relative confidence half-width (the widest of its passes). With ``passes`` > 1 every
     subnet is measured that many times, the passes one after the other in the batches (so each pass of a
     subnet runs in another batch, beside other models); values are the mean over the passes, and
@@ -94,12 +96,14 @@ def measure_subnets(
 
     refs = measure_batches(device, runs, reference=reference, plan=plan, runtime=runtime, threads=threads, on_result=on_result)
     ref_run = float(np.median(refs))
+    smooth = smoothed_refs(refs)  # as the profile normalises its rows (profiler/calibration.py)
 
     def ids(w: Workload) -> list[str]:
         return [f"{w.id}~{p}" if passes > 1 else w.id for p in range(passes)]
 
     def per_pass(k: str, normalised: bool) -> list[list[float]]:
-        return [[got[i][0][k] * (ref_run / got[i][1] if normalised else 1.0) for w in workloads for i in [ids(w)[p]]]
+        return [[got[i][0][k] * (ref_run / smooth.get(float(got[i][1]), got[i][1]) if normalised else 1.0)
+                 for w in workloads for i in [ids(w)[p]]]
                 for p in range(passes)]
 
     present = [k for k in keys if all(k in got[i][0] for w in workloads for i in ids(w))]
