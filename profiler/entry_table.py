@@ -94,7 +94,7 @@ def measure_entry_table(
     )
     ref_run = float(np.median(refs))
     smooth = smoothed_refs(refs)
-    norm = {wid: float(res[stat]) * ref_run / smooth.get(float(ref_ms), ref_ms) for wid, (res, ref_ms) in got.items()}
+    norm = {wid: float(res[stat]) * ref_run / smooth[ref_ms] for wid, (res, ref_ms) in got.items()}
     o = norm[overhead.id]
     by_key = {w.key: norm[w.id] for w in entries}
     measured = [(reference, ref_run)] + [(n, norm[n.workload.id]) for n in nets if n.workload is not None]

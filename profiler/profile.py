@@ -352,7 +352,7 @@ def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
             "b_ms": b,
             "overhead_ms": o,
             "subnets": len(xs),
-            "max_abs_residual_pct": float(np.max(np.abs(resid))) if len(resid) else None,
+            "max_abs_residual_pct": float(np.max(resid)) if len(resid) else None,
         }
         sel = (rows["resolution"].astype(int) == r).to_numpy()
         is_over = (rows["key"] == OVERHEAD_KEY).to_numpy()

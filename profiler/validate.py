@@ -102,7 +102,7 @@ def measure_subnets(
         return [f"{w.id}~{p}" if passes > 1 else w.id for p in range(passes)]
 
     def per_pass(k: str, normalised: bool) -> list[list[float]]:
-        return [[got[i][0][k] * (ref_run / smooth.get(float(got[i][1]), got[i][1]) if normalised else 1.0)
+        return [[got[i][0][k] * (ref_run / smooth[got[i][1]] if normalised else 1.0)
                  for w in workloads for i in [ids(w)[p]]]
                 for p in range(passes)]
 

@@ -181,11 +181,11 @@ class LearnedLatency(LatencyPredictor):
     def _validate_params(self) -> None:
         from .fewshot import MODELS
 
-        check_params(self, {"level": Interval(float, 0.0, 1.0, closed_low=False, closed_high=False),
-                            "seed": Interval(int, 0, None)})
         if self.models is not None and not (len(self.models) > 0 and all(m in MODELS for m in self.models)):
             raise ValueError(f"The 'models' parameter of LearnedLatency must be None or a list among {list(MODELS)}. "
                              f"Got {self.models!r} instead.")
+        check_params(self, {"level": Interval(float, 0.0, 1.0, closed_low=False, closed_high=False),
+                            "seed": Interval(int, 0, None)})
         for p in self.priors:
             if p.space != self.space.name:
                 raise PredictorError(f"prior {p.source} is for space {p.space}, not {self.space.name}")
