@@ -111,7 +111,7 @@ def main() -> None:
                     shutil.copytree(tmp, dest, dirs_exist_ok=True)
             rows.append([
                 name, pair + 1, len(keys), " / ".join(f"{s:.0f}" for s in secs), len(clean.regressions),
-                len(clean.undecided), f"{clean.drift_pct:+.1f}%" if clean.drift_pct is not None else "-",
+                len(clean.improvements), len(clean.undecided), f"{clean.drift_pct:+.1f}%" if clean.drift_pct is not None else "-",
                 _pct(clean.noise_pct),
                 _pct(None if clean.smallest_detectable is None else 100 * clean.smallest_detectable),
                 _pct(clean.detectable_pct),
@@ -129,7 +129,8 @@ def main() -> None:
                          if (e.key, e.resolution) in set(picks)),
                 f"{re_secs:.0f}", load,
             ])
-    print(table(["setting", "pair", "entries", "profile s (a / b)", "false positives", "undecided", "drift",
+    print(table(["setting", "pair", "entries", "profile s (a / b)", "false positives", "improvements (false too)",
+                 "undecided", "drift",
                  "noise", "smallest detectable (best entry)", "typical detectable", "edited entries caught",
                  "other entries flagged", "load avg (1 min)"], rows))
     print()

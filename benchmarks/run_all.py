@@ -20,15 +20,21 @@ from pathlib import Path
 # cheap and quick first; the supernet training (~20 min on one thread) last
 BENCHMARKS = (
     "bench_noise",
+    "bench_cost",
     "bench_fidelity",
+    "bench_validation",
+    "bench_additivity",
+    "bench_statistic",
     "bench_context",
     "bench_diff",
     "bench_closed_loop",
     "bench_remote",
     "bench_search",
     "bench_latency_predictor",
+    "bench_fewshot",
     "bench_pas",
     "bench_litert",
+    "bench_accuracy_eval",
     "bench_supernet",
 )
 NEEDS_ROOT = {"bench_remote"}

@@ -8,8 +8,10 @@ cached by content) -> report (summary.json, report.html with plots).
 
 ``digits-hard`` (:mod:`hwnas.supernet.data`) rather than plain digits: on plain digits every subnet scores
 98-99%, so the accuracy predictor is flat and the three budgets cannot show a trade-off. The torch thread
-count of the training, the accuracy data set and the export is chosen by timing a few steps with each
-count (:func:`hwnas.supernet.train.fastest_threads`): on a shared machine a second thread can make it slower.
+count of the training and the export is chosen by timing a few steps with each count
+(:func:`fastest_threads`): on a shared machine a second thread can make it slower. The accuracy data set
+evaluates subnets side by side instead, one thread each
+(:func:`hwnas.search.accuracy.default_jobs`).
 """
 
 from __future__ import annotations
@@ -145,15 +147,15 @@ def run_demo(
     acc_path = out / "accuracy.pt"
 
     def accuracy() -> dict[str, Any]:
-        from hwnas.search.accuracy import AccuracyPredictor, generate_accuracy_dataset
+        from hwnas.search.accuracy import AccuracyPredictor, default_jobs, generate_accuracy_dataset
 
-        threads = _use_threads(fastest_threads(backward=False))
+        jobs = default_jobs()  # subnets side by side, one torch thread each
         archs, top1 = generate_accuracy_dataset(
-            ckpt, accuracy_samples, DATA, seed=0, resolutions=lut.resolutions, on_progress=on_progress
+            ckpt, accuracy_samples, DATA, seed=0, resolutions=lut.resolutions, jobs=jobs, on_progress=on_progress
         )
         pred = AccuracyPredictor(space=SPACE, seed=0).fit(archs, top1)
         pred.save(acc_path)
-        return {"samples": len(archs), **pred.metrics_, "top1_range": [min(top1), max(top1)], "threads": threads}
+        return {"samples": len(archs), **pred.metrics_, "top1_range": [min(top1), max(top1)], "jobs": jobs}
 
     acc = pipe.step("accuracy", {"train": trained, "samples": accuracy_samples}, accuracy, files=("accuracy.pt",))
 

@@ -3,7 +3,10 @@
 1. **Comparability** from the metadata, field by field (:data:`COMPARABILITY_FIELDS`). A mismatch refuses
    the diff unless the user allows that field (``allow=["runtime.version"]``; a prefix such as ``runtime``
    allows every ``runtime.*`` field).
-2. **Drift**: rows are matched by (key, resolution); the uniform drift of the whole table is the median
+2. **Values judged**: what the device measured, each row's raw statistic over its batch's reference
+   (``p10_ms / ref_ms``), when both tables hold it; else the tables' statistic (an imported LUT). The
+   calibration's per-resolution scale is a property of the table, not of an entry (:func:`_measured`).
+   **Drift**: rows are matched by (key, resolution); the uniform drift of the whole table is the median
    of the per-entry log ratios ``log(new / base)`` (robust to the few entries that really changed). It is
    reported, factored out of every entry, and is itself a finding beyond ``drift_threshold_pct``.
 3. **Entries**: an entry regresses when its drift-corrected change exceeds ``threshold_pct``, stands out
@@ -123,6 +126,7 @@ class EntryChange:
     decided: bool = True
     detectable_pct: float | None = None
     noise_pct: float | None = None
+    with_neighbours: bool = False
     impact_pct: float | None = None
     impact_when_used_pct: float | None = None
     rechecked: dict[str, Any] | None = None
@@ -237,6 +241,37 @@ def _impact_order(e: EntryChange) -> tuple[float, float]:
     return (-abs(e.impact_pct) if e.impact_pct is not None else 0.0, -abs(e.change_pct))
 
 
+def _measured(lut: LUT) -> tuple[np.ndarray, str] | None:
+    """Each row's measured statistic over its batch's reference (``raw / ref_ms``, times the table's reference
+    in ms), or None when the table lacks the columns. This is what the device measured, before the
+    per-resolution calibration: ``lut_ms = a * (raw - overhead)`` amplifies the noise of entries that cost
+    about one inference's overhead (a pooling of a few numbers: ``lut_ms`` near 0, so a 1% change of ``raw``
+    moved it by 40-130% between two back-to-back profiles, bench_diff), and a change of ``a`` between
+    profiles moves every entry of a resolution together."""
+    raw = str((lut.metadata.get("measurement") or {}).get("raw_statistic") or "")
+    cols = lut.rows.columns
+    if not raw or raw not in cols or "ref_ms" not in cols:
+        return None
+    try:
+        values = lut.rows[raw].to_numpy(dtype=float)
+        refs = lut.rows["ref_ms"].to_numpy(dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if not (np.all(np.isfinite(refs)) and np.all(refs > 0)):
+        return None
+    ref = float((lut.metadata.get("reference") or {}).get("ms") or np.median(refs))
+    return values / refs * ref, f"{raw} / ref_ms"
+
+
+def _judged_values(base: LUT, new: LUT) -> tuple[np.ndarray, np.ndarray, str]:
+    """The values entries are judged by, and their name: the measured statistic over its batch reference
+    (:func:`_measured`) when both tables hold it, else each table's own statistic."""
+    b, n = _measured(base), _measured(new)
+    if b is not None and n is not None and b[1] == n[1]:
+        return b[0], n[0], b[1]
+    return base.rows[base.statistic].to_numpy(dtype=float), new.rows[new.statistic].to_numpy(dtype=float), base.statistic
+
+
 def _relative_spread(lut: LUT, i: int) -> tuple[float, float] | None:
     """The runs' p10 and p90 relative to their centre (``median_ms``, else ``mean_ms``), or mean -+ Z80 std
     relative to the mean when only mean/std are known.
@@ -309,9 +344,6 @@ def diff_luts(
     )
     if not result.comparable:
         return result
-    stat_b, stat_n = base.statistic, new.statistic
-    if stat_n not in new.rows.columns:  # pragma: no cover - load guarantees it
-        raise LUTError(f"{new.source}: no column {stat_n!r}")
     b_idx = {k: i for i, k in enumerate(base.keys())}
     n_idx = {k: i for i, k in enumerate(new.keys())}
     result.missing = [{"key": k, "resolution": r} for (k, r) in b_idx if (k, r) not in n_idx]
@@ -319,8 +351,7 @@ def diff_luts(
     common = [k for k in b_idx if k in n_idx]
     if not common:
         raise LUTError(f"{base.source} and {new.source} share no (key, resolution) row")
-    b_vals = base.rows[stat_b].to_numpy(dtype=float)
-    n_vals = new.rows[stat_n].to_numpy(dtype=float)
+    b_vals, n_vals, result.statistic = _judged_values(base, new)
 
     # ---- drift: median of per-entry log ratios (overhead rows and zero values excluded)
     pairs = [(k, b_idx[k], n_idx[k]) for k in common if k[0] != OVERHEAD_KEY]
@@ -339,9 +370,19 @@ def diff_luts(
         drift_log = 0.0
         result.drift = 0.0
     scale = math.exp(drift_log)
-    sigma = _between_run_noise(logs - drift_log, np.array([b_vals[i] for _, i, _ in positive]))
+    thr_log = math.log1p(threshold_pct / 100.0)
+    together = _moved_with_neighbours(base, new, positive, logs - drift_log, thr_log)
+    local = logs - drift_log
+    sigma = _between_run_noise(local, np.array([b_vals[i] for _, i, _ in positive]), exclude=together)
+    if together.any():
+        result.notes.append(
+            f"{int(together.sum())} entries moved beyond the threshold together with entries measured beside them "
+            "(in their batch or just before and after: the machine's speed changed for a while, or several similar "
+            "entries changed): "
+            "undecided, not findings; --recheck re-measures them in another order"
+        )
     if len(logs):
-        overall = 1.4826 * float(np.median(np.abs(logs - drift_log)))
+        overall = 1.4826 * float(np.median(np.abs(local[~together] if (~together).sum() >= 5 else local)))
         result.noise_pct = 100.0 * overall
         result.detectable_pct = 100.0 * math.expm1(max(math.log1p(threshold_pct / 100.0), noise_z * overall))
     result.noise_z = float(noise_z)
@@ -404,6 +445,8 @@ def diff_luts(
             verdict = "noise"
         else:
             verdict = "ok"
+        if verdict in ("regression", "improvement") and together[n_entry]:
+            verdict = "noise"  # moved with the entries measured just before and after it: machine or these ops?
         decided = verdict != "noise" and (converged or abs(corrected) <= thr)
         result.entries.append(
             EntryChange(
@@ -420,6 +463,7 @@ def diff_luts(
                 decided=decided,
                 detectable_pct=100.0 * math.expm1(need),
                 noise_pct=100.0 * float(sigma[n_entry]),
+                with_neighbours=bool(together[n_entry]),
             )
         )
     for (key, res) in common:
@@ -433,17 +477,90 @@ def diff_luts(
     return result
 
 
-def _between_run_noise(corrected_logs: np.ndarray, base_ms: np.ndarray, min_bin: int = 50) -> np.ndarray:
+#: An entry that moved beyond the threshold is undecided rather than a finding when, in either table, at
+#: least ``NEIGHBOURS_MOVED`` of the ``NEIGHBOURS`` rows before and after it moved the same way, or its batch
+#: moved: at least ``BATCH_MOVED`` of its entries (and ``BATCH_MIN``) the same way. "Moved" here: beyond the
+#: threshold and beyond ``MOVED_Z`` robust sd of the table's changes. Under the load of benchmarks/_load.py
+#: a disturbed batch had 6-22 of its 6-22 entries moved one way and every other batch 0-1 (quiet: 0-1 in
+#: every batch), so three real slowdowns that share a batch still stand out.
+NEIGHBOURS = 3
+NEIGHBOURS_MOVED = 2
+BATCH_MOVED = 0.25
+BATCH_MIN = 4
+MOVED_Z = 3.0
+
+
+def _batches(lut: LUT, rows: Sequence[int]) -> list[float | None]:
+    """Each row's batch label: its ``ref_ms`` value (every batch measures the reference once), None without."""
+    if "ref_ms" not in lut.rows.columns:
+        return [None] * len(rows)
+    try:
+        refs = lut.rows["ref_ms"].to_numpy(dtype=float)
+    except (TypeError, ValueError):
+        return [None] * len(rows)
+    return [float(refs[i]) if math.isfinite(refs[i]) else None for i in rows]
+
+
+def _moved_with_neighbours(base: LUT, new: LUT, positive: Sequence[tuple[Any, int, int]], corrected_logs: np.ndarray,
+                           thr_log: float) -> np.ndarray:
+    """Per entry: did it move beyond the threshold together with the entries measured beside it?
+
+    A profile measures its entries in batches of a second or less (each entry's runs in rounds spread over
+    its batch), and a machine's speed can change for a while in a way the batch's reference workload does
+    not follow (a memory-bandwidth load slows memory-bound entries more than the reference). Two
+    back-to-back profiles under the load of benchmarks/_load.py had runs of 5-22 consecutive entries, and
+    entries here and there in one batch, 20-48% apart while their references agreed (bench_diff). Such
+    entries are the machine, or a change of several similar entries (rows are in the space's order, so
+    neighbours are alike): one measurement cannot tell, a re-measurement in another order can
+    (``--recheck``). An entry that really changed alone stands out from the entries measured beside it."""
+    n = len(positive)
+    out = np.zeros(n, dtype=bool)
+    if n == 0:
+        return out
+    scale = 1.4826 * float(np.median(np.abs(corrected_logs)))
+    moved = np.abs(corrected_logs) > max(thr_log, MOVED_Z * scale)
+    if not moved.any():
+        return out
+    sign = np.sign(corrected_logs)
+    for lut, col in ((base, 1), (new, 2)):
+        rows = [p[col] for p in positive]
+        order = np.argsort(rows, kind="stable")
+        rank = np.empty(n, dtype=int)
+        rank[order] = np.arange(n)
+        labels = _batches(lut, rows)
+        members: dict[float, list[int]] = {}
+        for e, label in enumerate(labels):
+            if label is not None:
+                members.setdefault(label, []).append(e)
+        for e in np.flatnonzero(moved):
+            near = order[max(0, rank[e] - NEIGHBOURS) : rank[e] + NEIGHBOURS + 1]
+            near = near[near != e]
+            if int(np.sum(moved[near] & (sign[near] == sign[e]))) >= NEIGHBOURS_MOVED:
+                out[e] = True
+            if labels[e] is not None:
+                batch = np.asarray(members[labels[e]])
+                same = int(np.sum(moved[batch] & (sign[batch] == sign[e])))
+                if same >= max(BATCH_MIN, BATCH_MOVED * len(batch)):
+                    out[e] = True
+    return out
+
+
+def _between_run_noise(corrected_logs: np.ndarray, base_ms: np.ndarray, min_bin: int = 50,
+                       exclude: np.ndarray | None = None) -> np.ndarray:
     """Robust scale of the drift-corrected log ratios, per entry: entries are binned by base latency
     (up to 4 bins of at least ``min_bin`` entries; small ops are noisier than large ones) and each gets
-    its bin's 1.4826 * median |log ratio| -- the empirical null that a real change must stand out from."""
+    its bin's 1.4826 * median |log ratio| -- the empirical null that a real change must stand out from.
+    Entries in ``exclude`` (those that moved with their neighbours: :func:`_moved_with_neighbours`) are
+    binned but left out of the scale, which is the noise of one entry's measurement."""
     n = len(corrected_logs)
     out = np.zeros(n)
     if n == 0:
         return out
+    keep = np.ones(n, dtype=bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
     order = np.argsort(base_ms, kind="stable")
     for chunk in np.array_split(order, max(1, min(4, n // min_bin))):
-        out[chunk] = 1.4826 * float(np.median(np.abs(corrected_logs[chunk])))
+        use = chunk[keep[chunk]]
+        out[chunk] = 1.4826 * float(np.median(np.abs(corrected_logs[use if len(use) >= 5 else chunk])))
     return out
 
 

@@ -133,6 +133,93 @@ def test_calibrated_statistic_is_judged_with_relative_spreads(tmp_path):
     assert {(e.key, e.resolution) for e in result.regressions} == set(victims)
 
 
+def _profiled(path: Path, values: dict, seed: int, *, a: float, overhead: float, refs: list[float]) -> LUT:
+    """A table as the profiler writes it: raw ``p10_ms`` per row with its batch's reference (``ref_ms``, one
+    value per batch of 24 rows, in row order), the measured statistic named in the metadata, and the
+    calibrated ``lut_ms = a * (p10 - overhead)`` as the table's statistic."""
+    rows = _rows(values, seed)
+    for n, row in enumerate(rows):
+        ref = refs[(n // 24) % len(refs)]
+        for col in ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms"):
+            row[col] *= ref / 0.5  # raw: as measured on a machine whose reference ran in `ref` ms
+        row["ref_ms"] = ref
+        row["lut_ms"] = max(0.0, a * (row["p10_ms"] * 0.5 / ref - overhead))
+    meta = _meta(statistic="lut_ms")
+    meta["measurement"] = {"raw_statistic": "p10_ms"}
+    meta["reference"] = {"ms": 0.5}
+    lut = LUT(metadata=meta, rows=pd.DataFrame(rows))
+    lut.save(path)
+    return LUT.load(path)
+
+
+def test_entries_are_judged_by_what_was_measured_not_by_the_calibration(tmp_path):
+    """Two back-to-back profiles whose calibration differs (scale 1.30 vs 1.45, an overhead close to the
+    smallest entries' cost, so their ``lut_ms`` is near 0 and moves by tens of percent) and whose batches
+    ran at other reference speeds: judged by ``p10_ms / ref_ms``, only the three real slowdowns are found."""
+    values = _base_values()
+    small = min(values.values())
+    victims = _pick(values, 3, 41)
+    new_values = _noisy(values, 41)
+    for k in victims:
+        new_values[k] *= 1.25
+    base = _profiled(tmp_path / "a.csv", values, 1, a=1.30, overhead=0.95 * small, refs=[0.50, 0.52, 0.49])
+    new = _profiled(tmp_path / "b.csv", new_values, 141, a=1.45, overhead=0.90 * small, refs=[0.55, 0.50, 0.53])
+    result = diff_luts(base, new, samples=0)
+    assert result.statistic == "p10_ms / ref_ms"
+    assert {(e.key, e.resolution) for e in result.regressions} == set(victims)
+    assert not result.improvements and abs(result.drift) < 0.01
+    by_lut_ms = [abs(n / b - 1) for b, n in zip(base.rows["lut_ms"], new.rows["lut_ms"], strict=True) if b > 0]
+    assert max(by_lut_ms) > 0.25  # what judging the calibrated column would have seen
+
+
+def test_entries_that_moved_with_their_neighbours_are_undecided(tmp_path):
+    """A run of eleven consecutive rows measured 30% slower (the machine slowed for a while, as a memory
+    load did in bench_diff) is undecided, not eleven regressions, and does not widen the noise; a slowdown
+    of one entry on its own is still found."""
+    values = _base_values()
+    keys = list(values)
+    new_values = _noisy(values, 51)
+    run = keys[40:51]
+    for k in run:
+        new_values[k] *= 1.30
+    alone = keys[100]
+    new_values[alone] *= 1.25
+    base = _profiled(tmp_path / "a.csv", values, 1, a=1.3, overhead=0.0, refs=[0.5])
+    new = _profiled(tmp_path / "b.csv", new_values, 151, a=1.3, overhead=0.0, refs=[0.5])
+    result = diff_luts(base, new, samples=0)
+    assert [(e.key, e.resolution) for e in result.regressions] == [alone]
+    assert {(e.key, e.resolution) for e in result.undecided} == set(run)
+    assert all(e.with_neighbours and e.verdict == "noise" for e in result.undecided)
+    assert result.noise_pct < 2.0 and result.exit_code == 1
+    assert any("together with entries measured beside them" in n for n in result.notes)
+    new_values[alone] /= 1.25  # without the lone slowdown: nothing found, the run still undecided
+    new = _profiled(tmp_path / "c.csv", new_values, 151, a=1.3, overhead=0.0, refs=[0.5])
+    result = diff_luts(base, new, samples=0)
+    assert result.exit_code == 0 and len(result.undecided) == len(run)
+
+
+def test_a_disturbed_batch_is_undecided_but_three_slowdowns_in_one_batch_are_found(tmp_path):
+    """Every fourth entry of one batch of 24 measured 30% slower (a load hit the batch: entries here and
+    there, not in a row, as bench_diff saw) is undecided; three real slowdowns in another batch, apart
+    from each other, are three regressions: three of 24 is not a disturbed batch."""
+    values = _base_values()
+    keys = list(values)
+    refs = [0.50, 0.51, 0.49, 0.52, 0.48, 0.505, 0.495]  # one reference value per batch of 24 rows
+    new_values = _noisy(values, 61)
+    hit = keys[48:72:4]  # batch 2: six entries, none within three rows of another
+    for k in hit:
+        new_values[k] *= 1.30
+    real = [keys[97], keys[105], keys[114]]  # batch 4
+    for k in real:
+        new_values[k] *= 1.25
+    base = _profiled(tmp_path / "a.csv", values, 1, a=1.3, overhead=0.0, refs=refs)
+    new = _profiled(tmp_path / "b.csv", new_values, 161, a=1.3, overhead=0.0, refs=refs)
+    result = diff_luts(base, new, samples=0)
+    assert {(e.key, e.resolution) for e in result.regressions} == set(real)
+    assert {(e.key, e.resolution) for e in result.undecided} == set(hit)
+    assert not result.improvements and result.exit_code == 1
+
+
 def test_noisy_table_does_not_cry_wolf(tmp_path):
     """5% between-run noise but only 1.5-3% within-run spreads: the spreads alone would flag dozens of
     entries; the table's own noise (empirical null) keeps them quiet and says what is detectable."""

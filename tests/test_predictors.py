@@ -210,7 +210,7 @@ def test_accuracy_dataset_jobs_evaluate_side_by_side_with_the_same_top1(tmp_path
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        archs1, top1_seq = generate_accuracy_dataset(ckpt, 6, "digits", **kw)
+        archs1, top1_seq = generate_accuracy_dataset(ckpt, 6, "digits", jobs=1, **kw)
     finally:
         torch.set_num_threads(before)
     seen: list[tuple[int, int]] = []
