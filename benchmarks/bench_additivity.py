@@ -9,14 +9,16 @@ seeds, two passes each, as ``lut validate``) are measured once. Every subnet is 
 Reported:
 
 - each LUT's error on the measured subnets (mean, sd, within ±5 / ±10%);
-- **table noise**: how far A's and B's predictions of the same subnets differ (the sd of log(B / A) once
-  their mean ratio is taken out, and that mean ratio: the calibration's level moving between profiles);
+- **table noise**: how far A's and B's predictions of the same subnets differ, B's taken to A's speed by
+  their reference workloads (the sd of log(B / A) once their mean ratio is taken out, and that mean
+  ratio: the level moving between two profiles of the same machine);
 - **structural error**: the part of A's error that B shares (the sd of the mean of both LUTs' errors once
   each LUT's mean is taken out): error that re-profiling cannot remove, because the sum of separately
   measured entries is not the whole network's cost;
 - what other calibration forms would reach, fitted on the measured subnets themselves by leave-one-out (an
-  upper bound for a form fitted on a few calibration subnets): ``a * sum + b`` (the LUT's form),
-  ``+ c * params`` (weights to fetch), ``+ a constant per block of each stage``.
+  upper bound for a form fitted on a few calibration subnets): ``a * sum + b``, ``+ c * params`` (weights
+  to fetch; the profiler's form where it predicts the calibration subnets better), ``+ a constant per
+  block of each stage``.
 """
 
 from __future__ import annotations
@@ -64,8 +66,9 @@ def _features(lut: LUT, archs: list[Any]) -> dict[str, np.ndarray]:
     for arch in archs:
         c = cal[str(arch.r)]
         entries = space.lut_entries(arch)
-        # lut_ms = a * (raw - overhead): back to the measured value minus the overhead
-        xs.append(sum(values[(e.key, e.resolution)] / c["a"] for e in entries))
+        # lut_ms = a * (raw - overhead) + c * params: back to the measured value minus the overhead
+        xs.append(sum((values[(e.key, e.resolution)] - c.get("c_ms_per_mparam", 0.0) * e.params / 1e6) / c["a"]
+                      for e in entries))
         for e in entries:
             if e.key not in params:
                 params[e.key] = float(sum(p.numel() for p in space.build_entry(e).parameters())) / 1e6
@@ -110,7 +113,10 @@ def main() -> None:
             wall = time.perf_counter() - t0
             load = load_average().split(" (")[0]
         y = np.asarray(measured)
-        preds = [np.asarray(LUTPredictor(lut).predict(archs), dtype=float) for lut in luts]
+        # the subnets were measured against A's reference (validate_lut's drift correction): B's predictions
+        # go to A's speed by the two tables' reference workloads, as validating B would do
+        ref = [float(lut.metadata["reference"]["ms"]) for lut in luts]
+        preds = [np.asarray(LUTPredictor(lut).predict(archs), dtype=float) * ref[0] / r for lut, r in zip(luts, ref, strict=True)]
         errs = [_err(p, y) for p in preds]
         ratio = np.log(preds[1] / preds[0])
         shared = (errs[0] - errs[0].mean() + errs[1] - errs[1].mean()) / 2
@@ -122,8 +128,8 @@ def main() -> None:
                 " ".join(f"{100 * r:.2f}%" for r in repeat if r is not None), f"{wall:.0f}", load,
             ])
         f = _features(luts[0], archs)
-        for form, cols in (("a * sum + b (the LUT's form)", [f["x"]]),
-                           ("+ c * params", [f["x"], f["params"]]),
+        for form, cols in (("a * sum + b", [f["x"]]),
+                           ("+ c * params (the LUT's form when it predicts its calibration subnets better)", [f["x"], f["params"]]),
                            ("+ a constant per block of each stage", [f["x"], f["depths"]])):
             within, mape = _loo_within(np.column_stack(cols), y)
             forms.append([name, form, f"{round(within * len(y))}/{len(y)}", f"{100 * mape:.2f}%"])

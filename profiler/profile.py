@@ -11,9 +11,11 @@ between runs; inside a whole network the other layers evict them, so every opera
 runs slower there (on this machine ~25% for blocks, 2-4x for the large head layers
 whose weights exceed the L2 cache; see BENCHMARKS.md). The profiler measures that
 effect on the device itself: per resolution it fits ``whole = a * sum(entries - o) + b``
-on calibration subnets (``o`` the measured per-inference overhead) and writes the LUT
-column ``lut_ms = a * (p10 - o)`` for entries and ``b`` for the ``Overhead-inference`` row,
-so a plain sum of the ``lut_ms`` column predicts a whole network.
+on calibration subnets (``o`` the measured per-inference overhead), with a term ``c`` per
+parameter of the network where that predicts them better (weights fetched from memory in the
+network), and writes the LUT column ``lut_ms = a * (p10 - o) + c * params`` for entries and
+``b`` for the ``Overhead-inference`` row, so a plain sum of the ``lut_ms`` column predicts a
+whole network.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from ..agents.errors import DeviceError
 from ..agents.measure_settings import MeasureSettings
 from ..agents.profiles import DeviceProfile
 from ..supernet import SearchSpace, get_space
-from .calibration import calibration_line, interleave, residuals_pct, smoothed_refs
+from .calibration import calibration_fit, interleave, residuals_pct, smoothed_refs
 from .errors import LUTError
 from .lut import (
     LUT,
@@ -67,7 +69,10 @@ def lut_columns(runtime: str) -> tuple[str, ...]:
 LUT_COLUMNS = lut_columns("onnxruntime")
 
 
-CALIBRATION_SUBNETS = 8
+#: Whole subnets per resolution that calibrate the entries (min, max and random ones). 16 rather than 8: the
+#: parameters term of the calibration (:func:`~.calibration.calibration_fit`) needs them to be stable (its
+#: ``c`` moved 0.095-0.22 between profiles fitted on 8, 0.110-0.128 on 16; bench_fidelity, BENCHMARKS.md).
+CALIBRATION_SUBNETS = 16
 # Building and exporting workloads uses torch's global state (export flags, manual_seed): one thread
 # at a time when several devices are profiled concurrently (`hwnas profile A B`).
 _BUILD_LOCK = threading.Lock()
@@ -209,7 +214,8 @@ def _profile(
         measurement={
             "raw_statistic": sampling_statistic(request.plan, runtime),
             **request.plan.to_dict(),
-            "note": f"lut_ms = calibration.a * ({sampling_statistic(request.plan, runtime)} * reference/ref_ms - overhead); see calibration",
+            "note": f"lut_ms = calibration.a * ({sampling_statistic(request.plan, runtime)} * reference/ref_ms - overhead)"
+                    " + calibration.c_ms_per_mparam * the entry's parameters (M); see calibration",
         },
     )
     # The runtime version is known once the runner said hello (a benchmark program: a tiny batch).
@@ -325,7 +331,9 @@ def _calibration_archs(space: SearchSpace, resolutions: Sequence[int], request: 
 
 
 def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
-    """Fit ``whole = a * sum(entry - o) + b`` per resolution and write ``lut_ms``."""
+    """Fit ``whole = a * sum(entry - o) + c * sum(entry parameters) + b`` per resolution
+    (:func:`~.calibration.calibration_fit`: ``c`` is 0 where the term does not predict the calibration
+    networks better) and write ``lut_ms``."""
     from ..supernet import get_space
 
     space = get_space(lut.metadata["space"])
@@ -336,20 +344,24 @@ def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
     value = {(k, int(r)): float(v) for k, r, v in zip(rows["key"], rows["resolution"], norm, strict=False)}
     result: dict[str, Any] = {}
     lut_ms = np.array(norm, dtype=float)
+    entry_params = {(e.key, e.resolution): e.params / 1e6 for e in space.all_lut_entries(sorted({int(x) for x in rows["resolution"]}))}
+    params = np.array([entry_params.get((k, int(r)), 0.0) for k, r in zip(rows["key"], rows["resolution"], strict=False)])
     for r in sorted({int(x) for x in rows["resolution"]}):
         o = value.get((OVERHEAD_KEY, r), 0.0)
-        xs, ys = [], []
+        xs, ws, ys = [], [], []
         for arch, m in calib["subnets"]:
             if arch.r != r:
                 continue
-            s = sum(value[(e.key, e.resolution)] - o for e in space.lut_entries(arch))
-            xs.append(s)
+            entries = space.lut_entries(arch)
+            xs.append(sum(value[(e.key, e.resolution)] - o for e in entries))
+            ws.append(sum(e.params for e in entries) / 1e6)
             ys.append(m["value"] * ref_lut / smooth[m["ref_ms"]])
-        a, b = calibration_line(xs, ys, o)
-        resid = residuals_pct(a, b, xs, ys)
+        a, b, c = calibration_fit(xs, ys, o, ws)
+        resid = residuals_pct(a, b, xs, ys, c, ws)
         result[str(r)] = {
             "a": a,
             "b_ms": b,
+            "c_ms_per_mparam": c,
             "overhead_ms": o,
             "subnets": len(xs),
             "max_abs_residual_pct": float(np.max(resid)) if len(resid) else None,
@@ -357,7 +369,7 @@ def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
         sel = (rows["resolution"].astype(int) == r).to_numpy()
         is_over = (rows["key"] == OVERHEAD_KEY).to_numpy()
         # an op cheaper than one inference's fixed cost (a pooling of a few numbers) costs ~0 in a network
-        lut_ms[sel & ~is_over] = np.maximum(a * (norm[sel & ~is_over] - o), 0.0)
+        lut_ms[sel & ~is_over] = np.maximum(a * (norm[sel & ~is_over] - o), 0.0) + c * params[sel & ~is_over]
         lut_ms[sel & is_over] = b
     rows[LUT_STATISTIC] = lut_ms
     lut.metadata["calibration"] = result

@@ -381,3 +381,24 @@ def test_calibration_line_leaves_out_a_network_measured_far_off_the_line() -> No
     noisy = 1.2 * xs + 0.1 + np.array([0.01, -0.02, 0.015, -0.01, 0.02, -0.015, 0.01, -0.02])  # ordinary noise
     a2, _ = calibration_line(xs, noisy, overhead=0.05)
     assert a2 == pytest.approx(1.2, rel=0.03)
+
+
+def test_calibration_fit_takes_a_parameters_term_only_where_it_predicts_better() -> None:
+    """Networks that pay per parameter (weights fetched from memory in the network): the fit finds the term
+    and predicts every network within 0.5%, where the line is off by several percent; networks that do not
+    (the line fits, the term would be negative) and too few networks keep c = 0 and the line's a, b."""
+    from hwnas.profiler.calibration import calibration_fit, calibration_line, residuals_pct
+
+    xs = np.array([1.0, 1.4, 1.9, 2.3, 2.8, 3.1, 3.9, 4.6])
+    ws = np.array([2.0, 4.5, 1.5, 5.0, 2.5, 6.0, 3.0, 5.5])  # parameters (M), not in step with xs
+    wiggle = 1 + np.array([0.002, -0.003, 0.001, -0.002, 0.003, -0.001, 0.002, -0.002])
+    ys = (1.3 * xs + 0.12 * ws + 0.1) * wiggle
+    a, b, c = calibration_fit(xs, ys, 0.05, ws)
+    assert a == pytest.approx(1.3, rel=0.02) and c == pytest.approx(0.12, rel=0.1)
+    assert residuals_pct(a, b, xs, ys, c, ws).max() < 0.5
+    line = calibration_line(xs, ys, 0.05)
+    assert residuals_pct(*line, xs, ys).max() > 3.0  # what the line alone leaves
+    plain = (1.3 * xs + 0.1) * wiggle - 0.05 * (ws - ws.mean())  # more parameters, cheaper: c would be < 0
+    assert calibration_fit(xs, plain, 0.05, ws) == (*calibration_line(xs, plain, 0.05), 0.0)
+    assert calibration_fit(xs[:5], ys[:5], 0.05, ws[:5]) == (*calibration_line(xs[:5], ys[:5], 0.05), 0.0)
+    assert calibration_fit(xs, ys, 0.05) == (*line, 0.0)
