@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["calibration_fit", "calibration_line", "interleave", "residuals_pct", "smoothed_refs"]
+__all__ = ["calibration_fit", "calibration_line", "interleave", "leave_one_out_errors", "residuals_pct", "smoothed_refs"]
 
 T = TypeVar("T")
 
@@ -92,20 +92,26 @@ def calibration_line(xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.
     below (``b = overhead``), ``(1, overhead)`` without networks; ``(1, median(whole - sum))`` when the sums
     carry no information (every entry measured as the overhead, as a benchmark program that prints the same
     numbers for every model)."""
-    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    a, b, _ = _line(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), overhead)
+    return a, b
+
+
+def _line(x: np.ndarray, y: np.ndarray, overhead: float) -> tuple[float, float, np.ndarray | None]:
+    """:func:`calibration_line`, and which networks its least-squares fit kept (None where it made none)."""
     if len(x) == 0:
-        return 1.0, float(overhead)
+        return 1.0, float(overhead), None
     if not np.all(np.abs(x) > 1e-12):
-        return 1.0, float(np.median(y - x))
+        return 1.0, float(np.median(y - x)), None
+    keep = None
     if len(x) >= 3:
-        a, b, _ = _trimmed_fit(x, y)
+        a, b, keep = _trimmed_fit(x, y)
     elif float(np.median(x)) > 0:
         a, b = float(np.median(y - overhead) / np.median(x)), float(overhead)
     else:
         a, b = 1.0, float(overhead)
     if not (math.isfinite(a) and math.isfinite(b)):
         a, b = 1.0, float(overhead)
-    return a, b
+    return a, b, keep
 
 
 #: Fewest networks (after outliers are left out) for the fit with the parameters term.
@@ -117,13 +123,15 @@ def _relative_coefficients(f: np.ndarray, y: np.ndarray) -> np.ndarray:
     return coef
 
 
-def _leave_one_out_error(f: np.ndarray, y: np.ndarray) -> float:
-    """Mean absolute relative error of each network predicted by the fit on the others."""
+def leave_one_out_errors(f: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Relative error of each network predicted by the least-squares fit (on relative errors) of
+    ``y ~ f @ coef`` on the other networks; ``f``: one column per term (a column of ones for a constant)."""
+    f, y = np.asarray(f, dtype=float), np.asarray(y, dtype=float)
     errs = []
     for i in range(len(y)):
         m = np.arange(len(y)) != i
-        errs.append(abs(float(f[i] @ _relative_coefficients(f[m], y[m])) / y[i] - 1.0))
-    return float(np.mean(errs))
+        errs.append(float(f[i] @ _relative_coefficients(f[m], y[m])) / y[i] - 1.0)
+    return np.asarray(errs)
 
 
 def calibration_fit(
@@ -141,14 +149,12 @@ def calibration_fit(
     where it predicts the calibration networks better left out one at a time than the line does, with
     ``a > 0`` and ``c >= 0`` (``ws``: each network's parameters, M); otherwise ``c = 0`` and
     ``(a, b)`` is :func:`calibration_line`'s."""
-    a, b = calibration_line(xs, ys, overhead)
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    a, b, keep = _line(x, y, overhead)
     if ws is None:
         return a, b, 0.0
-    x, y, w = (np.asarray(v, dtype=float) for v in (xs, ys, ws))
-    if len(x) < MIN_NETWORKS_WEIGHTS or not np.all(np.abs(x) > 1e-12) or float(np.ptp(w)) <= 0:
-        return a, b, 0.0
-    _, _, keep = _trimmed_fit(x, y)
-    if keep.sum() < MIN_NETWORKS_WEIGHTS:
+    w = np.asarray(ws, dtype=float)
+    if keep is None or keep.sum() < MIN_NETWORKS_WEIGHTS or float(np.ptp(w)) <= 0:
         return a, b, 0.0
     x, y, w = x[keep], y[keep], w[keep]
     line = np.stack([x, np.ones_like(x)], axis=1)
@@ -156,7 +162,7 @@ def calibration_fit(
     a3, c3, b3 = (float(v) for v in _relative_coefficients(plane, y))
     if not (a3 > 0 and c3 >= 0 and math.isfinite(b3)):
         return a, b, 0.0
-    if _leave_one_out_error(plane, y) >= _leave_one_out_error(line, y):
+    if np.mean(np.abs(leave_one_out_errors(plane, y))) >= np.mean(np.abs(leave_one_out_errors(line, y))):
         return a, b, 0.0
     return a3, b3, c3
 

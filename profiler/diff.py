@@ -241,6 +241,16 @@ def _impact_order(e: EntryChange) -> tuple[float, float]:
     return (-abs(e.impact_pct) if e.impact_pct is not None else 0.0, -abs(e.change_pct))
 
 
+def _refs(lut: LUT) -> np.ndarray | None:
+    """The ``ref_ms`` column (each row's batch reference) as numbers, None when absent or not numeric."""
+    if "ref_ms" not in lut.rows.columns:
+        return None
+    try:
+        return lut.rows["ref_ms"].to_numpy(dtype=float)
+    except (TypeError, ValueError):
+        return None
+
+
 def _measured(lut: LUT) -> tuple[np.ndarray, str] | None:
     """Each row's measured statistic over its batch's reference (``raw / ref_ms``, times the table's reference
     in ms), or None when the table lacks the columns. This is what the device measured, before the
@@ -249,12 +259,11 @@ def _measured(lut: LUT) -> tuple[np.ndarray, str] | None:
     moved it by 40-130% between two back-to-back profiles, bench_diff), and a change of ``a`` between
     profiles moves every entry of a resolution together."""
     raw = str((lut.metadata.get("measurement") or {}).get("raw_statistic") or "")
-    cols = lut.rows.columns
-    if not raw or raw not in cols or "ref_ms" not in cols:
+    refs = _refs(lut)
+    if not raw or raw not in lut.rows.columns or refs is None:
         return None
     try:
         values = lut.rows[raw].to_numpy(dtype=float)
-        refs = lut.rows["ref_ms"].to_numpy(dtype=float)
     except (TypeError, ValueError):
         return None
     if not (np.all(np.isfinite(refs)) and np.all(refs > 0)):
@@ -371,8 +380,8 @@ def diff_luts(
         result.drift = 0.0
     scale = math.exp(drift_log)
     thr_log = math.log1p(threshold_pct / 100.0)
-    together = _moved_with_neighbours(base, new, positive, logs - drift_log, thr_log)
     local = logs - drift_log
+    together = _moved_with_neighbours(base, new, positive, local, thr_log)
     sigma = _between_run_noise(local, np.array([b_vals[i] for _, i, _ in positive]), exclude=together)
     if together.any():
         result.notes.append(
@@ -384,7 +393,7 @@ def diff_luts(
     if len(logs):
         overall = 1.4826 * float(np.median(np.abs(local[~together] if (~together).sum() >= 5 else local)))
         result.noise_pct = 100.0 * overall
-        result.detectable_pct = 100.0 * math.expm1(max(math.log1p(threshold_pct / 100.0), noise_z * overall))
+        result.detectable_pct = 100.0 * math.expm1(max(thr_log, noise_z * overall))
     result.noise_z = float(noise_z)
 
     # ---- per entry
@@ -446,7 +455,7 @@ def diff_luts(
         else:
             verdict = "ok"
         if verdict in ("regression", "improvement") and together[n_entry]:
-            verdict = "noise"  # moved with the entries measured just before and after it: machine or these ops?
+            verdict = "noise"  # moved with the entries measured beside it: machine or these ops?
         decided = verdict != "noise" and (converged or abs(corrected) <= thr)
         result.entries.append(
             EntryChange(
@@ -492,11 +501,8 @@ MOVED_Z = 3.0
 
 def _batches(lut: LUT, rows: Sequence[int]) -> list[float | None]:
     """Each row's batch label: its ``ref_ms`` value (every batch measures the reference once), None without."""
-    if "ref_ms" not in lut.rows.columns:
-        return [None] * len(rows)
-    try:
-        refs = lut.rows["ref_ms"].to_numpy(dtype=float)
-    except (TypeError, ValueError):
+    refs = _refs(lut)
+    if refs is None:
         return [None] * len(rows)
     return [float(refs[i]) if math.isfinite(refs[i]) else None for i in rows]
 

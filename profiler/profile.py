@@ -344,9 +344,10 @@ def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
     value = {(k, int(r)): float(v) for k, r, v in zip(rows["key"], rows["resolution"], norm, strict=False)}
     result: dict[str, Any] = {}
     lut_ms = np.array(norm, dtype=float)
-    entry_params = {(e.key, e.resolution): e.params / 1e6 for e in space.all_lut_entries(sorted({int(x) for x in rows["resolution"]}))}
+    resolutions = sorted({int(x) for x in rows["resolution"]})
+    entry_params = {(e.key, e.resolution): e.params / 1e6 for e in space.all_lut_entries(resolutions)}
     params = np.array([entry_params.get((k, int(r)), 0.0) for k, r in zip(rows["key"], rows["resolution"], strict=False)])
-    for r in sorted({int(x) for x in rows["resolution"]}):
+    for r in resolutions:
         o = value.get((OVERHEAD_KEY, r), 0.0)
         xs, ws, ys = [], [], []
         for arch, m in calib["subnets"]:
