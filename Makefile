@@ -18,11 +18,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hwnas demo --out demo-output
 
-# one pytest worker per core (at most 4); a test file's tests stay in one worker (its module fixtures once)
-TEST_WORKERS := -n auto --maxprocesses 4 --dist loadfile
-
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
