@@ -118,15 +118,18 @@ def measure_batches(
     on_batch: Callable[[int, int], None] | None = None,
     temp_paths: Sequence[str] = (),
     extra_job: dict[str, Any] | None = None,
+    batches: Sequence[Sequence[Workload]] | None = None,
 ) -> list[float]:
     """Measure ``workloads`` in batches, the reference in each; ``on_result(workload, result, ref_ms)``
     is called for each result as its batch completes (every result carries ``ci`` and ``converged``).
     Returns the reference's latency per batch. A workload may appear under several ids (two passes of a
-    validation): ids are what the device sees."""
+    validation): ids are what the device sees. ``batches`` gives the runner jobs already formed (each
+    workload of ``workloads`` in one of them); by default ``workloads`` are cut in ``plan.batch_size`` chunks."""
     by_id = {w.id: w for w in workloads}
     refs: list[float] = []
     stat = sampling_statistic(plan, runtime)
-    batches = [list(workloads[i : i + plan.batch_size]) for i in range(0, len(workloads), plan.batch_size)]
+    if batches is None:
+        batches = [list(workloads[i : i + plan.batch_size]) for i in range(0, len(workloads), plan.batch_size)]
     # one archive for everything up front: a remote device's round trips per batch drop to the run itself
     device.stage([ModelFile(w.id, w.path) for w in [reference, *workloads]], runtime=runtime)
     name = device.profile.name
