@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hwnas demo --out demo-output
 
+# one pytest worker per core (at most 4); a test file's tests stay in one worker (its module fixtures once)
+TEST_WORKERS := -n auto --maxprocesses 4 --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -79,6 +79,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report.longrepr = f"HWNAS_STRICT=1: this test may not skip here, but it skipped: {reason}"
 
 
+#: The slowest test files (seconds on 2 cores: the LiteRT CLI profile converts ~90 models, the demo trains a
+#: supernet, the remote scenarios start sshd/adbd): collected first, so that pytest-xdist's workers (``make
+#: test``: one per core, a file's tests kept together) start them at once instead of one waiting for the last.
+SLOW_FILES_FIRST = ("test_tflite.py", "test_demo.py", "test_remote_profile.py")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES_FIRST)))  # stable: a file keeps its order
+
+
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     """A whole module skipped while collecting (``importorskip`` at its top) is counted, in strict mode,
     and fails the run at its end (failing the collection itself would stop every other test)."""

@@ -162,13 +162,15 @@ def test_cli_profile_and_validate_litert(tmp_path: Path, tmp_path_factory: pytes
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads(proc.stdout)  # exactly one JSON object: the converters print nothing there
 
-    res = hwnas("profile", str(dev), "--space", "compact", "--resolutions", "32", "--runtime", "litert", "--runs", "3", "--out", str(lut))
+    res = hwnas("profile", str(dev), "--space", "compact", "--resolutions", "32", "--runtime", "litert", "--runs", "3",
+                "--calibration-subnets", "6", "--out", str(lut))
     assert res["lut"] == str(lut) and res["entries"] == res["measured"] > 50
     from hwnas.profiler.lut import LUT
 
     table = LUT.load(lut)
     assert table.metadata["runtime"]["name"] == "litert" and table.metadata["exporter"]["name"] == "litert-torch"
     assert table.metadata["dtype"] == "float32" and table.metadata["runtime"]["version"].startswith("ai-edge-litert")
+    assert table.metadata["calibration"]["32"]["subnets"] == 6  # the flag reached the profile (default 16)
     val = hwnas("lut", "validate", str(dev), "--lut", str(lut), "--samples", "3")
     assert val["samples"] == 3 and len(val["points"]) == 3
     assert 0.0 <= val["within_10pct"] <= 1.0

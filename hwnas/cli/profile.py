@@ -47,6 +47,7 @@ def profile_cmd(
     max_entry_s: float | None = typer.Option(None, "--max-entry-s", help="...or until this many seconds went into it (default: the profile's, 10)."),
     max_wait: float | None = typer.Option(None, "--max-wait", help="Wait up to this many seconds for the device's noise floor to fall under measure.max_noise, then go on with a warning (default: the profile's, 15)."),
     profile_ops: bool = typer.Option(False, "--profile-ops", help="Also record per-operator timings (ONNX Runtime profiler)."),
+    calibration_subnets: int | None = typer.Option(None, "--calibration-subnets", min=2, help="Whole subnets per resolution measured to calibrate the entries (default 16; fewer: faster, a less steady calibration)."),
     as_json: bool = JsonOption,
 ) -> int:
     """Measure every LUT entry of a space on each device and write its LUT (rows saved as they arrive).
@@ -74,6 +75,7 @@ def profile_cmd(
         force=force,
         overrides=_measure_flags(rounds=rounds, runs=runs, warmup=warmup, precision=precision, max_entry_s=max_entry_s,
                                  max_wait_s=max_wait, profile_ops=profile_ops or None),
+        **({} if calibration_subnets is None else {"calibration_subnets": calibration_subnets}),
     )
     if len(devices) == 1:
         with progress_bar(f"profile {devices[0]}") as update:
