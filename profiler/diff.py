@@ -9,6 +9,9 @@
    **Drift**: rows are matched by (key, resolution); the uniform drift of the whole table is the median
    of the per-entry log ratios ``log(new / base)`` (robust to the few entries that really changed). It is
    reported, factored out of every entry, and is itself a finding beyond ``drift_threshold_pct``.
+   **Batch offsets**: entries measured in the same runner job of both tables (the same ``ref_ms`` pair)
+   share that job's speed beyond the drift; each such group's median change is factored out of its
+   entries too (``batch_offsets``, :func:`_batch_offsets`).
 3. **Entries**: an entry regresses when its drift-corrected change exceeds ``threshold_pct``, stands out
    from the table's own between-run noise (more than ``noise_z`` robust standard deviations of the
    drift-corrected log ratios of entries of similar size: an empirical null), *and* its spreads say it
@@ -150,6 +153,7 @@ class DiffResult:
     noise_pct: float | None = None
     noise_z: float = NOISE_Z
     detectable_pct: float | None = None
+    batch_offsets: list[dict[str, Any]] = field(default_factory=list)
     rechecked: dict[str, Any] | None = None
     entries: list[EntryChange] = field(default_factory=list)
     missing: list[dict[str, Any]] = field(default_factory=list)
@@ -221,6 +225,7 @@ class DiffResult:
             "noise_pct": self.noise_pct,
             "noise_z": self.noise_z,
             "detectable_pct": self.detectable_pct,
+            "batch_offsets": self.batch_offsets,
             "smallest_detectable": self.smallest_detectable,
             "entries_compared": len(self.entries),
             "undecided": [short(e) for e in self.undecided],
@@ -378,9 +383,17 @@ def diff_luts(
     else:
         drift_log = 0.0
         result.drift = 0.0
-    scale = math.exp(drift_log)
     thr_log = math.log1p(threshold_pct / 100.0)
     local = logs - drift_log
+    offsets, groups = _batch_offsets(base, new, positive, local)
+    local = local - offsets
+    result.batch_offsets = groups
+    if groups:
+        lo, hi = min(g["offset_pct"] for g in groups), max(g["offset_pct"] for g in groups)
+        result.notes.append(
+            f"{len(groups)} pairs of runner jobs measured at their own speed ({lo:+.1f}% to {hi:+.1f}% beyond the "
+            "drift, each the median change of its entries): factored out of their entries"
+        )
     together = _moved_with_neighbours(base, new, positive, local, thr_log)
     sigma = _between_run_noise(local, np.array([b_vals[i] for _, i, _ in positive]), exclude=together)
     if together.any():
@@ -391,7 +404,8 @@ def diff_luts(
             "undecided, not findings; --recheck re-measures them in another order"
         )
     if len(logs):
-        overall = 1.4826 * float(np.median(np.abs(local[~together] if (~together).sum() >= 5 else local)))
+        spread = np.abs(local[~together] if (~together).sum() >= 5 else local)
+        overall = max(1.4826 * float(np.median(spread)), float(np.quantile(spread, TAIL_QUANTILE)) / _TAIL_Z)
         result.noise_pct = 100.0 * overall
         result.detectable_pct = 100.0 * math.expm1(max(thr_log, noise_z * overall))
     result.noise_z = float(noise_z)
@@ -402,6 +416,7 @@ def diff_luts(
     thr = threshold_pct / 100.0
     for n_entry, ((key, res), i, j) in enumerate(positive):
         bv, nv = float(b_vals[i]), float(n_vals[j])
+        scale = math.exp(drift_log + float(offsets[n_entry]))  # the drift and this entry's batch offset
         corrected = nv / (bv * scale) - 1.0
         raw = nv / bv - 1.0
         p_value: float | None = None
@@ -482,7 +497,7 @@ def diff_luts(
             )
     if result.missing:
         result.notes.append(f"{len(result.missing)} entries of the base are missing from the new table")
-    _impacts(result, base, new, scale, samples=samples, seed=seed)
+    _impacts(result, base, new, math.exp(drift_log), samples=samples, seed=seed)
     return result
 
 
@@ -505,6 +520,43 @@ def _batches(lut: LUT, rows: Sequence[int]) -> list[float | None]:
     if refs is None:
         return [None] * len(rows)
     return [float(refs[i]) if math.isfinite(refs[i]) else None for i in rows]
+
+
+#: A pair of runner jobs (an entry's batch in BASE and in NEW) with at least this many entries gets its own
+#: speed offset; smaller groups keep the table's drift alone.
+BATCH_OFFSET_MIN = 8
+
+
+def _batch_offsets(base: LUT, new: LUT, positive: Sequence[tuple[Any, int, int]],
+                   drift_corrected: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Per entry, the speed offset (log) of the pair of runner jobs that measured it in BASE and in NEW,
+    beyond the table's drift: the median drift-corrected change of the entries the two jobs share, for
+    groups of at least ``BATCH_OFFSET_MIN`` entries (0 elsewhere, and for tables without ``ref_ms``).
+
+    Every batch of a profile measures its reference workload, and an entry's value is taken over it; but a
+    machine's speed moves the reference and the small entries differently (a compute-bound subnet against
+    ops that wait on memory), so whole batches still moved against each other. Between back-to-back
+    profiles of the compact space here (BENCHMARKS.md) the batches' median changes were up to 17% apart, and
+    taking each batch's own median out halved the entries' robust spread (4.9 -> 2.9%, 3.9 -> 1.5%,
+    5.3 -> 2.6%). A real change of a few entries barely moves a batch's median; a change of one operator
+    type everywhere moves every batch alike and stays in the entries (or the drift)."""
+    n = len(positive)
+    out = np.zeros(n)
+    labels_b = _batches(base, [p[1] for p in positive])
+    labels_n = _batches(new, [p[2] for p in positive])
+    members: dict[tuple[float, float], list[int]] = {}
+    for e, (lb, ln) in enumerate(zip(labels_b, labels_n, strict=True)):
+        if lb is not None and ln is not None:
+            members.setdefault((lb, ln), []).append(e)
+    groups = []
+    for idx in members.values():
+        if len(idx) >= BATCH_OFFSET_MIN:
+            off = float(np.median(drift_corrected[idx]))
+            out[idx] = off
+            groups.append({"entries": len(idx), "offset_pct": 100.0 * math.expm1(off)})
+    if len(groups) < 2:  # one group: its offset is the drift itself
+        return np.zeros(n), []
+    return out, groups
 
 
 def _moved_with_neighbours(base: LUT, new: LUT, positive: Sequence[tuple[Any, int, int]], corrected_logs: np.ndarray,
@@ -551,13 +603,24 @@ def _moved_with_neighbours(base: LUT, new: LUT, positive: Sequence[tuple[Any, in
     return out
 
 
+#: The null's scale per size bin is the larger of the MAD's and this quantile of the absolute changes over
+#: the normal's same quantile. Between back-to-back profiles here the changes have heavier tails than a
+#: normal: once each batch's offset was taken out, the larger entries' MAD-based scale was 0.9% while single
+#: entries moved 6-10% (false regressions and improvements at 5 sd); the 80th percentile keeps such tails
+#: in the scale and is still untouched by a few real changes.
+TAIL_QUANTILE = 0.8
+_TAIL_Z = 1.2815515655446004  # the standard normal's 80th percentile of |x| (its 90th percentile)
+
+
 def _between_run_noise(corrected_logs: np.ndarray, base_ms: np.ndarray, min_bin: int = 50,
                        exclude: np.ndarray | None = None) -> np.ndarray:
     """Robust scale of the drift-corrected log ratios, per entry: entries are binned by base latency
     (up to 4 bins of at least ``min_bin`` entries; small ops are noisier than large ones) and each gets
-    its bin's 1.4826 * median |log ratio| -- the empirical null that a real change must stand out from.
-    Entries in ``exclude`` (those that moved with their neighbours: :func:`_moved_with_neighbours`) are
-    binned but left out of the scale, which is the noise of one entry's measurement."""
+    its bin's scale, the larger of 1.4826 * median |log ratio| and the ``TAIL_QUANTILE`` quantile of
+    |log ratio| over the normal's (a heavy tail widens it) -- the empirical null that a real change must
+    stand out from. Entries in ``exclude`` (those that moved with their neighbours:
+    :func:`_moved_with_neighbours`) are binned but left out of the scale, which is the noise of one
+    entry's measurement."""
     n = len(corrected_logs)
     out = np.zeros(n)
     if n == 0:
@@ -566,7 +629,8 @@ def _between_run_noise(corrected_logs: np.ndarray, base_ms: np.ndarray, min_bin:
     order = np.argsort(base_ms, kind="stable")
     for chunk in np.array_split(order, max(1, min(4, n // min_bin))):
         use = chunk[keep[chunk]]
-        out[chunk] = 1.4826 * float(np.median(np.abs(corrected_logs[use if len(use) >= 5 else chunk])))
+        x = np.abs(corrected_logs[use if len(use) >= 5 else chunk])
+        out[chunk] = max(1.4826 * float(np.median(x)), float(np.quantile(x, TAIL_QUANTILE)) / _TAIL_Z)
     return out
 
 

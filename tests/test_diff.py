@@ -220,6 +220,39 @@ def test_a_disturbed_batch_is_undecided_but_three_slowdowns_in_one_batch_are_fou
     assert not result.improvements and result.exit_code == 1
 
 
+def test_a_batch_measured_at_its_own_speed_is_taken_out_and_its_slowdown_found(tmp_path):
+    """A whole batch of 24 measured 12% slower in NEW while its reference was not (the machine's speed moved
+    the small entries and not the compute-bound reference, as between back-to-back profiles here): the
+    batch's own offset is factored out, so its entries are neither regressions nor undecided, and a real
+    25% slowdown inside it is found beside two in other batches. Without the batch offset its 24 entries
+    were undecided and the slowdown inside it with them."""
+    values = _base_values()
+    keys = list(values)
+    refs = [0.50, 0.51, 0.49, 0.52, 0.48, 0.505, 0.495]
+    new_values = _noisy(values, 71)
+    for k in keys[24:48]:
+        new_values[k] *= 1.12
+    real = [keys[30], keys[80], keys[130]]
+    for k in real:
+        new_values[k] *= 1.25
+    base = _profiled(tmp_path / "a.csv", values, 1, a=1.3, overhead=0.0, refs=refs)
+    new = _profiled(tmp_path / "b.csv", new_values, 171, a=1.3, overhead=0.0, refs=refs)
+    result = diff_luts(base, new, samples=0)
+    assert {(e.key, e.resolution) for e in result.regressions} == set(real)
+    assert not result.undecided and not result.improvements and result.exit_code == 1
+    by_key = {(e.key, e.resolution): e for e in result.entries}
+    assert by_key[real[0]].change_pct == pytest.approx(25.0, abs=4.0)
+    offsets = sorted(g["offset_pct"] for g in result.batch_offsets)
+    assert len(result.batch_offsets) == len(refs) and offsets[-1] == pytest.approx(12.0, abs=2.5)
+    assert all(abs(o) < 2.0 for o in offsets[:-1]) and result.noise_pct < 2.0
+    assert any("runner jobs measured at their own speed" in n for n in result.notes)
+    # the same tables without batch labels (one reference value throughout): the drift alone, and the batch
+    # that moved is undecided as a run of entries that moved together
+    flat = diff_luts(_profiled(tmp_path / "c.csv", values, 1, a=1.3, overhead=0.0, refs=[0.5]),
+                     _profiled(tmp_path / "d.csv", new_values, 171, a=1.3, overhead=0.0, refs=[0.5]), samples=0)
+    assert flat.batch_offsets == [] and {(e.key, e.resolution) for e in flat.undecided} >= set(keys[25:47]) - set(real)
+
+
 def test_noisy_table_does_not_cry_wolf(tmp_path):
     """5% between-run noise but only 1.5-3% within-run spreads: the spreads alone would flag dozens of
     entries; the table's own noise (empirical null) keeps them quiet and says what is detectable."""
