@@ -2,14 +2,15 @@
 and `--recheck` on a slowdown caused on purpose.
 
     .venv/bin/python -m benchmarks.bench_diff [--space compact] [--pairs 1] [--slowdowns 25,25,25]
-        [--load mem:2x50%@2s,64MiB | none] [--no-quiet]
+        [--load mem:2x50%@2s,64MiB | none] [--no-quiet] [--draws 10] [--no-recheck]
 
 Per setting (quiet, then under ``--load``: benchmarks/_load.py, running through the whole pair):
 
 1. profiles the local device twice back to back (fresh LUTs) and diffs them: every flagged entry is a
    false positive; entries beyond the threshold but not told from noise are counted as undecided;
 2. edits the slowdowns into 3 random entries of the second table (every latency column and the per-run
-   samples scaled) and diffs again: the edited entries must be flagged and nothing else;
+   samples scaled) and diffs again: the edited entries must be flagged and nothing else; ``--draws N``
+   repeats this with N random sets of entries on the same pair (the first set is the one rechecked);
 3. ``--recheck``: re-measures the flagged and undecided entries of that edited table on a device that
    really runs the first two edited entries slower by the same factors (a runtime wrapper,
    benchmarks/_slow_runtime.py) and the third at its own speed: the first two must be confirmed and the
@@ -69,6 +70,9 @@ def main() -> None:
     ap.add_argument("--slowdowns", default="25,25,25")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None, help="keep every pair's LUTs in this folder")
+    ap.add_argument("--draws", type=int, default=1,
+                    help="edit this many random sets of entries into each pair's second table (the first one is also rechecked)")
+    ap.add_argument("--no-recheck", action="store_true", help="skip --recheck (it re-measures: minutes on a large space)")
     add_load_arguments(ap)
     args = ap.parse_args()
     factors = [1 + float(x) / 100 for x in args.slowdowns.split(",")]
@@ -89,19 +93,26 @@ def main() -> None:
                     secs.append(time.perf_counter() - t0)
                 clean = diff_luts(LUT.load(a), LUT.load(b))
                 keys = [k for k in LUT.load(b).keys() if k[0] != OVERHEAD_KEY]
-                picks = [keys[i] for i in rng.choice(len(keys), size=len(factors), replace=False)]
+                draws = []  # (picks, flagged) per draw; the first draw is also rechecked
+                for _ in range(max(1, args.draws)):
+                    chosen = [keys[i] for i in rng.choice(len(keys), size=len(factors), replace=False)]
+                    inject(b, c, chosen, factors)
+                    draws.append((chosen, {(e.key, e.resolution) for e in diff_luts(LUT.load(a), LUT.load(c), samples=0).regressions}))
+                picks, flagged = draws[0]
                 inject(b, c, picks, factors)
-                hurt = diff_luts(LUT.load(a), LUT.load(c))
-                flagged = {(e.key, e.resolution) for e in hurt.regressions}
                 caught = [p in flagged for p in picks]
+                all_caught = sum(len(f & set(p)) for p, f in draws)
+                exactly = sum(f == set(p) for p, f in draws)
+                others = sum(len(f - set(p)) for p, f in draws)
                 # --recheck on a device that really runs the first picks (all but the last) slower
                 slow_ids = {f"{k}@{r}": f for (k, r), f in zip(picks[:-1], factors[:-1])}
                 dev_profile = write_slow_profile(Path(tmp) / "dev", slow_ids, float(np.mean(factors[:-1])))
                 re = diff_luts(LUT.load(a), LUT.load(c))
                 t0 = time.perf_counter()
-                with Device(load_profile(str(dev_profile))) as dev:
-                    dev.acquire()
-                    recheck(re, LUT.load(a), LUT.load(c), dev)
+                if not args.no_recheck:
+                    with Device(load_profile(str(dev_profile))) as dev:
+                        dev.acquire()
+                        recheck(re, LUT.load(a), LUT.load(c), dev)
                 re_secs = time.perf_counter() - t0
                 load = load_average().split(" (")[0]
                 if args.keep is not None:
@@ -116,8 +127,11 @@ def main() -> None:
                 _pct(None if clean.smallest_detectable is None else 100 * clean.smallest_detectable),
                 _pct(clean.detectable_pct),
                 " ".join(f"+{(f - 1) * 100:.0f}%:{'yes' if ok else 'NO'}" for f, ok in zip(factors, caught)),
-                len(flagged - set(picks)), load,
+                len(flagged - set(picks)), f"{all_caught}/{len(factors) * len(draws)}", f"{exactly}/{len(draws)}", others,
+                load,
             ])
+            if args.no_recheck:
+                continue
             confirmed = {(e.key, e.resolution) for e in re.regressions}
             really = set(picks[:-1])
             rechecks.append([
@@ -132,7 +146,10 @@ def main() -> None:
     print(table(["setting", "pair", "entries", "profile s (a / b)", "false positives", "improvements (false too)",
                  "undecided", "drift",
                  "noise", "smallest detectable (best entry)", "typical detectable", "edited entries caught",
-                 "other entries flagged", "load avg (1 min)"], rows))
+                 "other entries flagged", f"edited caught ({args.draws} draws)", "draws: exactly the edited",
+                 "draws: other entries flagged", "load avg (1 min)"], rows))
+    if args.no_recheck:
+        return
     print()
     print("`--recheck` (the first edited entries really slower on the recheck device, the last one not):")
     print()
