@@ -152,6 +152,17 @@ def _profiled(path: Path, values: dict, seed: int, *, a: float, overhead: float,
     return LUT.load(path)
 
 
+#: One reference value per batch of 24 rows (``_profiled``): the batches tell themselves apart by it.
+BATCH_REFS = [0.50, 0.51, 0.49, 0.52, 0.48, 0.505, 0.495]
+
+
+def _diff_profiled(tmp_path: Path, values: dict, new_values: dict, seed: int, refs: list[float], tag: str = ""):
+    """Diff two tables as the profiler writes them (``_profiled``, scale 1.3, no overhead), batched by ``refs``."""
+    base = _profiled(tmp_path / f"a{tag}.csv", values, 1, a=1.3, overhead=0.0, refs=refs)
+    new = _profiled(tmp_path / f"b{tag}.csv", new_values, seed, a=1.3, overhead=0.0, refs=refs)
+    return diff_luts(base, new, samples=0)
+
+
 def test_entries_are_judged_by_what_was_measured_not_by_the_calibration(tmp_path):
     """Two back-to-back profiles whose calibration differs (scale 1.30 vs 1.45, an overhead close to the
     smallest entries' cost, so their ``lut_ms`` is near 0 and moves by tens of percent) and whose batches
@@ -204,7 +215,6 @@ def test_a_disturbed_batch_is_undecided_but_three_slowdowns_in_one_batch_are_fou
     from each other, are three regressions: three of 24 is not a disturbed batch."""
     values = _base_values()
     keys = list(values)
-    refs = [0.50, 0.51, 0.49, 0.52, 0.48, 0.505, 0.495]  # one reference value per batch of 24 rows
     new_values = _noisy(values, 61)
     hit = keys[48:72:4]  # batch 2: six entries, none within three rows of another
     for k in hit:
@@ -212,9 +222,7 @@ def test_a_disturbed_batch_is_undecided_but_three_slowdowns_in_one_batch_are_fou
     real = [keys[97], keys[105], keys[114]]  # batch 4
     for k in real:
         new_values[k] *= 1.25
-    base = _profiled(tmp_path / "a.csv", values, 1, a=1.3, overhead=0.0, refs=refs)
-    new = _profiled(tmp_path / "b.csv", new_values, 161, a=1.3, overhead=0.0, refs=refs)
-    result = diff_luts(base, new, samples=0)
+    result = _diff_profiled(tmp_path, values, new_values, 161, BATCH_REFS)
     assert {(e.key, e.resolution) for e in result.regressions} == set(real)
     assert {(e.key, e.resolution) for e in result.undecided} == set(hit)
     assert not result.improvements and result.exit_code == 1
@@ -228,28 +236,24 @@ def test_a_batch_measured_at_its_own_speed_is_taken_out_and_its_slowdown_found(t
     were undecided and the slowdown inside it with them."""
     values = _base_values()
     keys = list(values)
-    refs = [0.50, 0.51, 0.49, 0.52, 0.48, 0.505, 0.495]
     new_values = _noisy(values, 71)
     for k in keys[24:48]:
         new_values[k] *= 1.12
     real = [keys[30], keys[80], keys[130]]
     for k in real:
         new_values[k] *= 1.25
-    base = _profiled(tmp_path / "a.csv", values, 1, a=1.3, overhead=0.0, refs=refs)
-    new = _profiled(tmp_path / "b.csv", new_values, 171, a=1.3, overhead=0.0, refs=refs)
-    result = diff_luts(base, new, samples=0)
+    result = _diff_profiled(tmp_path, values, new_values, 171, BATCH_REFS)
     assert {(e.key, e.resolution) for e in result.regressions} == set(real)
     assert not result.undecided and not result.improvements and result.exit_code == 1
     by_key = {(e.key, e.resolution): e for e in result.entries}
     assert by_key[real[0]].change_pct == pytest.approx(25.0, abs=4.0)
     offsets = sorted(g["offset_pct"] for g in result.batch_offsets)
-    assert len(result.batch_offsets) == len(refs) and offsets[-1] == pytest.approx(12.0, abs=2.5)
+    assert len(result.batch_offsets) == len(BATCH_REFS) and offsets[-1] == pytest.approx(12.0, abs=2.5)
     assert all(abs(o) < 2.0 for o in offsets[:-1]) and result.noise_pct < 2.0
     assert any("runner jobs measured at their own speed" in n for n in result.notes)
     # the same tables without batch labels (one reference value throughout): the drift alone, and the batch
     # that moved is undecided as a run of entries that moved together
-    flat = diff_luts(_profiled(tmp_path / "c.csv", values, 1, a=1.3, overhead=0.0, refs=[0.5]),
-                     _profiled(tmp_path / "d.csv", new_values, 171, a=1.3, overhead=0.0, refs=[0.5]), samples=0)
+    flat = _diff_profiled(tmp_path, values, new_values, 171, [0.5], tag="-flat")
     assert flat.batch_offsets == [] and {(e.key, e.resolution) for e in flat.undecided} >= set(keys[25:47]) - set(real)
 
 
