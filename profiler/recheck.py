@@ -95,6 +95,8 @@ ROUNDS = 3
 RECHECK_Z = 2.0
 #: Below this many controls their spread is no estimate; the table's between-run noise is used instead.
 MIN_CONTROLS_FOR_SPREAD = 4
+#: An entry's own passes give its own spread from this many on (see :meth:`_Passes.pass_spread`).
+MIN_PASSES_FOR_SPREAD = 4
 
 
 def _controls(result: DiffResult, suspects: list[EntryChange], new: LUT, stat: str, *, n: int) -> list[EntryChange]:
@@ -184,6 +186,20 @@ class _Passes:
                 out += [v - offset for v in got.get(key, [])]
         return _median(out) if out else None
 
+    def pass_spread(self, key: tuple[str, int]) -> float | None:
+        """The robust sd (log) of the entry's own passes, each corrected by its batch's offset: how far one
+        measurement of this entry lands from another (some small entries here take one of two speeds per
+        runner job). None with fewer than MIN_PASSES_FOR_SPREAD passes."""
+        out = []
+        for batch, got in self.values.items():
+            offset = self.batch_offset(batch)
+            if offset is not None:
+                out += [v - offset for v in got.get(key, [])]
+        if len(out) < MIN_PASSES_FOR_SPREAD:
+            return None
+        mid = _median(out)
+        return 1.4826 * _median([abs(x - mid) for x in out])
+
     def offsets(self) -> list[float]:
         return [o for o in (self.batch_offset(b) for b in self.values) if o is not None]
 
@@ -208,7 +224,8 @@ def _judge(e: EntryChange, passes: _Passes, thr: float, sigma: float) -> tuple[s
     ``rechecked`` record.
 
     NEW claims a change one way (the sign of its change). Confirmed: the rechecked change is beyond the
-    threshold the same way by RECHECK_Z times ``sigma``; ok (cleared): the rechecked change does not
+    threshold the same way by RECHECK_Z times ``sigma`` (or the entry's own spread between its passes, where
+    wider); ok (cleared): the rechecked change does not
     go beyond the threshold that way (an entry NEW made 40% slower that re-measures 20% faster than BASE is
     no regression, whatever BASE's own error); otherwise noise."""
     k = (e.key, e.resolution)
@@ -217,6 +234,9 @@ def _judge(e: EntryChange, passes: _Passes, thr: float, sigma: float) -> tuple[s
     now = passes.change(k)
     if now is None:
         return "error", {"error": "not re-measured"}
+    # BASE measured the entry once: where the entry's own passes spread wider than the controls (an entry
+    # that takes one of two speeds per runner job), BASE's single value may be either, and so is NEW's claim
+    sigma = max(sigma, passes.pass_spread(k) or 0.0)
     change_new = math.log1p(e.change_pct / 100.0)
     change_re = change_new + now
     rechecked = {"ratio_to_new": math.exp(now), "change_pct": 100.0 * math.expm1(change_re)}

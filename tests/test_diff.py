@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hwnas.profiler.diff import diff_luts
+from hwnas.profiler.diff import NEIGHBOURS, diff_luts
 from hwnas.profiler.errors import ProfilerError
 from hwnas.profiler.history import history
 from hwnas.profiler.lut import DEFAULT_COLUMNS, LUT, LUTWriter, default_metadata, entry_row
@@ -505,8 +505,8 @@ def local_base(tmp_path_factory):
 
 def test_recheck_end_to_end_on_local(local_base, tmp_path):
     """Three entries of NEW edited 40% slower; the device then really runs two of them 1.4x slower (a runtime
-    wrapper, benchmarks/_slow_runtime.py). --recheck on it confirms those two and clears the third; on the
-    plain local device it confirms none. Another device's fingerprint or runtime: exit 2 naming the field."""
+    wrapper, benchmarks/_slow_runtime.py). --recheck on it confirms those two (or leaves one undecided while
+    seeing it slower, never cleared) and nothing else; on the plain local device it confirms none. Another device's fingerprint or runtime: exit 2 naming the field."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks._slow_runtime import write_slow_profile
     from benchmarks.bench_diff import inject
@@ -518,8 +518,14 @@ def test_recheck_end_to_end_on_local(local_base, tmp_path):
     size = {(k, int(r)): float(v) for k, r, v in zip(table.rows["key"], table.rows["resolution"], table.rows["p10_ms"])}
     keys = sorted((k for k in table.keys() if k[0].startswith("expanded_conv")), key=lambda k: (size[k], k))
     keys = keys[len(keys) // 2:]
+    # apart in the table's row order: edits within NEIGHBOURS rows of each other moved "with their neighbours"
+    # and are rightly undecided (a CI run picked three neighbouring blocks)
+    row = {k: i for i, k in enumerate(table.keys())}
     rng = np.random.default_rng(5)
-    picks = [keys[i] for i in rng.choice(len(keys), size=3, replace=False)]
+    while True:
+        picks = [keys[i] for i in rng.choice(len(keys), size=3, replace=False)]
+        if min(abs(row[a] - row[b]) for a in picks for b in picks if a != b) > NEIGHBOURS:
+            break
     new = tmp_path / "new.csv"
     inject(base, new, picks, [1.4, 1.4, 1.4])
     slow = write_slow_profile(tmp_path / "dev", [f"{k}@{r}" for k, r in picks[:2]], 1.4)
@@ -537,10 +543,18 @@ def test_recheck_end_to_end_on_local(local_base, tmp_path):
     proc, data = diff("--recheck", str(slow))
     assert proc.returncode == 1, proc.stderr
     seen = (data["rechecked"], [(r["key"], r["rechecked"]) for r in data["regressions"] + data["undecided"]])
-    assert {(r["key"], r["resolution"]) for r in data["regressions"]} == set(picks[:2]), seen
+    confirmed = {(r["key"], r["resolution"]) for r in data["regressions"]}
+    undecided = {(r["key"], r["resolution"]): r for r in data["undecided"]}
+    # the two real slowdowns: confirmed, or (an entry whose own passes spread wider than the yardstick allows)
+    # undecided with the recheck seeing it slower; never cleared, and nothing else confirmed
+    assert confirmed and confirmed <= set(picks[:2]), seen
     assert all(r["decided"] and r["rechecked"]["change_pct"] > 20 for r in data["regressions"])
-    assert data["rechecked"]["device"] == "local-slow" and data["rechecked"]["confirmed"] == 2
-    assert data["rechecked"]["cleared"] >= 1
+    assert all(undecided[k]["rechecked"]["change_pct"] > 20 for k in set(picks[:2]) - confirmed), seen
+    assert data["rechecked"]["device"] == "local-slow" and data["rechecked"]["confirmed"] == len(confirmed)
+    # the third edit is not slower on the device: cleared, or undecided where BASE's own value of it was off
+    # by more than the threshold (as on the plain device below), with the recheck well below NEW's claim
+    third = undecided.get(picks[2])
+    assert data["rechecked"]["cleared"] == 1 or (third is not None and third["rechecked"]["ratio_to_new"] < 0.85), seen
 
     proc, data = diff("--recheck", "local")
     assert proc.returncode == 0, (proc.stderr, data["regressions"])
