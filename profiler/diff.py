@@ -404,8 +404,7 @@ def diff_luts(
             "undecided, not findings; --recheck re-measures them in another order"
         )
     if len(logs):
-        spread = np.abs(local[~together] if (~together).sum() >= 5 else local)
-        overall = max(1.4826 * float(np.median(spread)), float(np.quantile(spread, TAIL_QUANTILE)) / _TAIL_Z)
+        overall = _null_scale(np.abs(local[~together] if (~together).sum() >= 5 else local))
         result.noise_pct = 100.0 * overall
         result.detectable_pct = 100.0 * math.expm1(max(thr_log, noise_z * overall))
     result.noise_z = float(noise_z)
@@ -629,9 +628,14 @@ def _between_run_noise(corrected_logs: np.ndarray, base_ms: np.ndarray, min_bin:
     order = np.argsort(base_ms, kind="stable")
     for chunk in np.array_split(order, max(1, min(4, n // min_bin))):
         use = chunk[keep[chunk]]
-        x = np.abs(corrected_logs[use if len(use) >= 5 else chunk])
-        out[chunk] = max(1.4826 * float(np.median(x)), float(np.quantile(x, TAIL_QUANTILE)) / _TAIL_Z)
+        out[chunk] = _null_scale(np.abs(corrected_logs[use if len(use) >= 5 else chunk]))
     return out
+
+
+def _null_scale(abs_changes: np.ndarray) -> float:
+    """The scale of |changes| that a real change must stand out from: the larger of the MAD's
+    (1.4826 * median) and the ``TAIL_QUANTILE`` quantile over the normal's."""
+    return max(1.4826 * float(np.median(abs_changes)), float(np.quantile(abs_changes, TAIL_QUANTILE)) / _TAIL_Z)
 
 
 def _mann_whitney(base: np.ndarray, new: np.ndarray) -> tuple[float, float]:

@@ -143,6 +143,12 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+def _robust_sd(values: list[float]) -> float:
+    """1.4826 x the median absolute deviation: a standard deviation that a few outliers do not move."""
+    mid = _median(values)
+    return 1.4826 * _median([abs(x - mid) for x in values])
+
+
 def _round_batches(pending: list[Any], controls: list[Any], size: int, rng: random.Random, first_tag: int) -> list[list[Any]]:
     """One round's runner jobs: ``PASSES`` passes, each pass's suspects (shuffled) split into groups that fit a
     batch beside every control; a batch is one group plus the controls, shuffled. Ids carry the pass."""
@@ -176,29 +182,27 @@ class _Passes:
         changes = [self.prior[k] + v for k in self.prior if k != leave_out for v in got.get(k, [])]
         return _median(changes) if changes else None
 
-    def change(self, key: tuple[str, int], *, leave_out: bool = False) -> float | None:
-        """The entry's change against NEW (log), each pass corrected by its batch's offset; median of passes.
-        A control's own passes are corrected by the other controls (``leave_out``), so its spread is honest."""
+    def corrected(self, key: tuple[str, int], *, leave_out: bool = False) -> list[float]:
+        """The entry's passes' changes against NEW (log), each corrected by its batch's offset. A control's own
+        passes are corrected by the other controls (``leave_out``), so its spread is honest."""
         out = []
         for batch, got in self.values.items():
             offset = self.batch_offset(batch, key if leave_out else None)
             if offset is not None:
                 out += [v - offset for v in got.get(key, [])]
+        return out
+
+    def change(self, key: tuple[str, int], *, leave_out: bool = False) -> float | None:
+        """The entry's change against NEW (log): the median of its corrected passes."""
+        out = self.corrected(key, leave_out=leave_out)
         return _median(out) if out else None
 
     def pass_spread(self, key: tuple[str, int]) -> float | None:
         """The robust sd (log) of the entry's own passes, each corrected by its batch's offset: how far one
         measurement of this entry lands from another (some small entries here take one of two speeds per
         runner job). None with fewer than MIN_PASSES_FOR_SPREAD passes."""
-        out = []
-        for batch, got in self.values.items():
-            offset = self.batch_offset(batch)
-            if offset is not None:
-                out += [v - offset for v in got.get(key, [])]
-        if len(out) < MIN_PASSES_FOR_SPREAD:
-            return None
-        mid = _median(out)
-        return 1.4826 * _median([abs(x - mid) for x in out])
+        out = self.corrected(key)
+        return _robust_sd(out) if len(out) >= MIN_PASSES_FOR_SPREAD else None
 
     def offsets(self) -> list[float]:
         return [o for o in (self.batch_offset(b) for b in self.values) if o is not None]
@@ -213,10 +217,7 @@ def _spread(controls: list[EntryChange], passes: _Passes) -> float | None:
         now = passes.change(k, leave_out=True)
         if now is not None:
             changes.append(passes.prior[k] + now)
-    if len(changes) < MIN_CONTROLS_FOR_SPREAD:
-        return None
-    mid = _median(changes)
-    return 1.4826 * _median([abs(x - mid) for x in changes])
+    return _robust_sd(changes) if len(changes) >= MIN_CONTROLS_FOR_SPREAD else None
 
 
 def _judge(e: EntryChange, passes: _Passes, thr: float, sigma: float) -> tuple[str, dict[str, Any]]:
