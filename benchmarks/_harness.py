@@ -41,3 +41,28 @@ def header(title: str) -> str:
 
     cmd = " ".join([".venv/bin/python", "-m", f"benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
     return f"## {title}\n\nCommand: `{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load_average()})\n"
+
+
+def parse_variants(specs: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``LABEL:NAME=VALUE,NAME=VALUE`` (measurement settings, ``agents/measure_settings.py``) -> ``[(label,
+    overrides)]``; an empty list when none are given. Values are validated like command-line flags (a bad
+    field or value exits with its one-line error)."""
+    from hwnas.agents.errors import ProfileError
+    from hwnas.agents.measure_settings import DEFAULTS
+
+    out: list[tuple[str, dict[str, Any]]] = []
+    for spec in specs:
+        label, _, body = spec.partition(":")
+        changes: dict[str, Any] = {}
+        for part in filter(None, body.split(",")):
+            name, _, value = part.partition("=")
+            try:
+                changes[name.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+            except ValueError:
+                changes[name.strip()] = value.strip()
+        try:
+            DEFAULTS.replace(**changes)
+        except ProfileError as exc:
+            raise SystemExit(f"--variant {spec!r}: {exc}") from None
+        out.append((label or body or "default", changes))
+    return out

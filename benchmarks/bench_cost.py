@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_cost [--before aadc330] [--space ofa-mbv3-w1.0] [--resolution 160]
         [--repeats 2] [--load mem:2x50%@2s,64MiB | none] [--no-quiet] [--json FILE]
+        [--variant LABEL:NAME=VALUE,... ...]
 
 The code of ``--before`` (default aadc330, the last commit before issue 13's adaptive sampling) is taken
 with ``git archive`` and laid out as the ``hwnas`` package in a temporary folder; each run is a fresh
@@ -10,7 +11,8 @@ ProfileRequest(space, resolutions=(R,), out=...))``) with either that code (on `
 alternating before, now, before, now so that both see the same machine. Workloads come from the cache
 (one untimed warm-up profile with this tree fills it). Reported per run: profile seconds (inside the process,
 from ``profile_device`` in to out), inferences, entries, and for this tree the noise gate's measured floor
-and wait. Run once quiet and once under ``--load`` (benchmarks/_load.py).
+and wait. Run once quiet and once under ``--load`` (benchmarks/_load.py). Each ``--variant`` adds a run of
+this tree with other measurement settings (``p4:precision=0.04``) to every repeat.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._harness import header, load_average, spread, table
+from ._harness import header, load_average, parse_variants, spread, table
 from ._load import add_load_arguments, describe_settings, settings, under
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,9 +41,13 @@ from hwnas.agents.profiles import load_profile
 from hwnas.profiler.profile import ProfileRequest, profile_device
 from hwnas.profiler.lut import LUT
 space, res = sys.argv[1], int(sys.argv[2])
+overrides = tuple(json.loads(sys.argv[3]).items()) if len(sys.argv) > 3 else ()
 out = pathlib.Path(tempfile.mkdtemp()) / "lut.csv"
 t = time.perf_counter()
-got = profile_device(load_profile("local"), ProfileRequest(space=space, resolutions=(res,), out=out))
+req = ProfileRequest(space=space, resolutions=(res,), out=out)
+if overrides:  # measurement settings of a variant (an older tree is always run with its own defaults)
+    req = ProfileRequest(space=space, resolutions=(res,), out=out, overrides=overrides)
+got = profile_device(load_profile("local"), req)
 seconds = time.perf_counter() - t
 lut = LUT.load(out)
 runs = int(sum(int(v) for v in lut.rows["runs"]))
@@ -66,13 +72,14 @@ def lay_out(commit: str, dest: Path) -> Path:
     return pkg
 
 
-def run_one(space: str, resolution: int, pythonpath: Path | None) -> dict[str, Any]:
+def run_one(space: str, resolution: int, pythonpath: Path | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     env = dict(os.environ)
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     else:
         env.pop("PYTHONPATH", None)
-    proc = subprocess.run([sys.executable, "-c", _CHILD, space, str(resolution)], env=env, capture_output=True,
+    extra = [json.dumps(overrides)] if overrides else []
+    proc = subprocess.run([sys.executable, "-c", _CHILD, space, str(resolution), *extra], env=env, capture_output=True,
                           text=True, cwd=tempfile.gettempdir(), timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"profile run failed ({'before' if pythonpath else 'now'}): {proc.stderr[-2000:]}")
@@ -86,8 +93,11 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=160)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=VALUE,...",
+                    help="also run this tree with these measurement settings (repeatable; alternated with the rest)")
     add_load_arguments(ap)
     args = ap.parse_args()
+    variants = [("now", {})] + parse_variants(args.variant)
     print(header(f"Profiling cost: {args.space} @ {args.resolution}, local, {args.before} vs this tree"))
     print(describe_settings(args))
     rows, raw = [], []
@@ -97,9 +107,9 @@ def main() -> None:
         for name, spec in settings(args):
             with under(spec):
                 for rep in range(args.repeats):
-                    for code, path in ((args.before, old), ("now", None)):
+                    for code, path, overrides in ((args.before, old, {}), *((lab, None, ov) for lab, ov in variants)):
                         load = load_average().split(" (")[0]
-                        got = run_one(args.space, args.resolution, path)
+                        got = run_one(args.space, args.resolution, path, overrides)
                         item = {"setting": name, "code": code, "repeat": rep + 1, "load_average": load, **got}
                         raw.append(item)
                         nf = got.get("noise_floor")
@@ -110,13 +120,15 @@ def main() -> None:
                  "load avg at start"], rows))
     print()
     for name, _ in settings(args):
-        before = [r["seconds"] for r in raw if r["setting"] == name and r["code"] != "now"]
-        now = [r["seconds"] for r in raw if r["setting"] == name and r["code"] == "now"]
-        if before and now:
-            b, n = spread(before), spread(now)
-            print(f"- {name}: {args.before} median {b['median']:.1f} s (spread {b['spread_pct']:.0f}%), now median "
-                  f"{n['median']:.1f} s (spread {n['spread_pct']:.0f}%): {n['median'] / b['median']:.2f}x "
-                  f"(target <= 2x on the quiet setting)")
+        before = [r["seconds"] for r in raw if r["setting"] == name and r["code"] == args.before]
+        for label, overrides in variants:
+            now = [r["seconds"] for r in raw if r["setting"] == name and r["code"] == label]
+            if before and now:
+                b, n = spread(before), spread(now)
+                what = "now" if not overrides else f"{label} ({', '.join(f'{k}={v}' for k, v in overrides.items())})"
+                print(f"- {name}: {args.before} median {b['median']:.1f} s (spread {b['spread_pct']:.0f}%), {what} median "
+                      f"{n['median']:.1f} s (spread {n['spread_pct']:.0f}%): {n['median'] / b['median']:.2f}x "
+                      f"(target <= 2x on the quiet setting)")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1))
 

@@ -47,15 +47,15 @@ class Workload:
 
 
 def exporter_info(fmt: str, dtype: str = "float32") -> dict[str, Any]:
-    """Name, version and settings of the exporter that makes ``fmt`` files (recorded in LUTs)."""
-    import torch
-
+    """Name, version and settings of the exporter that makes ``fmt`` files (recorded in LUTs and cache keys).
+    Reads installed versions only: torch is imported when a workload is built, not to name it (3.3 s of a
+    23 s re-profile whose workloads were all cached, BENCHMARKS.md)."""
     if fmt == "onnx":
-        import onnx
+        from importlib import metadata
 
-        from ..supernet.export import ONNX_OPSET
+        from ..supernet.formats import ONNX_OPSET
 
-        return {"name": "torch.onnx", "version": str(torch.__version__), "onnx": str(onnx.__version__), "opset": ONNX_OPSET}
+        return {"name": "torch.onnx", "version": metadata.version("torch"), "onnx": metadata.version("onnx"), "opset": ONNX_OPSET}
     if fmt == "tflite":
         from . import tflite_export
 
@@ -116,9 +116,9 @@ class WorkloadBuilder:
         return self._path({"entry": entry.key, "r": entry.resolution})
 
     def entry(self, entry: Entry) -> Workload:
-        import torch
+        def make() -> tuple[Any, Any]:  # torch only when the file is not cached
+            import torch
 
-        def make() -> tuple[Any, Any]:
             torch.manual_seed(0)
             return _build_entry(self.space, entry, self.batch)
 
@@ -126,9 +126,9 @@ class WorkloadBuilder:
         return Workload(id=f"{entry.key}@{entry.resolution}", path=path, kind="entry", key=entry.key, resolution=entry.resolution)
 
     def subnet(self, arch: Arch) -> Workload:
-        import torch
-
         def make() -> tuple[Any, Any]:
+            import torch
+
             torch.manual_seed(0)
             net = self.space.build_subnet(arch)
             return net, torch.randn(self.batch, 3, arch.r, arch.r)
@@ -139,11 +139,11 @@ class WorkloadBuilder:
     def overhead(self, resolution: int) -> Workload:
         """The smallest possible model with the network's input and output: what one inference costs
         beyond its operators (runtime call, feeding the input, fetching the output)."""
-        import torch
-
         n_out = self.space.fixed_entries(resolution)[-1].out_channels
 
         def make() -> tuple[Any, Any]:
+            import torch
+
             return overhead_model(n_out), torch.randn(self.batch, 3, resolution, resolution)
 
         path = self._path({"overhead": resolution, "n_out": n_out})

@@ -39,6 +39,7 @@ from torch import nn
 
 from .errors import ExportError, ExportUsageError
 from .files import atomic_write
+from .formats import DTYPES, FORMATS, ONNX_OPSET, TFLITE_INT8_RECIPE
 from .spaces import Arch, SearchSpace
 
 __all__ = [
@@ -63,10 +64,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "tflite")
-DTYPES = ("float32", "int8")
-ONNX_OPSET = 17
-TFLITE_INT8_RECIPE = "static_wi8_ai8"
 #: The tensor names of every exported model.
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
