@@ -10,7 +10,9 @@ the other models of its batch; after at least ``rounds`` rounds and ``runs`` tim
 ``min_seconds`` (first timed run to last, the other models' rounds in between), it stops as soon as the
 relative half-width of its statistic's 95% confidence interval is at most ``precision``, or when
 ``max_entry_s`` of work were spent on it (then it is marked unconverged). On a quiet device that is
-``runs`` runs per model; a noisy one samples on until the interval is narrow enough.
+``runs`` runs per model, or the fewest runs for which the statistic has an interval at all where that is more
+(53 for ``p10_ms``: the runner plans its rounds for it, ``runner.min_runs_for_interval``); a noisy one samples
+on until the interval is narrow enough.
 """
 
 from __future__ import annotations

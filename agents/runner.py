@@ -169,6 +169,19 @@ def relative_ci(samples_ms, statistic):
     return Z95 * sd / math.sqrt(n) / mean if mean > 0 else math.inf
 
 
+def min_runs_for_interval(statistic, limit=100000):
+    """The fewest runs for which ``relative_ci`` of ``statistic`` is finite (a quantile's order-statistic
+    interval must lie inside the sample: 8 runs for the median, 53 for p10, 110 for the 5th percentile that
+    ``min_ms`` uses); 2 for the means."""
+    if statistic not in QUANTILES:
+        return 2
+    q = QUANTILES[statistic]
+    n = 2
+    while n < limit and quantile_interval(range(n), q) is None:
+        n += 1
+    return n
+
+
 def sampling_done(samples_ms, statistic, precision, spent_s, max_entry_s):
     """The stopping rule: ``(done, ci, converged)`` for a model's samples so far."""
     ci = relative_ci(samples_ms, statistic)
@@ -453,7 +466,11 @@ def main(argv):
     statistic = job.get("statistic") or "median_ms"
     max_runs = int(job.get("max_runs", 100000))
     keep = bool(job.get("keep_samples", True))
-    per_round = max(1, -(-runs // rounds))  # ceil: at least `runs` timed runs after `rounds` rounds
+    # ceil: at least `runs` timed runs after `rounds` rounds; when sampling to a precision, at least as many
+    # as the statistic's interval needs (53 for p10_ms): 50 runs in 3 rounds gave p10 no interval, so every
+    # model ran a 4th round (68 runs) before the stopping rule could even look at it
+    planned = max(runs, min_runs_for_interval(statistic)) if precision is not None else runs
+    per_round = max(1, -(-planned // rounds))
     flushers = {}
     state_paths = job.get("state_paths") or []
     temp_paths = job.get("temp_paths") or []
