@@ -208,6 +208,64 @@ def test_noise_windows_shrink_to_fit_the_timed_work() -> None:
     assert fitted_window_s([1.0] * 4000) == 0.5  # 4 s of timed work: the default windows fit as they are
 
 
+class _ScriptedDevice:
+    """A stand-in for the gate's device (the gate's logic, not a device, is under test): each ``measure`` call
+    returns the reference's per-run samples, 1 ms runs scaled by the next per-window speeds of ``script``, as
+    many windows as the gate asked for (``min_seconds`` / 0.5 s); ``clock`` advances by the time measured."""
+
+    def __init__(self, script: list[float]) -> None:
+        self.script = list(script)
+        self.calls: list[float] = []
+        self.now = 0.0
+        self.profile = type("P", (), {"name": "scripted"})()
+
+    def clock(self) -> float:
+        return self.now
+
+    def measure(self, models: list, **job: object) -> list[dict]:
+        span = float(job["min_seconds"])  # type: ignore[arg-type]
+        self.calls.append(span)
+        samples: list[float] = []
+        for _ in range(round(span / 0.5)):
+            speed = self.script.pop(0) if self.script else 1.0
+            samples += [speed] * math.ceil(500 / speed)  # 0.5 s of timed work at this speed
+        self.now += span + 0.4  # the runner's start, loading and warm-up
+        return [{"type": "result", "id": models[0].id, "runs": len(samples), "samples_ms": samples}]
+
+
+def _gate(script: list[float], **settings: object) -> tuple[dict, _ScriptedDevice]:
+    from hwnas.profiler.noise import noise_gate
+    from hwnas.profiler.workloads import Workload
+
+    dev = _ScriptedDevice(script)
+    ref = Workload(id="reference", path=Path("ref.onnx"), kind="reference")
+    got = noise_gate(dev, ref, runtime="onnxruntime", threads=1,  # type: ignore[arg-type]
+                     settings=MeasureSettings(**settings), clock=dev.clock)  # type: ignore[arg-type]
+    return got, dev
+
+
+def test_the_noise_gate_measures_on_and_judges_the_latest_windows() -> None:
+    got, dev = _gate([1.0, 1.0, 1.01, 1.0])  # quiet at once: one measurement of 4 windows
+    assert dev.calls == [2.0] and got["quiet"] and got["noise_floor"] == pytest.approx(0.01)
+    # a slow spell in the first two windows: two more windows, and the latest four are quiet
+    got, dev = _gate([1.3, 1.2, 1.0, 1.0, 1.0, 1.01])
+    assert dev.calls == [2.0, 1.0] and got["quiet"] and got["windows_ms"] == [1.0, 1.0, 1.0, 1.01]
+    assert got["noise_floor"] == pytest.approx(0.01) and got["waited_s"] == pytest.approx(3.8)
+    # never quiet: it goes on after max_wait_s, saying so, with the latest windows' spread
+    got, dev = _gate([1.0, 1.3] * 20, max_wait_s=5.0)
+    assert not got["quiet"] and got["noise_floor"] == pytest.approx(0.3 / 1.15) and got["waited_s"] >= 5.0
+    assert dev.calls == [2.0, 1.0, 1.0] and len(got["windows_ms"]) == 4
+    # a runtime that prints no per-run samples has no noise floor and nothing to wait for
+    dev2 = _ScriptedDevice([])
+    dev2.measure = lambda models, **job: [{"type": "result", "id": "reference", "runs": 10}]  # type: ignore[method-assign]
+    from hwnas.profiler.noise import noise_gate
+    from hwnas.profiler.workloads import Workload
+
+    none = noise_gate(dev2, Workload(id="reference", path=Path("r"), kind="reference"), runtime="onnxruntime",  # type: ignore[arg-type]
+                      threads=1, settings=MeasureSettings(), clock=dev2.clock)
+    assert none["noise_floor"] is None and none["quiet"] and none["windows_ms"] == []
+
+
 # ------------------------------------------------------------------------ device results are checked
 
 
