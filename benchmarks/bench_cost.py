@@ -44,10 +44,9 @@ space, res = sys.argv[1], int(sys.argv[2])
 overrides = tuple(json.loads(sys.argv[3]).items()) if len(sys.argv) > 3 else ()
 out = pathlib.Path(tempfile.mkdtemp()) / "lut.csv"
 t = time.perf_counter()
-req = ProfileRequest(space=space, resolutions=(res,), out=out)
-if overrides:  # measurement settings of a variant (an older tree is always run with its own defaults)
-    req = ProfileRequest(space=space, resolutions=(res,), out=out, overrides=overrides)
-got = profile_device(load_profile("local"), req)
+# a variant's measurement settings; an older tree runs with its own defaults (its request may lack the field)
+extra = {"overrides": overrides} if overrides else {}
+got = profile_device(load_profile("local"), ProfileRequest(space=space, resolutions=(res,), out=out, **extra))
 seconds = time.perf_counter() - t
 lut = LUT.load(out)
 runs = int(sum(int(v) for v in lut.rows["runs"]))

@@ -104,9 +104,9 @@ def main() -> None:
                 all_caught = sum(len(f & set(p)) for p, f in draws)
                 exactly = sum(f == set(p) for p, f in draws)
                 others = sum(len(f - set(p)) for p, f in draws)
-                re = diff_luts(LUT.load(a), LUT.load(c))
                 t0 = time.perf_counter()
                 if not args.no_recheck:
+                    re = diff_luts(LUT.load(a), LUT.load(c))
                     # --recheck on a device that really runs the first picks (all but the last) slower
                     slow_ids = {f"{k}@{r}": f for (k, r), f in zip(picks[:-1], factors[:-1])}
                     dev_profile = write_slow_profile(Path(tmp) / "dev", slow_ids, float(np.mean(factors[:-1])))

@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from ..supernet.errors import ExportError
+from ..supernet.formats import DTYPES
+from ..supernet.formats import TFLITE_INT8_RECIPE as INT8_RECIPE
 from .errors import ProfilerError
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("float32", "int8")
-INT8_RECIPE = "static_wi8_ai8"  # hwnas.supernet.export.TFLITE_INT8_RECIPE (checked in tests)
 EXPORT_VERSION = 1  # bump when the export recipe changes (invalidates cached files)
 MIN_PARALLEL_JOBS = 4  # fewer conversions run in this process: starting a worker costs a few seconds
 
