@@ -209,7 +209,8 @@ def test_noise_windows_shrink_to_fit_the_timed_work() -> None:
 
 
 class _ScriptedDevice:
-    """A stand-in for the gate's device (the gate's logic, not a device, is under test): each ``measure`` call
+    """A stand-in for the gate's device. The gate's logic is under test, and the real local device cannot be
+    made slow in chosen windows and quiet in others on cue (the profile tests measure the real one): each ``measure`` call
     returns the reference's per-run samples, 1 ms runs scaled by the next per-window speeds of ``script``, as
     many windows as the gate asked for (``min_seconds`` / 0.5 s); ``clock`` advances by the time measured."""
 
