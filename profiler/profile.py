@@ -241,9 +241,10 @@ def _profile(
     progress("exporting workloads")
     calib_archs = _calibration_archs(space, resolutions, request)
     with _BUILD_LOCK:
-        overheads = [builder.overhead(r) for r in resolutions if (OVERHEAD_KEY, r) not in done]
-        entry_work = overheads + builder.entries(todo_entries)
-        calib_work = [builder.subnet(a) for a in calib_archs]
+        todo_overheads = [r for r in resolutions if (OVERHEAD_KEY, r) not in done]
+        builder.convert(entries=todo_entries, archs=calib_archs, overheads=todo_overheads)  # .tflite: one worker pool
+        entry_work = [builder.overhead(r) for r in todo_overheads] + builder.entries(todo_entries)
+        calib_work = builder.subnets(calib_archs)
     workloads = interleave(entry_work, calib_work)
     results: list[dict[str, Any]] = []
     calib: list[dict[str, Any]] = []

@@ -42,7 +42,7 @@ from .errors import ProfilerError
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = 1  # bump when the export recipe changes (invalidates cached files)
+EXPORT_VERSION = 2  # 2: batch norms folded before conversion (same operators). Bump when the export recipe changes (invalidates cached files)
 MIN_PARALLEL_JOBS = 4  # fewer conversions run in this process: starting a worker costs a few seconds
 
 

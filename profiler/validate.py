@@ -75,6 +75,7 @@ def measure_subnets(
     plan = plan or device.profile.measure
     space = get_space(space_name)
     builder = WorkloadBuilder(space=space, fmt=runtimes.get_runtime(runtime).model_format, dtype=dtype, batch=batch)
+    builder.convert(archs=[*archs, builder.reference_arch()])  # .tflite: in worker processes
     workloads: list[Workload] = []
     for i, arch in enumerate(archs):
         workloads.append(builder.subnet(arch))

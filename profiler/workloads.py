@@ -19,6 +19,7 @@ from typing import Any
 
 from ..agents import runtimes
 from ..supernet import Arch, Entry, SearchSpace
+from .lut_format import OVERHEAD_KEY
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,12 @@ def export_model(module_fn: Callable[[], tuple[Any, Any]], fmt: str, dtype: str,
 
 
 class WorkloadBuilder:
-    """Builds (and caches) the model files of a space for one format, dtype and batch."""
+    """Builds (and caches) the model files of a space for one format, dtype and batch.
+
+    Each kind of workload has one recipe, a module-level ``build`` function with picklable arguments
+    (:meth:`_entry_job`, :meth:`_subnet_job`, :meth:`_overhead_job`), used the same way in this process
+    and in conversion workers. :meth:`convert` makes the ``.tflite`` files the cache lacks in parallel
+    worker processes (a conversion takes seconds); ONNX exports are fast and stay in this process."""
 
     def __init__(
         self, *, space: SearchSpace, fmt: str = "onnx", dtype: str = "float32", batch: int = 1, cache: Path | None = None
@@ -115,51 +121,72 @@ class WorkloadBuilder:
     def _entry_path(self, entry: Entry) -> Path:
         return self._path({"entry": entry.key, "r": entry.resolution})
 
+    # one recipe per kind: (path, build, args, what)
+    def _entry_job(self, entry: Entry) -> _Job:
+        return _Job(self._entry_path(entry), _build_entry, (self.space, entry, self.batch), entry.key)
+
+    def _subnet_job(self, arch: Arch) -> _Job:
+        return _Job(self._path({"arch": arch.to_dict()}), _build_subnet, (self.space, arch, self.batch), f"subnet@{arch.r}")
+
+    def _overhead_job(self, resolution: int) -> _Job:
+        n_out = self.space.fixed_entries(resolution)[-1].out_channels
+        path = self._path({"overhead": resolution, "n_out": n_out})
+        return _Job(path, _build_overhead, (n_out, self.batch, resolution), f"{OVERHEAD_KEY}@{resolution}")
+
+    def _make(self, job: _Job) -> Path:
+        return export_model(lambda: job.build(*job.args), self.fmt, self.dtype, job.path)
+
+    def convert(
+        self,
+        *,
+        entries: Sequence[Entry] = (),
+        archs: Sequence[Arch] = (),
+        overheads: Sequence[int] = (),
+        on_progress: Callable[[int, int, str], None] | None = None,
+    ) -> int:
+        """Convert the ``.tflite`` files of these workloads that the cache lacks, in worker processes
+        (:func:`tflite_export.convert_many`; one pool for all of them, so each worker imports the converter
+        once). Does nothing for ONNX. Returns how many files were made."""
+        if self.fmt != "tflite":
+            return 0
+        from . import tflite_export
+
+        jobs = [self._entry_job(e) for e in entries] + [self._subnet_job(a) for a in archs]
+        jobs += [self._overhead_job(r) for r in overheads]
+        todo = list({j.path: j for j in jobs if not j.path.exists()}.values())
+        if todo:
+            tflite_export.convert_many(
+                [tflite_export.ConvertJob(path=j.path, dtype=self.dtype, build=j.build, args=j.args, what=j.what) for j in todo],
+                on_progress=on_progress,
+            )
+        return len(todo)
+
     def entry(self, entry: Entry) -> Workload:
-        def make() -> tuple[Any, Any]:  # torch only when the file is not cached
-            import torch
-
-            torch.manual_seed(0)
-            return _build_entry(self.space, entry, self.batch)
-
-        path = export_model(make, self.fmt, self.dtype, self._entry_path(entry))
+        path = self._make(self._entry_job(entry))
         return Workload(id=f"{entry.key}@{entry.resolution}", path=path, kind="entry", key=entry.key, resolution=entry.resolution)
 
     def subnet(self, arch: Arch) -> Workload:
-        def make() -> tuple[Any, Any]:
-            import torch
-
-            torch.manual_seed(0)
-            net = self.space.build_subnet(arch)
-            return net, torch.randn(self.batch, 3, arch.r, arch.r)
-
-        path = export_model(make, self.fmt, self.dtype, self._path({"arch": arch.to_dict()}))
+        path = self._make(self._subnet_job(arch))
         return Workload(id=f"subnet:{arch.to_json()}", path=path, kind="subnet", resolution=arch.r)
 
     def overhead(self, resolution: int) -> Workload:
         """The smallest possible model with the network's input and output: what one inference costs
         beyond its operators (runtime call, feeding the input, fetching the output)."""
-        n_out = self.space.fixed_entries(resolution)[-1].out_channels
+        path = self._make(self._overhead_job(resolution))
+        return Workload(id=f"{OVERHEAD_KEY}@{resolution}", path=path, kind="overhead", key=OVERHEAD_KEY, resolution=resolution)
 
-        def make() -> tuple[Any, Any]:
-            import torch
-
-            return overhead_model(n_out), torch.randn(self.batch, 3, resolution, resolution)
-
-        path = self._path({"overhead": resolution, "n_out": n_out})
-        path = export_model(make, self.fmt, self.dtype, path)
-        return Workload(id=f"Overhead-inference@{resolution}", path=path, kind="overhead", key="Overhead-inference", resolution=resolution)
+    def reference_arch(self) -> Arch:
+        """The reference workload's subnet: the space's largest at its smallest LUT resolution."""
+        return self.space.max_arch(min(self.space.lut_resolutions))
 
     def reference(self) -> Workload:
         """A fixed reference workload (the space's largest subnet at its smallest LUT resolution) whose
         latency is recorded with every LUT and every validation, to measure the machine's drift."""
-        arch = self.space.max_arch(min(self.space.lut_resolutions))
-        w = self.subnet(arch)
-        return Workload(id="reference", path=w.path, kind="reference", resolution=arch.r)
+        w = self.subnet(self.reference_arch())
+        return Workload(id="reference", path=w.path, kind="reference", resolution=w.resolution)
 
     def entries(self, entries: Sequence[Entry], on_progress: Callable[[int, int, str], None] | None = None) -> list[Workload]:
-        if self.fmt == "tflite":
-            self._convert_parallel(entries, on_progress)
+        self.convert(entries=entries, on_progress=on_progress)
         out = []
         for i, entry in enumerate(entries):
             out.append(self.entry(entry))
@@ -167,24 +194,40 @@ class WorkloadBuilder:
                 on_progress(i + 1, len(entries), entry.key)
         return out
 
-    def _convert_parallel(self, entries: Sequence[Entry], on_progress: Callable[[int, int, str], None] | None) -> None:
-        """Convert the entries missing from the cache in worker processes (a .tflite takes seconds)."""
-        from . import tflite_export
+    def subnets(self, archs: Sequence[Arch], on_progress: Callable[[int, int, str], None] | None = None) -> list[Workload]:
+        self.convert(archs=archs, on_progress=on_progress)
+        return [self.subnet(a) for a in archs]
 
-        jobs = [
-            tflite_export.ConvertJob(
-                path=self._entry_path(e), dtype=self.dtype, build=_build_entry, args=(self.space, e, self.batch), what=e.key
-            )
-            for e in entries
-            if not self._entry_path(e).exists()
-        ]
-        if len(jobs) > 1:
-            tflite_export.convert_many(jobs, on_progress=on_progress)
+
+
+@dataclass(frozen=True)
+class _Job:
+    path: Path
+    build: Callable[..., tuple[Any, Any]]  # module-level (conversion workers call it)
+    args: tuple[Any, ...]
+    what: str
 
 
 def _build_entry(space: SearchSpace, entry: Entry, batch: int) -> tuple[Any, Any]:
-    """The module and example input of a LUT entry (module-level: conversion workers call it)."""
+    """The module and example input of a LUT entry (weights from seed 0)."""
+    import torch
+
+    torch.manual_seed(0)
     return space.build_entry(entry), space.entry_input(entry, batch=batch)
+
+
+def _build_subnet(space: SearchSpace, arch: Arch, batch: int) -> tuple[Any, Any]:
+    """The module and example input of a whole subnet (weights from seed 0)."""
+    import torch
+
+    torch.manual_seed(0)
+    return space.build_subnet(arch), torch.randn(batch, 3, arch.r, arch.r)
+
+
+def _build_overhead(n_out: int, batch: int, resolution: int) -> tuple[Any, Any]:
+    import torch
+
+    return overhead_model(n_out), torch.randn(batch, 3, resolution, resolution)
 
 
 def overhead_model(n_out: int) -> Any:

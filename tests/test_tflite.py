@@ -91,6 +91,43 @@ def test_nhwc_io_without_boundary_transposes(exported: dict) -> None:
     assert "TRANSPOSE" not in {op["op_name"] for op in it._get_ops_details()}
 
 
+def test_folding_batch_norms_keeps_the_outputs_and_the_operators() -> None:
+    """The exporter folds each conv's batch norm before converting (the converter's graph work is the
+    cost): the same outputs and, in the file, the same operators as converting the unfolded module."""
+    import litert_torch
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    from hwnas.supernet import export
+
+    space, entry = _entry()
+    torch.manual_seed(1)
+    module = space.build_entry(entry).eval()
+    n_bn = 0
+    for m in module.modules():  # trained-looking statistics: folding them must change the conv weights
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+            n_bn += 1
+    example = space.entry_input(entry)
+    folded = export.fold_batch_norms(module)
+    assert n_bn == 3 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())  # the caller's module is untouched
+    with torch.no_grad():
+        assert torch.allclose(folded(example), module(example), atol=1e-5)
+
+    def ops(data: bytes) -> list[str]:
+        it = Interpreter(model_content=data)
+        return [op["op_name"] for op in it._get_ops_details()]
+
+    with export.quiet():
+        wrapped, ex, _ = export._channel_last_io(module, example)
+        plain = bytes(litert_torch.convert(wrapped, (ex,)).model_content())
+    assert ops(export.tflite_bytes(module, example)) == ops(plain)
+
+
 def test_exporter_info() -> None:
     f32 = tflite_export.exporter_info("float32")
     i8 = tflite_export.exporter_info("int8")
