@@ -48,7 +48,11 @@ class MeasureSettings:
     def replace(self, **changes: Any) -> MeasureSettings:
         """A copy with the non-None ``changes`` (command-line flags) applied and validated."""
         data = {k: v for k, v in changes.items() if v is not None}
-        return from_mapping({**self.to_dict(), **data}, source="command line", prefix="--", allowed=FIELDS)
+        merged = from_mapping({**self.to_dict()}, source="command line", prefix="--", allowed=FIELDS)
+        for key, value in data.items():  # each flag checked under the name it has on the command line
+            merged = from_mapping({key: value}, source="command line", prefix="", allowed=FIELDS, base=merged,
+                                  names={key: FLAGS.get(key, "--" + key.replace("_", "-"))})
+        return merged
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,6 +79,8 @@ DEFAULTS = MeasureSettings()
 #: Every field of the type; :data:`PROFILE_FIELDS` those a profile's ``measure:`` block may set.
 FIELDS = tuple(f.name for f in dataclasses.fields(MeasureSettings))
 PROFILE_FIELDS = tuple(f for f in FIELDS if f not in ("batch_size", "profile_ops", "statistic"))
+#: The command-line flag of each field whose flag is not ``--`` + its name with dashes.
+FLAGS = {"max_wait_s": "--max-wait"}
 #: Statistics sampling can aim at (see ``runner.relative_ci``).
 STATISTICS = ("median_ms", "p10_ms", "p90_ms", "min_ms", "mean_ms", "tmean_ms")
 
@@ -123,6 +129,7 @@ def from_mapping(
     prefix: str = "measure.",
     allowed: tuple[str, ...] = PROFILE_FIELDS,
     base: MeasureSettings = DEFAULTS,
+    names: Mapping[str, str] | None = None,
 ) -> MeasureSettings:
     """Validated settings from ``data`` over ``base``; a ProfileError (exit 2) names the file and the field
     (``device_profiles/x.yaml: measure.runs must be an integer >= 1, got 0``)."""
@@ -138,7 +145,7 @@ def from_mapping(
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ProfileError(f"{source}: unknown field {prefix}{key!r}{hint}; allowed: {', '.join(allowed)}")
-        values[key] = _check(source, f"{prefix}{key}", value, key)
+        values[key] = _check(source, (names or {}).get(key, f"{prefix}{key}"), value, key)
     return MeasureSettings(**values)
 
 

@@ -403,7 +403,7 @@ def _export_chosen(ckpt: Path, chosen: list[dict[str, Any]], folder: Path, on_pr
                        "files": {"onnx": {"file": str(path), "max_abs_diff": info["max_abs_diff"]}}})
         subs.append((sub, arch, checks))
     if tflite:
-        from hwnas.profiler.tflite_export import ConvertJob, convert_many
+        from hwnas.profiler.tflite_export import ConvertJob, convert_many, exporter_info
 
         with tempfile.TemporaryDirectory() as tmp:
             jobs = []
@@ -413,6 +413,7 @@ def _export_chosen(ckpt: Path, chosen: list[dict[str, Any]], folder: Path, on_pr
                     digest.update(k.encode())
                     digest.update(v.detach().cpu().contiguous().numpy().tobytes())
                 digest.update(json.dumps(arch.to_dict(), sort_keys=True).encode())
+                digest.update(json.dumps(exporter_info("float32"), sort_keys=True).encode())  # a new recipe: a new file
                 saved = Path(tmp) / f"sub{i}.pt"
                 torch.save(sub, saved)
                 cached = cache_dir() / "demo-subnets" / f"{digest.hexdigest()[:24]}.tflite"

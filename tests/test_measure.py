@@ -101,8 +101,13 @@ def test_bad_measure_value_is_exit_2_on_the_command_line(tmp_path: Path) -> None
     assert proc.returncode == 2 and proc.stdout == ""
     assert f"{path}: measure.runs must be an integer >= 1, got 0" in proc.stderr
     assert "Traceback" not in proc.stderr
-    flag = hwnas("profile", str(_profile_yaml(tmp_path, "{}", "m2")), "--space", "compact", "--precision", "0", "--json")
-    assert flag.returncode == 2 and "precision must be a number > 0, got 0" in flag.stderr
+    other = str(_profile_yaml(tmp_path, "{}", "m2"))
+    for flag, value, message in (("--precision", "0", "--precision must be a number > 0, got 0"),
+                                 ("--max-wait", "-1", "--max-wait must be a number >= 0, got -1"),
+                                 ("--min-seconds", "-1", "--min-seconds must be a number >= 0, got -1"),
+                                 ("--max-entry-s", "0", "--max-entry-s must be a number > 0, got 0")):
+        bad = hwnas("profile", other, "--space", "compact", flag, value, "--json")
+        assert bad.returncode == 2 and f"command line: {message}" in bad.stderr, bad.stderr  # named as typed
 
 
 def test_flags_override_the_profile_and_defaults_live_in_one_place() -> None:
@@ -128,7 +133,7 @@ def test_the_profiles_measure_settings_reach_the_runner(tmp_path: Path) -> None:
     # a flag goes on top of the profile
     out2 = tmp_path / "lut2.csv"
     proc = hwnas("profile", str(path), "--space", "compact", "--resolutions", "32", "--out", str(out2),
-                 "--runs", "90", "--json")
+                 "--runs", "90", "--calibration-subnets", "2", "--json")
     assert proc.returncode == 0, proc.stderr
     assert (LUT.load(out2).rows["runs"] == 90).all()
 

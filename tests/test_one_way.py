@@ -311,8 +311,9 @@ def test_profile_devices_keeps_order_and_one_failure_does_not_stop_the_others(tm
     good.write_text(f"name: pooled\ntransport:\n  local: {{}}\nthreads: 1\nworkdir: {tmp_path}/work\n")
     missing = tmp_path / "missing.yaml"
     request = ProfileRequest(
-        space="compact", resolutions=(32,), out=None,
-        overrides=(("runs", 2), ("rounds", 1), ("max_wait_s", 0.0), ("max_entry_s", 0.5)),
+        space="compact", resolutions=(32,), out=None, calibration_subnets=2,
+        overrides=(("runs", 2), ("rounds", 1), ("min_seconds", 0.0), ("precision", 0.05), ("max_wait_s", 0.0),
+                   ("max_entry_s", 0.5)),
     )
     seen: list[str] = []
     failed: list[tuple[str, BaseException]] = []

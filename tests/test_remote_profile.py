@@ -6,8 +6,10 @@ namespace the test creates; the hwnas CLI runs as a subprocess inside that names
 with the project's interpreter and its ONNX Runtime. Every latency in every LUT is measured.
 Links are cut the two ways the issue names: the daemon and its session processes killed
 (the kernel closes the sockets), and the namespace's loopback set down (packets vanish, no
-FIN, no RST). Small settings (``--runs 2 --rounds 1``, one resolution) keep the file short;
-speed and fidelity of the remote path are benchmarks (benchmarks/bench_remote.py).
+FIN, no RST). Small settings (one resolution, two calibration subnets, no minimum span, a 5%
+precision or 0.5 s per model, no wait for a quiet spell) keep the file short: these tests are about
+the link, not the numbers; speed and fidelity of the remote path are benchmarks
+(benchmarks/bench_remote.py).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ pytestmark = pytest.mark.netns
 
 PYTHON = sys.executable  # the "device" runs the runner with our venv's interpreter (it has onnxruntime)
 ENTRIES = 79  # compact at resolution 32: 78 entries and the per-inference overhead row
-SMALL = ["--space", "compact", "--resolutions", "32", "--runs", "2", "--rounds", "1"]
+SMALL = ["--space", "compact", "--resolutions", "32", "--runs", "2", "--rounds", "1", "--min-seconds", "0", "--precision", "0.05",
+         "--max-entry-s", "0.5", "--max-wait", "0", "--calibration-subnets", "2"]
 
 
 # --------------------------------------------------------------------------- helpers

@@ -188,9 +188,11 @@ def test_cli_profile_and_validate_litert(tmp_path: Path, tmp_path_factory: pytes
     assert Path(env["HWNAS_CACHE_DIR"]).is_relative_to(tmp_path_factory.getbasetemp())
     lut = tmp_path / "lut.csv"
     # the local machine, with a work folder (and so a device lock) of its own: other runs on this
-    # machine that profile the packaged `local` device do not make this one wait
+    # machine that profile the packaged `local` device do not make this one wait. Quick measurement
+    # settings (this test is about the LiteRT path, not the numbers), set in the profile: validate reads them too
     dev = tmp_path / "local-litert.yaml"
-    dev.write_text(f"name: local-litert\ntransport: local\nruntime: litert\nworkdir: {tmp_path / 'work'}\n")
+    dev.write_text(f"name: local-litert\ntransport: local\nruntime: litert\nworkdir: {tmp_path / 'work'}\n"
+                   "measure: {min_seconds: 0, precision: 0.05, max_entry_s: 0.5, max_wait_s: 0}\n")
 
     def hwnas(*args: str) -> dict:
         proc = subprocess.run(
@@ -200,14 +202,14 @@ def test_cli_profile_and_validate_litert(tmp_path: Path, tmp_path_factory: pytes
         return json.loads(proc.stdout)  # exactly one JSON object: the converters print nothing there
 
     res = hwnas("profile", str(dev), "--space", "compact", "--resolutions", "32", "--runtime", "litert", "--runs", "3",
-                "--calibration-subnets", "6", "--out", str(lut))
+                "--calibration-subnets", "3", "--out", str(lut))
     assert res["lut"] == str(lut) and res["entries"] == res["measured"] > 50
     from hwnas.profiler.lut import LUT
 
     table = LUT.load(lut)
     assert table.metadata["runtime"]["name"] == "litert" and table.metadata["exporter"]["name"] == "litert-torch"
     assert table.metadata["dtype"] == "float32" and table.metadata["runtime"]["version"].startswith("ai-edge-litert")
-    assert table.metadata["calibration"]["32"]["subnets"] == 6  # the flag reached the profile (default 16)
+    assert table.metadata["calibration"]["32"]["subnets"] == 3  # the flag reached the profile (default 16)
     val = hwnas("lut", "validate", str(dev), "--lut", str(lut), "--samples", "3")
     assert val["samples"] == 3 and len(val["points"]) == 3
     assert 0.0 <= val["within_10pct"] <= 1.0

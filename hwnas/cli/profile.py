@@ -43,6 +43,7 @@ def profile_cmd(
     rounds: int | None = typer.Option(None, "--rounds", help="Interleaved measurement rounds per batch, at least (default: the profile's measure.rounds)."),
     runs: int | None = typer.Option(None, "--runs", help="Timed runs per model, at least (default: the profile's measure.runs)."),
     warmup: int | None = typer.Option(None, "--warmup", help="Untimed runs before a model is timed (default: the profile's)."),
+    min_seconds: float | None = typer.Option(None, "--min-seconds", help="A model's timed runs span at least this many seconds, its batch's rounds in between (default: the profile's, 0.2)."),
     precision: float | None = typer.Option(None, "--precision", help="Measure each entry until its statistic's 95% CI half-width is within this fraction (default: the profile's, 0.02)."),
     max_entry_s: float | None = typer.Option(None, "--max-entry-s", help="...or until this many seconds went into it (default: the profile's, 10)."),
     max_wait: float | None = typer.Option(None, "--max-wait", help="Wait up to this many seconds for the device's noise floor to fall under measure.max_noise, then go on with a warning (default: the profile's, 15)."),
@@ -73,8 +74,8 @@ def profile_cmd(
         out=out,
         resume=resume,
         force=force,
-        overrides=_measure_flags(rounds=rounds, runs=runs, warmup=warmup, precision=precision, max_entry_s=max_entry_s,
-                                 max_wait_s=max_wait, profile_ops=profile_ops or None),
+        overrides=_measure_flags(rounds=rounds, runs=runs, warmup=warmup, min_seconds=min_seconds, precision=precision,
+                                 max_entry_s=max_entry_s, max_wait_s=max_wait, profile_ops=profile_ops or None),
         **({} if calibration_subnets is None else {"calibration_subnets": calibration_subnets}),
     )
     if len(devices) == 1:
