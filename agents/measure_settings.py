@@ -41,7 +41,9 @@ class MeasureSettings:
     max_noise: float = 0.05  #: noise gate: wait while the noise floor is above this (a fraction)
     max_wait_s: float = 15.0  #: noise gate: wait at most this long for a quieter spell, then warn (a longer
     #: default cost a quiet-setting profile 63 s of its 11-12x over the earlier cost in BENCHMARKS.md)
-    batch_size: int = 24  #: models per runner job (the reference workload is added to each)
+    batch_size: int = 40  #: models per runner job (the reference workload is added to each). 40, not 24: each
+    #: job samples the reference to the precision again and starts a runner, so 3 jobs instead of 5 for a
+    #: w1.0@160 profile cut its time outside the noise gate in 6 of 6 paired runs, fidelity no worse (BENCHMARKS.md)
     profile_ops: bool = False  #: also record per-operator timings
     statistic: str | None = None  #: the statistic sampling aims at; None: the runtime's (agents/runtimes.py)
 

@@ -325,7 +325,8 @@ sys.exit(proc.wait())
 
 def test_a_device_returning_nan_stops_the_profile_and_keeps_the_rows_before(tmp_path: Path,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real runner, wrapped by a script that turns every result after the 30th into NaN (what a broken
+    """The real runner, wrapped by a script that turns every result after the first batch's (and a few more)
+    into NaN (what a broken
     runtime on a device sends; the wrapper stands in for such a device): the profile stops with exit 1 naming device and model, the first batch's
     rows stay in the file, and --resume (with the real runner again) completes the table."""
     from hwnas.agents import device as device_mod
@@ -344,7 +345,8 @@ def test_a_device_returning_nan_stops_the_profile_and_keeps_the_rows_before(tmp_
 
     monkeypatch.setattr(device_mod.Device, "_wrap", True, raising=False)
     monkeypatch.setattr(device_mod.Device, "python_argv", wrapped_argv)
-    monkeypatch.setenv("A1_BAD_AFTER", "30")  # results over all runner processes (noise check, batches)
+    # results over all runner processes (noise check, batches): the first batch (and its reference) stays whole
+    monkeypatch.setenv("A1_BAD_AFTER", str(MeasureSettings().batch_size + 10))
     monkeypatch.setenv("A1_COUNTER", str(tmp_path / "results-seen"))
     with pytest.raises(DeviceError) as info:
         profile_device(profile, request)
