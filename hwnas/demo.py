@@ -16,6 +16,7 @@ evaluates subnets side by side instead, one thread each
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -92,9 +93,11 @@ def run_demo(
     validate_samples: int = 20,
     accuracy_samples: int = ACCURACY_SAMPLES,
     epochs_scale: float = 1.0,
+    max_wait_s: float | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the demo into ``out``; returns ``{"report": folder, "summary", "budgets",
-    "cached_steps", "seconds", "all_within_budget"}``."""
+    "cached_steps", "seconds", "all_within_budget"}``. ``max_wait_s`` overrides the device profile's wait for
+    a quiet spell before each measurement (profile, validation, the search's measurements)."""
     out = Path(out)
     check_out_folder(out, force=force)
     if force and out.is_dir() and is_demo_folder(out):  # checked again right before: only the demo's own output
@@ -109,6 +112,8 @@ def run_demo(
     from hwnas.profiler.validate import validate_lut
 
     profile = load_profile(DEVICE)
+    if max_wait_s is not None:
+        profile = dataclasses.replace(profile, measure=profile.measure.replace(max_wait_s=max_wait_s))
     lut_path = out / "lut" / f"{SPACE}_onnxruntime_float32_t1_b1.csv"
     lut_path.parent.mkdir(parents=True, exist_ok=True)
 

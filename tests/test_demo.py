@@ -21,13 +21,18 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+def _demo_args(out: Path) -> list[str]:
+    """A small demo. ``--max-wait 0``: beside the suite's other worker the noise gate would wait its 15 s
+    before each measurement and then measure anyway."""
+    return [sys.executable, "-m", "hwnas", "demo", "--out", str(out), "--epochs-scale", "0.03",
+            "--accuracy-samples", "12", "--validate-samples", "3", "--max-wait", "0", "--json"]
+
+
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("demo") / "out"
     env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "demo-cache")}
-    args = [sys.executable, "-m", "hwnas", "demo", "--out", str(out), "--epochs-scale", "0.03",
-            "--accuracy-samples", "12", "--validate-samples", "3", "--json"]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=800, env=env)
+    proc = subprocess.run(_demo_args(out), capture_output=True, text=True, timeout=800, env=env)
     # exit 0: every budget met as measured (the closed loop searches an over-budget one again, tighter)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads(proc.stdout)
@@ -53,14 +58,16 @@ def test_summary_has_the_design_fields(demo_out: tuple[Path, dict]) -> None:
     assert summary["data"] == "digits-hard"
     assert set(summary["step_seconds"]) >= {"profile", "train", "accuracy", "search", "export"}
     assert result["report"] == str(out / "report")
+    from hwnas.profiler.lut import LUT
+
+    lut = LUT.load(summary["lut"])  # --max-wait reached the measurements
+    assert lut.metadata["measurement"]["max_wait_s"] == 0
 
 
 def test_second_run_reuses_every_step(demo_out: tuple[Path, dict]) -> None:
     out, _ = demo_out
-    args = [sys.executable, "-m", "hwnas", "demo", "--out", str(out), "--epochs-scale", "0.03",
-            "--accuracy-samples", "12", "--validate-samples", "3", "--json"]
     env = {**os.environ, "HWNAS_CACHE_DIR": str(out.parent.parent / "demo-cache")}  # the first run's
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(_demo_args(out), capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     again = json.loads(proc.stdout)
     assert set(again["cached_steps"]) >= {"profile", "validate", "train", "accuracy", "search", "export"}
