@@ -50,11 +50,8 @@ class MeasureSettings:
     def replace(self, **changes: Any) -> MeasureSettings:
         """A copy with the non-None ``changes`` (command-line flags) applied and validated."""
         data = {k: v for k, v in changes.items() if v is not None}
-        merged = from_mapping({**self.to_dict()}, source="command line", prefix="--", allowed=FIELDS)
-        for key, value in data.items():  # each flag checked under the name it has on the command line
-            merged = from_mapping({key: value}, source="command line", prefix="", allowed=FIELDS, base=merged,
-                                  names={key: FLAGS.get(key, "--" + key.replace("_", "-"))})
-        return merged
+        return from_mapping({**self.to_dict(), **data}, source="command line", prefix="--", allowed=FIELDS,
+                            names=FLAG_NAMES)  # each flag named as it is typed
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -81,8 +78,8 @@ DEFAULTS = MeasureSettings()
 #: Every field of the type; :data:`PROFILE_FIELDS` those a profile's ``measure:`` block may set.
 FIELDS = tuple(f.name for f in dataclasses.fields(MeasureSettings))
 PROFILE_FIELDS = tuple(f for f in FIELDS if f not in ("batch_size", "profile_ops", "statistic"))
-#: The command-line flag of each field whose flag is not ``--`` + its name with dashes.
-FLAGS = {"max_wait_s": "--max-wait"}
+#: The command-line flag of each field: ``--`` and its name with dashes, but ``--max-wait``.
+FLAG_NAMES = {f: {"max_wait_s": "--max-wait"}.get(f, "--" + f.replace("_", "-")) for f in FIELDS}
 #: Statistics sampling can aim at (see ``runner.relative_ci``).
 STATISTICS = ("median_ms", "p10_ms", "p90_ms", "min_ms", "mean_ms", "tmean_ms")
 

@@ -98,22 +98,23 @@ def run_demo(
     """Run (or resume) the demo into ``out``; returns ``{"report": folder, "summary", "budgets",
     "cached_steps", "seconds", "all_within_budget"}``. ``max_wait_s`` overrides the device profile's wait for
     a quiet spell before each measurement (profile, validation, the search's measurements)."""
+    from hwnas.agents.profiles import load_profile
+
     out = Path(out)
     check_out_folder(out, force=force)
+    profile = load_profile(DEVICE)
+    if max_wait_s is not None:  # a bad value stops here, before an earlier output is removed
+        profile = dataclasses.replace(profile, measure=profile.measure.replace(max_wait_s=max_wait_s))
     if force and out.is_dir() and is_demo_folder(out):  # checked again right before: only the demo's own output
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     pipe = Pipeline(out, on_step=on_step, total=len(STEPS))
 
-    from hwnas.agents.profiles import load_profile
     from hwnas.profiler.lut import LUT
     from hwnas.profiler.profile import ProfileRequest, profile_device
     from hwnas.profiler.validate import validate_lut
 
-    profile = load_profile(DEVICE)
-    if max_wait_s is not None:
-        profile = dataclasses.replace(profile, measure=profile.measure.replace(max_wait_s=max_wait_s))
     lut_path = out / "lut" / f"{SPACE}_onnxruntime_float32_t1_b1.csv"
     lut_path.parent.mkdir(parents=True, exist_ok=True)
 

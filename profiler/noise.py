@@ -112,6 +112,11 @@ def measure_noise_floor(
     statistic = settings.statistic or raw_statistic(runtime)
     values = _window_values(device, reference, runtime=runtime, threads=threads, settings=settings,
                             windows=windows, window_s=window_s, statistic=statistic)
+    return _floor(values, statistic)
+
+
+def _floor(values: Sequence[float], statistic: str) -> dict[str, Any]:
+    """``{noise_floor, windows_ms, statistic}`` of per-window values (what the LUT and the JSON record)."""
     return {"noise_floor": _spread(values), "windows_ms": [round(x, 4) for x in values], "statistic": statistic}
 
 
@@ -144,8 +149,7 @@ def noise_gate(
             "%s: noise floor %.1f%% is above %.1f%% after waiting %.0f s; measuring anyway "
             "(results will be less precise)", device.profile.name, 100 * floor, 100 * settings.max_noise, waited,
         )
-    return {"noise_floor": floor, "windows_ms": [round(x, 4) for x in values], "statistic": statistic,
-            "waited_s": round(waited, 1), "quiet": quiet, "max_noise": settings.max_noise}
+    return {**_floor(values, statistic), "waited_s": round(waited, 1), "quiet": quiet, "max_noise": settings.max_noise}
 
 
 def probe_noise_floor(profile: DeviceProfile, *, space: str = "compact") -> dict[str, Any]:

@@ -199,7 +199,6 @@ class WorkloadBuilder:
         return [self.subnet(a) for a in archs]
 
 
-
 @dataclass(frozen=True)
 class _Job:
     path: Path

@@ -219,8 +219,9 @@ class _ScriptedDevice:
     returns the reference's per-run samples, 1 ms runs scaled by the next per-window speeds of ``script``, as
     many windows as the gate asked for (``min_seconds`` / 0.5 s); ``clock`` advances by the time measured."""
 
-    def __init__(self, script: list[float]) -> None:
+    def __init__(self, script: list[float], per_run: bool = True) -> None:
         self.script = list(script)
+        self.per_run = per_run  # False: a runtime that prints no per-run samples (a benchmark program)
         self.calls: list[float] = []
         self.now = 0.0
         self.profile = type("P", (), {"name": "scripted"})()
@@ -236,14 +237,14 @@ class _ScriptedDevice:
             speed = self.script.pop(0) if self.script else 1.0
             samples += [speed] * math.ceil(500 / speed)  # 0.5 s of timed work at this speed
         self.now += span + 0.4  # the runner's start, loading and warm-up
-        return [{"type": "result", "id": models[0].id, "runs": len(samples), "samples_ms": samples}]
+        return [{"type": "result", "id": models[0].id, "runs": len(samples), **({"samples_ms": samples} if self.per_run else {})}]
 
 
-def _gate(script: list[float], **settings: object) -> tuple[dict, _ScriptedDevice]:
+def _gate(script: list[float], per_run: bool = True, **settings: object) -> tuple[dict, _ScriptedDevice]:
     from hwnas.profiler.noise import noise_gate
     from hwnas.profiler.workloads import Workload
 
-    dev = _ScriptedDevice(script)
+    dev = _ScriptedDevice(script, per_run)
     ref = Workload(id="reference", path=Path("ref.onnx"), kind="reference")
     got = noise_gate(dev, ref, runtime="onnxruntime", threads=1,  # type: ignore[arg-type]
                      settings=MeasureSettings(**settings), clock=dev.clock)  # type: ignore[arg-type]
@@ -262,14 +263,8 @@ def test_the_noise_gate_measures_on_and_judges_the_latest_windows() -> None:
     assert not got["quiet"] and got["noise_floor"] == pytest.approx(0.3 / 1.15) and got["waited_s"] >= 5.0
     assert dev.calls == [2.0, 1.0, 1.0] and len(got["windows_ms"]) == 4
     # a runtime that prints no per-run samples has no noise floor and nothing to wait for
-    dev2 = _ScriptedDevice([])
-    dev2.measure = lambda models, **job: [{"type": "result", "id": "reference", "runs": 10}]  # type: ignore[method-assign]
-    from hwnas.profiler.noise import noise_gate
-    from hwnas.profiler.workloads import Workload
-
-    none = noise_gate(dev2, Workload(id="reference", path=Path("r"), kind="reference"), runtime="onnxruntime",  # type: ignore[arg-type]
-                      threads=1, settings=MeasureSettings(), clock=dev2.clock)
-    assert none["noise_floor"] is None and none["quiet"] and none["windows_ms"] == []
+    none, dev = _gate([1.0, 1.3] * 20, per_run=False)
+    assert dev.calls == [2.0] and none["noise_floor"] is None and none["quiet"] and none["windows_ms"] == []
 
 
 # ------------------------------------------------------------------------ device results are checked
