@@ -350,7 +350,7 @@ def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
     params = np.array([entry_params.get((k, int(r)), 0.0) for k, r in zip(rows["key"], rows["resolution"], strict=False)])
     for r in resolutions:
         o = value.get((OVERHEAD_KEY, r), 0.0)
-        xs, ws, ys = [], [], []
+        xs, ws, ys, nets = [], [], [], []
         for arch, m in calib["subnets"]:
             if arch.r != r:
                 continue
@@ -358,6 +358,7 @@ def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
             xs.append(sum(value[(e.key, e.resolution)] - o for e in entries))
             ws.append(sum(e.params for e in entries) / 1e6)
             ys.append(m["value"] * ref_lut / smooth[m["ref_ms"]])
+            nets.append(arch.to_json())
         a, b, c = calibration_fit(xs, ys, o, ws)
         resid = residuals_pct(a, b, xs, ys, c, ws)
         result[str(r)] = {
@@ -367,6 +368,9 @@ def _apply_calibration(lut: LUT, calib: dict[str, Any], ref_lut: float) -> None:
             "overhead_ms": o,
             "subnets": len(xs),
             "max_abs_residual_pct": float(np.max(resid)) if len(resid) else None,
+            # as measured (normalised to the LUT's reference speed): a validation re-measures some of them
+            # to learn how far the machine's speed moved since (profiler/validate.py, anchors)
+            "networks": [{"arch": a, "ms": float(y)} for a, y in zip(nets, ys, strict=True)],
         }
         sel = (rows["resolution"].astype(int) == r).to_numpy()
         is_over = (rows["key"] == OVERHEAD_KEY).to_numpy()

@@ -2,15 +2,22 @@
 
 Subnets are measured exactly as the LUT was (same runtime, threads, dtype, batch, raw
 statistic, batches holding the reference workload). The machine's speed drifts between
-the time a LUT was made and the time it is validated; the reference workload measures
-that drift (``drift`` = reference now / reference in the LUT), and measured values are
-normalised to the LUT's speed unless ``correct_drift=False``.
+the time a LUT was made and the time it is validated, and measured values are normalised to
+the LUT's speed (``drift``; not with ``correct_drift=False``). The drift is measured on
+*anchors* (:func:`measure_against_lut`): some of the whole subnets the LUT's calibration measured
+(their values are in its metadata) are measured again beside the subnets, and ``drift`` is the
+median of their now/then ratios. A LUT without them (older files, imported tables) falls back to
+the reference workload alone (reference now / reference in the LUT). One workload's ratio was not
+enough here: on this shared host one ONNX Runtime session can run 15% slower or faster than another
+of the same model, and a validation whose reference landed in such a mode shifted every subnet by it
+(11.7% once, with the subnets themselves within 2% of the LUT: BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -125,6 +132,99 @@ def measure_subnets(
     return out
 
 
+#: Calibration subnets of the LUT measured again beside the subnets of a validation or a closed loop: the
+#: median of 8 ratios moves about a third as much as one ratio, and 8 cost about as much as 8 of the 40
+#: subnets of a default ``lut validate``.
+ANCHORS = 8
+
+
+def lut_anchors(lut: LUT, count: int = ANCHORS) -> list[tuple[Arch, float]]:
+    """Up to ``count`` of the LUT's calibration subnets and their values as measured in the profile
+    (``calibration.<resolution>.networks`` of its metadata), spread evenly over their latencies; empty
+    for a LUT without them. Raises LUTError naming the field when they are there but unreadable."""
+    calibration = lut.metadata.get("calibration") or {}
+    if not isinstance(calibration, dict):
+        raise LUTError(f"{lut.source}: metadata 'calibration' is {type(calibration).__name__}; expected a mapping")
+    space = get_space(lut.space)
+    found: list[tuple[Arch, float]] = []
+    for r, cal in calibration.items():
+        nets = (cal or {}).get("networks") if isinstance(cal, dict) else None
+        if nets is None:
+            continue
+        if not isinstance(nets, list):
+            raise LUTError(f"{lut.source}: metadata 'calibration.{r}.networks' is {type(nets).__name__}; expected a list")
+        for i, net in enumerate(nets):
+            where = f"{lut.source}: metadata 'calibration.{r}.networks'[{i}]"
+            if not isinstance(net, dict):
+                raise LUTError(f"{where} is {type(net).__name__}; expected a mapping with arch and ms")
+            ms = net.get("ms")
+            if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms) or ms <= 0:
+                raise LUTError(f"{where}.ms is {ms!r}; expected a number > 0")
+            try:
+                arch = space.parse(net.get("arch") or "", resolutions=lut.resolutions)
+            except ValueError as exc:
+                raise LUTError(f"{where}.arch: {exc}") from None
+            found.append((arch, float(ms)))
+    if count <= 0 or not found:
+        return []
+    found.sort(key=lambda x: x[1])
+    picks = np.unique(np.round(np.linspace(0, len(found) - 1, min(count, len(found)))).astype(int))
+    return [found[i] for i in picks]
+
+
+def lut_plan(lut: LUT, plan: MeasureSettings) -> MeasureSettings:
+    """``plan`` aimed at the statistic ``lut`` was measured by (subnets are compared by that one)."""
+    stat = (lut.metadata.get("measurement") or {}).get("raw_statistic")
+    return plan.replace(statistic=stat or sampling_statistic(plan, lut_settings(lut)["runtime"]))
+
+
+def measure_against_lut(
+    device: Device,
+    lut: LUT,
+    archs: Sequence[Arch],
+    *,
+    plan: MeasureSettings | None = None,
+    passes: int = 1,
+    anchors: int = ANCHORS,
+    on_progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Measure ``archs`` on ``device`` as ``lut`` was measured (:func:`lut_settings`, the statistic it was
+    measured by) and normalise them to the LUT's machine speed.
+
+    :func:`measure_subnets`' result for ``archs``, plus ``ms_lut`` (``ms`` / ``drift``), ``passes_ms_lut``,
+    ``drift`` (machine speed now / when the LUT was made), ``drift_source`` (``"anchors"`` or
+    ``"reference"``), ``drift_reference`` (the reference workload's own ratio, for comparison),
+    ``anchor_ratios`` and ``reference_ms`` (``{"lut": .., "now": ..}``). ``drift`` is None where the LUT
+    records no reference and no anchors (values are then left as measured)."""
+    anchor_list = lut_anchors(lut, anchors)
+    every = [*archs, *(a for a, _ in anchor_list)]
+    m = measure_subnets(device, every, space_name=lut.space, plan=lut_plan(lut, plan or device.profile.measure),
+                        passes=passes, on_progress=on_progress, **lut_settings(lut))
+    n = len(archs)
+    out: dict[str, Any] = {k: m[k][:n] for k in ("ms", "raw_ms", "ci", "converged")}
+    out.update(reference_batches_ms=m["reference_batches_ms"],
+               stats_ms={k: v[:n] for k, v in m["stats_ms"].items()},
+               stats_raw_ms={k: v[:n] for k, v in m["stats_raw_ms"].items()})
+    if "passes_ms" in m:
+        out["passes_ms"] = [p[:n] for p in m["passes_ms"]]
+    ref_lut = float((lut.metadata.get("reference") or {}).get("ms") or float("nan"))
+    drift_reference = m["reference_ms"] / ref_lut if math.isfinite(ref_lut) and ref_lut > 0 else None
+    ratios = [float(now / then) for now, (_, then) in zip(m["ms"][n:], anchor_list, strict=True)]
+    drift = float(np.median(ratios)) if ratios else drift_reference
+    scale = drift or 1.0
+    out.update(
+        ms_lut=[float(x) / scale for x in out["ms"]],
+        drift=drift,
+        drift_source="anchors" if ratios else ("reference" if drift_reference else None),
+        drift_reference=drift_reference,
+        anchor_ratios=ratios,
+        reference_ms={"lut": ref_lut, "now": m["reference_ms"]},
+    )
+    if "passes_ms" in out:
+        out["passes_ms_lut"] = [[float(x) / scale for x in p] for p in out["passes_ms"]]
+    return out
+
+
 def repeat_mape(passes_ms: Sequence[Sequence[float]]) -> float | None:
     """How far two passes over the same subnets disagree: mean of |a - b| / mean(a, b)."""
     if len(passes_ms) < 2 or not len(passes_ms[0]):
@@ -160,6 +260,7 @@ def validate_lut(
     passes: int = 2,
     on_progress: Progress | None = None,
     device: Device | None = None,
+    anchors: int = ANCHORS,
 ) -> dict[str, Any]:
     """Measure ``samples`` random subnets (at the LUT's resolutions) and compare with the LUT sum.
 
@@ -171,12 +272,9 @@ def validate_lut(
         raise LUTError(f"--samples must be at least 1, got {samples}")
     if passes < 1:
         raise LUTError(f"passes must be at least 1, got {passes}")
-    plan = (plan or profile.measure).replace(**dict(overrides))
     started = time.perf_counter()
     settings = lut_settings(lut)
-    # subnets are measured by the statistic the LUT was measured by
-    plan = plan.replace(statistic=(lut.metadata.get("measurement") or {}).get("raw_statistic")
-                        or sampling_statistic(plan, settings["runtime"]))
+    plan = lut_plan(lut, (plan or profile.measure).replace(**dict(overrides)))
     predictor = LUTPredictor(lut)
     space = predictor.space
     rng = np.random.default_rng(seed)
@@ -192,17 +290,12 @@ def validate_lut(
                                   dtype=settings["dtype"], batch=settings["batch"])
         noise = noise_gate(device, builder.reference(), runtime=settings["runtime"], threads=settings["threads"],
                            settings=plan)
-        m = measure_subnets(
-            device, archs, space_name=space.name, plan=plan, passes=passes, on_progress=on_progress, **settings
-        )
+        m = measure_against_lut(device, lut, archs, plan=plan, passes=passes, anchors=anchors, on_progress=on_progress)
     finally:
         if own:
             device.close()
-    ref_lut = float((lut.metadata.get("reference") or {}).get("ms") or float("nan"))
-    drift = m["reference_ms"] / ref_lut if np.isfinite(ref_lut) and ref_lut > 0 else None
-    measured = np.asarray(m["ms"], dtype=float)
-    if correct_drift and drift:
-        measured = measured / drift
+    drift = m["drift"]
+    measured = np.asarray(m["ms_lut"] if correct_drift else m["ms"], dtype=float)
     result = summarize_points(predicted, measured)
     rep = repeat_mape(m.get("passes_ms") or [])
     result.update(
@@ -212,7 +305,11 @@ def validate_lut(
         unconverged=int(sum(not c for c in m["converged"])),
         drift=drift,
         drift_corrected=bool(correct_drift and drift),
-        reference_ms={"lut": ref_lut, "now": m["reference_ms"]},
+        drift_source=m["drift_source"],
+        drift_reference=m["drift_reference"],
+        anchors=len(m["anchor_ratios"]),
+        anchor_ratios=m["anchor_ratios"],
+        reference_ms=m["reference_ms"],
         statistic=plan.statistic,
         measurement={**plan.to_dict(), "passes": passes, "noise": {k: noise[k] for k in ("waited_s", "quiet")}},
         points=[

@@ -7,7 +7,7 @@ together), and for every subnet that measured over its budget by more than its o
 (``target * predicted / measured``) and searches that budget again, up to ``max_rounds`` rounds in all.
 
 Each answered result gains ``measured_ms`` (the end-to-end statistic, normalised to the LUT's machine
-speed by the reference workload, as ``lut validate`` reports it), ``measured_ci`` (relative half-width of
+speed as ``lut validate`` reports it), ``measured_ci`` (relative half-width of
 its 95% interval, ``None`` when the measurement gives none), ``within_budget``, ``rounds`` (how many
 searches this budget took) and ``search_budget_ms`` (the target the last search was given); ``budget_ms``
 stays the budget asked for. When no round met a budget, the result kept is the round that came closest.
@@ -178,27 +178,18 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def device_measure(device: Any, lut: Any, *, plan: Any = None) -> MeasureFn:
     """A ``measure`` for :func:`search_until_measured`: subnets measured on ``device`` (an acquired
-    ``hwnas.agents.device.Device``) as ``lut`` was measured (runtime, threads, dtype and batch from its
-    metadata, the reference workload in every batch, the device profile's ``measure:`` settings or ``plan``
-    aimed at the LUT's statistic), normalised to the LUT's machine speed by the reference workload
-    (measured / drift, drift = reference now / reference in the LUT); ``ci`` is each subnet's own interval."""
-    from ..profiler.validate import lut_settings, measure_subnets
-
-    settings = lut_settings(lut)
-    ref_lut = float((lut.metadata.get("reference") or {}).get("ms") or 0.0)
-
-    # the profile's measure: settings (or ``plan``), aimed at the statistic the LUT was measured by
-    settings_plan = plan or device.profile.measure
-    stat = (lut.metadata.get("measurement") or {}).get("raw_statistic")
-    if stat is not None and hasattr(settings_plan, "replace"):
-        settings_plan = settings_plan.replace(statistic=stat)
+    ``hwnas.agents.device.Device``) as ``lut`` was measured and normalised to the LUT's machine speed, as
+    ``lut validate`` does it (:func:`hwnas.profiler.validate.measure_against_lut`: runtime, threads, dtype,
+    batch and statistic from its metadata, the reference workload in every batch, the drift measured on the
+    LUT's anchors; the device profile's ``measure:`` settings or ``plan``); ``ci`` is each subnet's own
+    interval."""
+    from ..profiler.validate import measure_against_lut
 
     def measure(archs: Sequence[Arch]) -> list[Measurement]:
-        m = measure_subnets(device, list(archs), space_name=lut.space, plan=settings_plan, **settings)
-        drift = m["reference_ms"] / ref_lut if ref_lut > 0 else 1.0
+        m = measure_against_lut(device, lut, list(archs), plan=plan)
         cis = m.get("ci") or [None] * len(archs)
-        return [Measurement(ms=float(x) / drift, ci=None if c is None else float(c), raw_ms=float(raw))
-                for x, raw, c in zip(m["ms"], m["raw_ms"], cis, strict=True)]
+        return [Measurement(ms=float(x), ci=None if c is None else float(c), raw_ms=float(raw))
+                for x, raw, c in zip(m["ms_lut"], m["raw_ms"], cis, strict=True)]
 
     return measure
 

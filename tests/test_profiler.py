@@ -90,6 +90,9 @@ def test_metadata_records_what_was_measured(compact_lut: Path) -> None:
     assert meta["reference"]["ms"] > 0
     cal = meta["calibration"]["32"]
     assert cal["subnets"] == 4 and cal["a"] > 0
+    # the calibration subnets as measured: a validation measures some of them again to learn the drift
+    assert len(cal["networks"]) == 4 and all(n["ms"] > 0 for n in cal["networks"])
+    assert {get_space("compact").parse(n["arch"], resolutions=[32]).r for n in cal["networks"]} == {32}
     assert meta["device"]["name"] == "local"
 
 
@@ -117,6 +120,43 @@ def test_validate_reports_the_design_fields(compact_lut: Path) -> None:
         assert p["predicted_ms"] > 0 and p["measured_ms"] > 0
         # a LUT of the same machine predicts the right order of magnitude even on a busy machine
         assert 0.5 < p["predicted_ms"] / p["measured_ms"] < 2.0
+
+
+def test_validation_takes_the_drift_from_the_luts_anchors_not_the_reference_alone(compact_lut: Path, tmp_path: Path) -> None:
+    # A LUT whose reference workload ran 1.5x slow while it was profiled (one ONNX Runtime session in a slow
+    # mode, as seen on shared hosts): the reference's ratio alone would scale every measured subnet by 1/1.5.
+    lut = LUT.load(compact_lut)
+    lut.metadata["reference"]["ms"] *= 1.5
+    lut.save(tmp_path / "slow-reference.csv")
+    res = validate_lut(load_profile("local"), LUT.load(tmp_path / "slow-reference.csv"), samples=4, seed=2, plan=FAST)
+    assert res["drift_source"] == "anchors" and res["anchors"] == 4 == len(res["anchor_ratios"])
+    assert res["drift"] == pytest.approx(float(np.median(res["anchor_ratios"])))
+    predicted = np.array([p["predicted_ms"] for p in res["points"]])
+    measured = np.array([p["measured_ms"] for p in res["points"]])
+    by_anchors = abs(float(np.median(np.log(measured / predicted))))
+    by_reference = abs(float(np.median(np.log(measured * res["drift"] / res["drift_reference"] / predicted))))
+    assert by_reference > 0.2 and by_anchors < by_reference, (by_anchors, by_reference)
+
+
+def test_anchors_are_spread_over_the_calibration_subnets_and_bad_ones_are_named(compact_lut: Path) -> None:
+    from hwnas.profiler.errors import LUTError
+    from hwnas.profiler.validate import lut_anchors
+
+    lut = LUT.load(compact_lut)
+    nets = lut.metadata["calibration"]["32"]["networks"]
+    picked = lut_anchors(lut, 2)
+    values = sorted(n["ms"] for n in nets)
+    assert [ms for _, ms in picked] == [values[0], values[-1]]  # the fastest and the slowest of them
+    assert len(lut_anchors(lut, 99)) == 4 and lut_anchors(lut, 0) == []
+    nets[1]["ms"] = -2.0
+    with pytest.raises(LUTError, match=r"'calibration\.32\.networks'\[1\]\.ms is -2\.0; expected a number > 0"):
+        lut_anchors(lut)
+    nets[1]["ms"] = 1.0
+    nets[2]["arch"] = '{"ks": [9]}'
+    with pytest.raises(LUTError, match=r"'calibration\.32\.networks'\[2\]\.arch: arch field"):
+        lut_anchors(lut)
+    del lut.metadata["calibration"]["32"]["networks"]  # a LUT from before anchors: the reference alone
+    assert lut_anchors(lut) == []
 
 
 def test_validate_cli_json(compact_lut: Path) -> None:

@@ -104,7 +104,7 @@ def validate_cmd(
     lut_path: Path = typer.Option(..., "--lut", help="The LUT to validate."),
     samples: int = typer.Option(40, "--samples", min=1, help="Random subnets to measure end to end."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random subnets."),
-    correct_drift: bool = typer.Option(True, "--correct-drift/--no-correct-drift", help="Normalise measurements to the LUT's machine speed with the reference workload."),
+    correct_drift: bool = typer.Option(True, "--correct-drift/--no-correct-drift", help="Normalise measurements to the LUT's machine speed, measured on some of its calibration subnets (else the reference workload)."),
     precision: float | None = typer.Option(None, "--precision", help="Measure each subnet until its statistic's 95% CI half-width is within this fraction (default: the profile's)."),
     max_entry_s: float | None = typer.Option(None, "--max-entry-s", help="...or until this many seconds went into it (default: the profile's)."),
     max_wait: float | None = typer.Option(None, "--max-wait", help="Wait up to this many seconds for a quieter spell before measuring (default: the profile's, 15)."),
@@ -144,7 +144,8 @@ def validate_cmd(
         c.print(
             f"{r['samples']} subnets: {r['within_5pct']:.0%} within ±5%, {r['within_10pct']:.0%} within ±10%, "
             f"MAPE {r['mape']:.1%}, Spearman {r['spearman'] if r['spearman'] is None else format(r['spearman'], '.3f')}; drift {r['drift'] or float('nan'):.3f}"
-            f"{' (corrected)' if r['drift_corrected'] else ''}",
+            f"{' (corrected' if r['drift_corrected'] else ' (not corrected'}"
+            f"{'' if not r.get('drift_source') else ', from ' + (str(r['anchors']) + ' anchors' if r['drift_source'] == 'anchors' else 'the reference workload')})",
             highlight=False,
         )
         if r.get("repeat_mape") is not None:
