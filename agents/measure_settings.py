@@ -44,6 +44,9 @@ class MeasureSettings:
     batch_size: int = 40  #: models per runner job (the reference workload is added to each). 40, not 24: each
     #: job samples the reference to the precision again and starts a runner, so 3 jobs instead of 5 for a
     #: w1.0@160 profile cut its time outside the noise gate in 6 of 6 paired runs, fidelity no worse (BENCHMARKS.md)
+    processes: int = 1  #: runner processes each batch is measured in; every model keeps its fastest (by its
+    #: statistic over the reference of its own process). On a shared host one process in 6-12 ran one model
+    #: 30-40% slower than the others did, for the whole process, while its other models were not (BENCHMARKS.md)
     profile_ops: bool = False  #: also record per-operator timings
     statistic: str | None = None  #: the statistic sampling aims at; None: the runtime's (agents/runtimes.py)
 
@@ -96,6 +99,7 @@ _RULES: dict[str, tuple[type, float, bool]] = {
     "max_noise": (float, 0, False),
     "max_wait_s": (float, 0, True),
     "batch_size": (int, 1, True),
+    "processes": (int, 1, True),
 }
 
 

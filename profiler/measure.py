@@ -22,6 +22,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from ..agents import runtimes
 from ..agents.device import Device, ModelFile
 from ..agents.errors import DeviceError
@@ -122,7 +124,10 @@ def measure_batches(
 ) -> list[float]:
     """Measure ``workloads`` in batches, the reference in each; ``on_result(workload, result, ref_ms)``
     is called for each result as its batch completes (every result carries ``ci`` and ``converged``).
-    Returns the reference's latency per batch. A workload may appear under several ids (two passes of a
+    Returns the reference's latency per runner process. With ``plan.processes`` > 1 each batch is measured in
+    that many runner processes one after the other (the second in the reverse order), and each model keeps the
+    result of the process where it ran fastest relative to that process's reference (with ``process_spread``,
+    how far the processes disagreed). A workload may appear under several ids (two passes of a
     validation): ids are what the device sees. ``batches`` gives the runner jobs already formed (each
     workload of ``workloads`` in one of them); by default ``workloads`` are cut in ``plan.batch_size`` chunks."""
     by_id = {w.id: w for w in workloads}
@@ -132,43 +137,72 @@ def measure_batches(
         batches = [list(workloads[i : i + plan.batch_size]) for i in range(0, len(workloads), plan.batch_size)]
     # one archive for everything up front: a remote device's round trips per batch drop to the run itself
     device.stage([ModelFile(w.id, w.path) for w in [reference, *workloads]], runtime=runtime)
-    name = device.profile.name
     for n, batch in enumerate(batches):
-        models = [ModelFile(reference.id, reference.path)] + [ModelFile(w.id, w.path) for w in batch]
-        results = device.measure(
-            models,
-            runtime=runtime,
-            threads=threads,
-            runs=plan.runs,
-            warmup=plan.warmup,
-            min_seconds=plan.min_seconds,
-            rounds=plan.rounds,
-            profile_ops=plan.profile_ops,
-            keep_samples=True,
-            temp_paths=temp_paths,
-            extra={**runner_job(plan, runtime), **(extra_job or {})},
-        )
-        check_results(results, known=[m.id for m in models], runtime=runtime, device=name)
-        ok = {r["id"]: r for r in results if r.get("type") == "result"}
-        failed = [r for r in results if r.get("type") == "error"]
-        answered = set(ok) | {r.get("id") for r in failed}
-        silent = [m.id for m in models if m.id not in answered]
-        if silent:
-            raise DeviceError(
-                f"the runner returned no result for {len(silent)} of {len(models)} models (first: {silent[0]})",
-                device=name,
-            )
-        if reference.id not in ok:
-            raise DeviceError("the reference workload failed to run", device=name)
-        for err in failed:
-            raise DeviceError(f"model {err.get('id')} failed: {err.get('message')}", device=name)
-        ref_ms = float(ok[reference.id][stat])
-        refs.append(ref_ms)
-        for mid, res in ok.items():
-            if mid == reference.id:
+        got: dict[str, list[tuple[dict[str, Any], float]]] = {}  # id: (result, its process's reference) each
+        for k in range(plan.processes):
+            order = list(batch) if k % 2 == 0 else list(reversed(batch))  # other neighbours in the second
+            ok, ref_ms = _measure_once(device, reference, order, plan=plan, runtime=runtime, threads=threads,
+                                       temp_paths=temp_paths, extra_job=extra_job)
+            refs.append(ref_ms)
+            for mid, res in ok.items():
+                got.setdefault(mid, []).append((res, ref_ms))
+        for w in batch:
+            if w.id not in got:
                 continue
+            tries = got.pop(w.id)
+            speeds = [float(res[stat]) / ref for res, ref in tries]
+            res, ref_ms = tries[int(np.argmin(speeds))]
+            if len(tries) > 1:  # how far the processes disagreed on this model: (slowest - fastest) / fastest
+                res["process_spread"] = float(max(speeds) / min(speeds) - 1.0) if min(speeds) > 0 else None
             _fill_ci(res, plan, runtime)
-            on_result(by_id[mid], res, ref_ms)
+            on_result(by_id[w.id], res, ref_ms)
         if on_batch is not None:
             on_batch(n + 1, len(batches))
     return refs
+
+
+def _measure_once(
+    device: Device,
+    reference: Workload,
+    batch: Sequence[Workload],
+    *,
+    plan: MeasureSettings,
+    runtime: str,
+    threads: int,
+    temp_paths: Sequence[str],
+    extra_job: dict[str, Any] | None,
+) -> tuple[dict[str, dict[str, Any]], float]:
+    """One runner process over ``batch`` (the reference first): every model's checked result by id, and the
+    reference's statistic in that process."""
+    name = device.profile.name
+    stat = sampling_statistic(plan, runtime)
+    models = [ModelFile(reference.id, reference.path)] + [ModelFile(w.id, w.path) for w in batch]
+    results = device.measure(
+        models,
+        runtime=runtime,
+        threads=threads,
+        runs=plan.runs,
+        warmup=plan.warmup,
+        min_seconds=plan.min_seconds,
+        rounds=plan.rounds,
+        profile_ops=plan.profile_ops,
+        keep_samples=True,
+        temp_paths=temp_paths,
+        extra={**runner_job(plan, runtime), **(extra_job or {})},
+    )
+    check_results(results, known=[m.id for m in models], runtime=runtime, device=name)
+    ok = {r["id"]: r for r in results if r.get("type") == "result"}
+    failed = [r for r in results if r.get("type") == "error"]
+    answered = set(ok) | {r.get("id") for r in failed}
+    silent = [m.id for m in models if m.id not in answered]
+    if silent:
+        raise DeviceError(
+            f"the runner returned no result for {len(silent)} of {len(models)} models (first: {silent[0]})",
+            device=name,
+        )
+    if reference.id not in ok:
+        raise DeviceError("the reference workload failed to run", device=name)
+    for err in failed:
+        raise DeviceError(f"model {err.get('id')} failed: {err.get('message')}", device=name)
+    ref_ms = float(ok.pop(reference.id)[stat])
+    return ok, ref_ms

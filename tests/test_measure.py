@@ -366,6 +366,51 @@ def test_kept_samples_are_every_run_up_to_the_cap_then_an_even_subsample() -> No
     assert gaps.min() >= 100 and gaps.max() <= 101  # evenly spaced: 200,002 / 1,999 = 100.05
 
 
+class _ProcessesDevice:
+    """A stand-in for a device whose runner processes differ. Each ``measure`` call (one runner process) scales
+    the models' times by the next mapping of ``speeds``. Stands in for what the real local device does at random,
+    not on cue (one process in 6-12 ran one model 30-40% slow while its other models were not; BENCHMARKS.md)."""
+
+    def __init__(self, speeds: list[dict[str, float]]) -> None:
+        self.speeds = list(speeds)
+        self.orders: list[list[str]] = []
+        self.profile = type("P", (), {"name": "scripted"})()
+
+    def stage(self, models: list, **job: object) -> None:
+        pass
+
+    def measure(self, models: list, **job: object) -> list[dict]:
+        self.orders.append([m.id for m in models])
+        speed = self.speeds.pop(0)
+        return [_result(m.id, p10_ms=0.9 * speed.get(m.id, 1.0), median_ms=1.0 * speed.get(m.id, 1.0)) for m in models]
+
+
+def test_each_model_keeps_its_fastest_process() -> None:
+    from hwnas.profiler.measure import measure_batches
+    from hwnas.profiler.workloads import Workload
+
+    ref = Workload(id="reference", path=Path("ref.onnx"), kind="reference")
+    work = [Workload(id=i, path=Path(f"{i}.onnx"), kind="entry") for i in ("a", "b")]
+    # process 1 runs a 40% slow; process 2 runs everything 10% slow (its reference too) and b 30% more
+    dev = _ProcessesDevice([{"a": 1.4}, {"reference": 1.1, "a": 1.1, "b": 1.1 * 1.3}])
+    seen: dict[str, tuple[dict, float]] = {}
+    refs = measure_batches(dev, work, reference=ref, plan=MeasureSettings(processes=2), runtime="onnxruntime",  # type: ignore[arg-type]
+                           threads=1, on_result=lambda w, res, r: seen.__setitem__(w.id, (res, r)))
+    assert dev.orders == [["reference", "a", "b"], ["reference", "b", "a"]]  # the second in the reverse order
+    assert refs == pytest.approx([0.9, 0.99])
+    (a, ref_a), (b, ref_b) = seen["a"], seen["b"]
+    assert ref_a == pytest.approx(0.99) and a["p10_ms"] / ref_a == pytest.approx(1.0)  # a from process 2
+    assert ref_b == pytest.approx(0.9) and b["p10_ms"] / ref_b == pytest.approx(1.0)  # b from process 1
+    assert a["process_spread"] == pytest.approx(0.4) and b["process_spread"] == pytest.approx(0.3)
+    # one process (the default): one runner job per batch, nothing to choose
+    dev = _ProcessesDevice([{"a": 1.4}])
+    measure_batches(dev, work, reference=ref, plan=MeasureSettings(), runtime="onnxruntime",  # type: ignore[arg-type]
+                    threads=1, on_result=lambda w, res, r: seen.__setitem__(w.id, (res, r)))
+    assert len(dev.orders) == 1 and "process_spread" not in seen["a"][0]
+    with pytest.raises(ProfileError, match="processes must be an integer >= 1, got 0"):
+        MeasureSettings().replace(processes=0)
+
+
 # ------------------------------------------------------------------- min_seconds: the span of a model's runs
 
 
