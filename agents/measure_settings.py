@@ -44,9 +44,11 @@ class MeasureSettings:
     batch_size: int = 40  #: models per runner job (the reference workload is added to each). 40, not 24: each
     #: job samples the reference to the precision again and starts a runner, so 3 jobs instead of 5 for a
     #: w1.0@160 profile cut its time outside the noise gate in 6 of 6 paired runs, fidelity no worse (BENCHMARKS.md)
-    processes: int = 1  #: runner processes each batch is measured in; every model keeps its fastest (by its
-    #: statistic over the reference of its own process). On a shared host one process in 6-12 ran one model
-    #: 30-40% slower than the others did, for the whole process, while its other models were not (BENCHMARKS.md)
+    processes: int = 2  #: runner processes each LUT entry is measured in; it keeps its fastest (by its
+    #: statistic over the reference of its own process; whole subnets are measured in one). On this shared host
+    #: one process in 6-12 ran one model 30-40% slower for its whole life while its other models were not; with 2,
+    #: 105 of 160 validated subnets were within ±5% against 68 with 1 (4 paired LUTs, MAPE lower in 3), for
+    #: 1.83x aadc330's profiling time against 1.37x (BENCHMARKS.md, section 00000000)
     profile_ops: bool = False  #: also record per-operator timings
     statistic: str | None = None  #: the statistic sampling aims at; None: the runtime's (agents/runtimes.py)
 

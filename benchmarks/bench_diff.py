@@ -3,6 +3,7 @@ and `--recheck` on a slowdown caused on purpose.
 
     .venv/bin/python -m benchmarks.bench_diff [--space compact] [--pairs 1] [--slowdowns 25,25,25]
         [--load mem:2x50%@2s,64MiB | none] [--no-quiet] [--draws 10] [--no-recheck]
+        [--variant LABEL:NAME=VALUE,... ...]
 
 Per setting (quiet, then under ``--load``: benchmarks/_load.py, running through the whole pair):
 
@@ -15,6 +16,8 @@ Per setting (quiet, then under ``--load``: benchmarks/_load.py, running through 
    really runs the first two edited entries slower by the same factors (a runtime wrapper,
    benchmarks/_slow_runtime.py) and the third at its own speed: the first two must be confirmed and the
    third cleared, since re-measuring an edited file rightly clears it.
+
+Each ``--variant`` (``p2:processes=2``) profiles every pair once more with those measurement settings.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from hwnas.profiler.lut import LUT, OVERHEAD_KEY, read_samples, samples_path
 from hwnas.profiler.profile import ProfileRequest, profile_device
 from hwnas.profiler.recheck import recheck
 
-from ._harness import header, load_average, table
+from ._harness import header, load_average, parse_variants, table
 from ._load import add_load_arguments, describe_settings, settings, under
 from ._slow_runtime import write_slow_profile
 
@@ -73,23 +76,27 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=1,
                     help="edit this many random sets of entries into each pair's second table (the first one is also rechecked)")
     ap.add_argument("--no-recheck", action="store_true", help="skip --recheck (it re-measures: minutes on a large space)")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=VALUE,...",
+                    help="also profile each pair with these measurement settings (repeatable; alternated with the defaults)")
     add_load_arguments(ap)
     args = ap.parse_args()
     factors = [1 + float(x) / 100 for x in args.slowdowns.split(",")]
     resolutions = tuple(int(r) for r in args.resolutions.split(",")) if args.resolutions else None
     profile = load_profile("local")
+    variants = [("default", {})] + parse_variants(args.variant)
     rng = np.random.default_rng(args.seed)
     print(header(f"lut diff on back-to-back real profiles: {args.space}, local CPU"))
     print(describe_settings(args))
     rows, rechecks = [], []
     for name, spec in settings(args):
-        for pair in range(args.pairs):
+        for pair, (variant, overrides) in ((p, v) for p in range(args.pairs) for v in variants):
             with tempfile.TemporaryDirectory() as tmp, under(spec):
                 a, b, c = Path(tmp) / "a.csv", Path(tmp) / "b.csv", Path(tmp) / "c.csv"
                 secs = []
                 for out in (a, b):
                     t0 = time.perf_counter()
-                    profile_device(profile, ProfileRequest(space=args.space, resolutions=resolutions, out=out))
+                    profile_device(profile, ProfileRequest(space=args.space, resolutions=resolutions, out=out,
+                                                           overrides=tuple(overrides.items())))
                     secs.append(time.perf_counter() - t0)
                 clean = diff_luts(LUT.load(a), LUT.load(b))
                 keys = [k for k in LUT.load(b).keys() if k[0] != OVERHEAD_KEY]
@@ -118,10 +125,10 @@ def main() -> None:
                 if args.keep is not None:
                     import shutil
 
-                    dest = args.keep / f"{name}-{pair + 1}"
+                    dest = args.keep / f"{name}-{variant}-{pair + 1}"
                     shutil.copytree(tmp, dest, dirs_exist_ok=True)
             rows.append([
-                name, pair + 1, len(keys), " / ".join(f"{s:.0f}" for s in secs), len(clean.regressions),
+                name, variant, pair + 1, len(keys), " / ".join(f"{s:.0f}" for s in secs), len(clean.regressions),
                 len(clean.improvements), len(clean.undecided), f"{clean.drift_pct:+.1f}%" if clean.drift_pct is not None else "-",
                 _pct(clean.noise_pct),
                 _pct(None if clean.smallest_detectable is None else 100 * clean.smallest_detectable),
@@ -135,7 +142,7 @@ def main() -> None:
             confirmed = {(e.key, e.resolution) for e in re.regressions}
             really = set(picks[:-1])
             rechecks.append([
-                name, pair + 1, re.rechecked["entries"], re.rechecked["confirmed"], re.rechecked["cleared"],
+                name, variant, pair + 1, re.rechecked["entries"], re.rechecked["confirmed"], re.rechecked["cleared"],
                 re.rechecked["undecided"],
                 "yes" if confirmed == really else f"NO ({len(confirmed & really)}/{len(really)} real, "
                 f"{len(confirmed - really)} other)",
@@ -143,7 +150,7 @@ def main() -> None:
                          if (e.key, e.resolution) in set(picks)),
                 f"{re_secs:.0f}", load,
             ])
-    print(table(["setting", "pair", "entries", "profile s (a / b)", "false positives", "improvements (false too)",
+    print(table(["setting", "variant", "pair", "entries", "profile s (a / b)", "false positives", "improvements (false too)",
                  "undecided", "drift",
                  "noise", "smallest detectable (best entry)", "typical detectable", "edited entries caught",
                  "other entries flagged", f"edited caught ({args.draws} draws)", "draws: exactly the edited",
@@ -153,7 +160,7 @@ def main() -> None:
     print()
     print("`--recheck` (the first edited entries really slower on the recheck device, the last one not):")
     print()
-    print(table(["setting", "pair", "entries re-measured", "confirmed", "cleared", "still undecided",
+    print(table(["setting", "variant", "pair", "entries re-measured", "confirmed", "cleared", "still undecided",
                  "exactly the real slowdowns confirmed", "edited entries' rechecked change", "recheck s",
                  "load avg (1 min)"], rechecks))
 

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 MeasurePlan = MeasureSettings
 
 
+#: Workload kinds measured in every one of ``MeasureSettings.processes`` runner processes (the others in the first).
+AGAIN = ("entry", "overhead")
+
+
 def raw_statistic(runtime: str) -> str:
     """The statistic measurements of ``runtime`` are compared by (the registry's)."""
     return runtimes.get_runtime(runtime).statistic
@@ -124,10 +128,10 @@ def measure_batches(
 ) -> list[float]:
     """Measure ``workloads`` in batches, the reference in each; ``on_result(workload, result, ref_ms)``
     is called for each result as its batch completes (every result carries ``ci`` and ``converged``).
-    Returns the reference's latency per runner process. With ``plan.processes`` > 1 each batch is measured in
-    that many runner processes one after the other (the second in the reverse order), and each model keeps the
-    result of the process where it ran fastest relative to that process's reference (with ``process_spread``,
-    how far the processes disagreed). A workload may appear under several ids (two passes of a
+    Returns the reference's latency per runner process. With ``plan.processes`` > 1 the LUT entries of each
+    batch (:data:`AGAIN`) are measured in that many runner processes one after the other (the second in the
+    reverse order), and each keeps the result of the process where it ran fastest relative to that process's
+    reference (with ``process_spread``, how far the processes disagreed). A workload may appear under several ids (two passes of a
     validation): ids are what the device sees. ``batches`` gives the runner jobs already formed (each
     workload of ``workloads`` in one of them); by default ``workloads`` are cut in ``plan.batch_size`` chunks."""
     by_id = {w.id: w for w in workloads}
@@ -140,7 +144,13 @@ def measure_batches(
     for n, batch in enumerate(batches):
         got: dict[str, list[tuple[dict[str, Any], float]]] = {}  # id: (result, its process's reference) each
         for k in range(plan.processes):
-            order = list(batch) if k % 2 == 0 else list(reversed(batch))  # other neighbours in the second
+            # the later processes measure the LUT's entries again (whole subnets once: a calibration leaves an
+            # outlying network out of its fit, the anchors' drift is a median, validation has its passes)
+            order = list(batch) if k == 0 else [w for w in batch if w.kind in AGAIN]
+            if k % 2:
+                order.reverse()  # other neighbours before each model
+            if not order:
+                break
             ok, ref_ms = _measure_once(device, reference, order, plan=plan, runtime=runtime, threads=threads,
                                        temp_paths=temp_paths, extra_job=extra_job)
             refs.append(ref_ms)

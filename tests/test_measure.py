@@ -341,7 +341,8 @@ def test_a_device_returning_nan_stops_the_profile_and_keeps_the_rows_before(tmp_
     monkeypatch.setattr(device_mod.Device, "_wrap", True, raising=False)
     monkeypatch.setattr(device_mod.Device, "python_argv", wrapped_argv)
     # results over all runner processes (noise check, batches): the first batch (and its reference) stays whole
-    monkeypatch.setenv("A1_BAD_AFTER", str(MeasureSettings().batch_size + 10))
+    plan = MeasureSettings()  # each batch in plan.processes runner processes (the entries again in the later ones)
+    monkeypatch.setenv("A1_BAD_AFTER", str(plan.processes * (plan.batch_size + 1) + 10))
     monkeypatch.setenv("A1_COUNTER", str(tmp_path / "results-seen"))
     with pytest.raises(DeviceError) as info:
         profile_device(profile, request)
@@ -391,20 +392,22 @@ def test_each_model_keeps_its_fastest_process() -> None:
 
     ref = Workload(id="reference", path=Path("ref.onnx"), kind="reference")
     work = [Workload(id=i, path=Path(f"{i}.onnx"), kind="entry") for i in ("a", "b")]
+    work.append(Workload(id="net", path=Path("net.onnx"), kind="subnet"))  # a whole subnet: measured once
     # process 1 runs a 40% slow; process 2 runs everything 10% slow (its reference too) and b 30% more
     dev = _ProcessesDevice([{"a": 1.4}, {"reference": 1.1, "a": 1.1, "b": 1.1 * 1.3}])
     seen: dict[str, tuple[dict, float]] = {}
     refs = measure_batches(dev, work, reference=ref, plan=MeasureSettings(processes=2), runtime="onnxruntime",  # type: ignore[arg-type]
                            threads=1, on_result=lambda w, res, r: seen.__setitem__(w.id, (res, r)))
-    assert dev.orders == [["reference", "a", "b"], ["reference", "b", "a"]]  # the second in the reverse order
+    assert dev.orders == [["reference", "a", "b", "net"], ["reference", "b", "a"]]  # the entries again, reversed
     assert refs == pytest.approx([0.9, 0.99])
     (a, ref_a), (b, ref_b) = seen["a"], seen["b"]
     assert ref_a == pytest.approx(0.99) and a["p10_ms"] / ref_a == pytest.approx(1.0)  # a from process 2
     assert ref_b == pytest.approx(0.9) and b["p10_ms"] / ref_b == pytest.approx(1.0)  # b from process 1
     assert a["process_spread"] == pytest.approx(0.4) and b["process_spread"] == pytest.approx(0.3)
-    # one process (the default): one runner job per batch, nothing to choose
+    assert seen["net"][1] == pytest.approx(0.9) and "process_spread" not in seen["net"][0]
+    # one process: one runner job per batch, nothing to choose
     dev = _ProcessesDevice([{"a": 1.4}])
-    measure_batches(dev, work, reference=ref, plan=MeasureSettings(), runtime="onnxruntime",  # type: ignore[arg-type]
+    measure_batches(dev, work, reference=ref, plan=MeasureSettings(processes=1), runtime="onnxruntime",  # type: ignore[arg-type]
                     threads=1, on_result=lambda w, res, r: seen.__setitem__(w.id, (res, r)))
     assert len(dev.orders) == 1 and "process_spread" not in seen["a"][0]
     with pytest.raises(ProfileError, match="processes must be an integer >= 1, got 0"):
