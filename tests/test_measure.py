@@ -105,7 +105,8 @@ def test_bad_measure_value_is_exit_2_on_the_command_line(tmp_path: Path) -> None
     for flag, value, message in (("--precision", "0", "--precision must be a number > 0, got 0"),
                                  ("--max-wait", "-1", "--max-wait must be a number >= 0, got -1"),
                                  ("--min-seconds", "-1", "--min-seconds must be a number >= 0, got -1"),
-                                 ("--max-entry-s", "0", "--max-entry-s must be a number > 0, got 0")):
+                                 ("--max-entry-s", "0", "--max-entry-s must be a number > 0, got 0"),
+                                 ("--processes", "0", "--processes must be an integer >= 1, got 0")):
         bad = hwnas("profile", other, "--space", "compact", flag, value, "--json")
         assert bad.returncode == 2 and f"command line: {message}" in bad.stderr, bad.stderr  # named as typed
 
@@ -133,9 +134,10 @@ def test_the_profiles_measure_settings_reach_the_runner(tmp_path: Path) -> None:
     # a flag goes on top of the profile
     out2 = tmp_path / "lut2.csv"
     proc = hwnas("profile", str(path), "--space", "compact", "--resolutions", "32", "--out", str(out2),
-                 "--runs", "90", "--calibration-subnets", "2", "--json")
+                 "--runs", "90", "--calibration-subnets", "2", "--processes", "1", "--json")
     assert proc.returncode == 0, proc.stderr
     assert (LUT.load(out2).rows["runs"] == 90).all()
+    assert meta["processes"] == 2 and LUT.load(out2).metadata["measurement"]["processes"] == 1
 
 
 # ------------------------------------------------------------------------------- the stopping rule

@@ -47,6 +47,7 @@ def profile_cmd(
     precision: float | None = typer.Option(None, "--precision", help="Measure each entry until its statistic's 95% CI half-width is within this fraction (default: the profile's, 0.02)."),
     max_entry_s: float | None = typer.Option(None, "--max-entry-s", help="...or until this many seconds went into it (default: the profile's, 10)."),
     max_wait: float | None = typer.Option(None, "--max-wait", help="Wait up to this many seconds for the device's noise floor to fall under measure.max_noise, then go on with a warning (default: the profile's, 15)."),
+    processes: int | None = typer.Option(None, "--processes", help="Runner processes each entry is measured in; it keeps the fastest (default: the profile's, 2; 1 halves the entries' share of the time)."),
     profile_ops: bool = typer.Option(False, "--profile-ops", help="Also record per-operator timings (ONNX Runtime profiler)."),
     calibration_subnets: int | None = typer.Option(None, "--calibration-subnets", min=2, help="Whole subnets per resolution measured to calibrate the entries (default 16; fewer: faster, a less steady calibration)."),
     as_json: bool = JsonOption,
@@ -75,7 +76,8 @@ def profile_cmd(
         resume=resume,
         force=force,
         overrides=_measure_flags(rounds=rounds, runs=runs, warmup=warmup, min_seconds=min_seconds, precision=precision,
-                                 max_entry_s=max_entry_s, max_wait_s=max_wait, profile_ops=profile_ops or None),
+                                 max_entry_s=max_entry_s, max_wait_s=max_wait, processes=processes,
+                                 profile_ops=profile_ops or None),
         **({} if calibration_subnets is None else {"calibration_subnets": calibration_subnets}),
     )
     if len(devices) == 1:
