@@ -191,7 +191,7 @@ def measure_against_lut(
     """Measure ``archs`` on ``device`` as ``lut`` was measured (:func:`lut_settings`, the statistic it was
     measured by) and normalise them to the LUT's machine speed.
 
-    :func:`measure_subnets`' result for ``archs``, plus ``ms_lut`` (``ms`` / ``drift``), ``passes_ms_lut``,
+    :func:`measure_subnets`' result for ``archs``, plus ``ms_lut`` (``ms`` / ``drift``),
     ``drift`` (machine speed now / when the LUT was made), ``drift_source`` (``"anchors"`` or
     ``"reference"``), ``drift_reference`` (the reference workload's own ratio, for comparison),
     ``anchor_ratios`` and ``reference_ms`` (``{"lut": .., "now": ..}``). ``drift`` is None where the LUT
@@ -220,8 +220,6 @@ def measure_against_lut(
         anchor_ratios=ratios,
         reference_ms={"lut": ref_lut, "now": m["reference_ms"]},
     )
-    if "passes_ms" in out:
-        out["passes_ms_lut"] = [[float(x) / scale for x in p] for p in out["passes_ms"]]
     return out
 
 
