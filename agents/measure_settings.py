@@ -48,7 +48,8 @@ class MeasureSettings:
     #: statistic over the reference of its own process; whole subnets are measured in one). On this shared host
     #: one process in 6-12 ran one model 30-40% slower for its whole life while its other models were not. With 2,
     #: `lut diff` of back-to-back profiles held its targets (no false positive, the edited entries found
-    #: exactly) in 5 of 8 pairs against 1 of 8, for 1.83x aadc330's profiling time against 1.37x; the LUT's
+    #: exactly) in 5 of 12 pairs against 1 of 12 (13 false positives against 27), for 1.83x aadc330's
+    #: profiling time against 1.37x on the quiet setting; the LUT's
     #: fidelity did not change beyond the drift's noise (BENCHMARKS.md, section 00000000)
     profile_ops: bool = False  #: also record per-operator timings
     statistic: str | None = None  #: the statistic sampling aims at; None: the runtime's (agents/runtimes.py)
