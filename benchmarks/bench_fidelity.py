@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -57,8 +58,7 @@ def _shared_error(val: dict[str, Any]) -> str:
     """The error every subnet shares (median of measured / predicted - 1) with the drift applied, and with the
     reference workload's drift instead: what a perfect drift would have taken out."""
     ref, drift = val.get("drift_reference"), val.get("drift")
-    ratios = sorted(p["measured_ms"] / p["predicted_ms"] for p in val["points"])
-    mid = ratios[len(ratios) // 2] if len(ratios) % 2 else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+    mid = statistics.median(p["measured_ms"] / p["predicted_ms"] for p in val["points"])
     if not (ref and drift and val.get("drift_corrected")):
         return f"{mid - 1:+.1%} / -"
     return f"{mid - 1:+.1%} / {mid * drift / ref - 1:+.1%}"

@@ -151,8 +151,8 @@ def measure_batches(
                 order.reverse()  # other neighbours before each model
             if not order:
                 break
-            ok, ref_ms = _measure_once(device, reference, order, plan=plan, runtime=runtime, threads=threads,
-                                       temp_paths=temp_paths, extra_job=extra_job)
+            ok, ref_ms = _measure_once(device, reference, order, plan=plan, stat=stat, runtime=runtime,
+                                       threads=threads, temp_paths=temp_paths, extra_job=extra_job)
             refs.append(ref_ms)
             for mid, res in ok.items():
                 got.setdefault(mid, []).append((res, ref_ms))
@@ -177,15 +177,15 @@ def _measure_once(
     batch: Sequence[Workload],
     *,
     plan: MeasureSettings,
+    stat: str,
     runtime: str,
     threads: int,
     temp_paths: Sequence[str],
     extra_job: dict[str, Any] | None,
 ) -> tuple[dict[str, dict[str, Any]], float]:
     """One runner process over ``batch`` (the reference first): every model's checked result by id, and the
-    reference's statistic in that process."""
+    reference's ``stat`` in that process."""
     name = device.profile.name
-    stat = sampling_statistic(plan, runtime)
     models = [ModelFile(reference.id, reference.path)] + [ModelFile(w.id, w.path) for w in batch]
     results = device.measure(
         models,

@@ -143,11 +143,13 @@ def validate_cmd(
         from rich.console import Console
 
         c = Console()
+        how = "corrected" if r["drift_corrected"] else "not corrected"
+        source = {"anchors": f", from {r['anchors']} anchors", "reference": ", from the reference workload"}.get(
+            r.get("drift_source") or "", "")
         c.print(
             f"{r['samples']} subnets: {r['within_5pct']:.0%} within ±5%, {r['within_10pct']:.0%} within ±10%, "
             f"MAPE {r['mape']:.1%}, Spearman {r['spearman'] if r['spearman'] is None else format(r['spearman'], '.3f')}; drift {r['drift'] or float('nan'):.3f}"
-            f"{' (corrected' if r['drift_corrected'] else ' (not corrected'}"
-            f"{'' if not r.get('drift_source') else ', from ' + (str(r['anchors']) + ' anchors' if r['drift_source'] == 'anchors' else 'the reference workload')})",
+            f" ({how}{source})",
             highlight=False,
         )
         if r.get("repeat_mape") is not None:
