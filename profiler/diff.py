@@ -22,7 +22,9 @@
    reference-normalised statistic (``lut_ms``) is judged with the spread of its raw runs. When both
    rows carry their statistic's confidence interval (``ci``, the relative half-width of its 95%
    interval, from adaptive sampling), a change beyond the two intervals combined also counts as
-   significant.
+   significant. Where the rows say how far the runner processes that measured them disagreed
+   (``process_spread``: a process can run one model slower for its whole life, so the runs of one process
+   cannot show it), the change must also exceed the larger of the two.
    Every entry is ``decided`` unless its change is beyond the threshold but not told from noise, or
    one of its rows never converged (``converged`` false) and its change is beyond the threshold: those,
    with the regressions, are what ``lut diff --recheck DEVICE`` re-measures (:mod:`.recheck`). Each
@@ -66,6 +68,10 @@ __all__ = [
 NOISE_Z = 5.0
 Z80 = 1.2815515655446004  # p90 of the standard normal: mean +- Z80 * std spans p10..p90
 MIN_SAMPLES = 5
+#: An entry's change must exceed this many times how far its own runner processes disagreed (the larger
+#: ``process_spread`` of its two rows): the runs of one process share that process's speed for the model,
+#: so their samples say nothing of the next process's (see ``profiler/measure.measure_batches``).
+PROCESS_SPREAD_K = 1.0
 
 
 def check_allow(names: Iterable[str]) -> list[str]:
@@ -130,6 +136,7 @@ class EntryChange:
     detectable_pct: float | None = None
     noise_pct: float | None = None
     with_neighbours: bool = False
+    process_spread_pct: float | None = None
     impact_pct: float | None = None
     impact_when_used_pct: float | None = None
     rechecked: dict[str, Any] | None = None
@@ -317,6 +324,18 @@ def _ci(lut: LUT, i: int) -> float | None:
     return v if math.isfinite(v) and v >= 0 else None
 
 
+def _process_spread(lut: LUT, i: int) -> float | None:
+    """How far the runner processes that measured the row disagreed (``process_spread`` column, a fraction),
+    None when absent, blank or not a number."""
+    if "process_spread" not in lut.rows.columns:
+        return None
+    try:
+        v = float(lut.rows["process_spread"].iat[i])
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v >= 0 else None
+
+
 def _converged(lut: LUT, i: int) -> bool:
     if "converged" not in lut.rows.columns:
         return True
@@ -456,9 +475,13 @@ def diff_luts(
             # the statistics' own 95% intervals (adaptive sampling) apart: significant as well
             significant_up = significant_up or math.log1p(corrected) > ci_width
             significant_down = significant_down or math.log1p(corrected) < -ci_width
-        # beyond what the table's own between-run noise (entries of similar size) explains
-        outlier = abs(math.log1p(corrected)) > noise_z * sigma[n_entry]
-        need = max(math.log1p(thr), noise_z * float(sigma[n_entry]), ci_width or 0.0)
+        # beyond what the table's own between-run noise (entries of similar size) explains, and beyond what
+        # this entry's own runner processes disagreed by in either table
+        spreads = [v for v in (_process_spread(base, i), _process_spread(new, j)) if v is not None]
+        spread = max(spreads) if spreads else None
+        spread_log = PROCESS_SPREAD_K * math.log1p(spread) if spread is not None else 0.0
+        outlier = abs(math.log1p(corrected)) > max(noise_z * sigma[n_entry], spread_log)
+        need = max(math.log1p(thr), noise_z * float(sigma[n_entry]), ci_width or 0.0, spread_log)
         converged = _converged(base, i) and _converged(new, j)
         if corrected > thr and significant_up and outlier:
             verdict = "regression"
@@ -487,6 +510,7 @@ def diff_luts(
                 detectable_pct=100.0 * math.expm1(need),
                 noise_pct=100.0 * float(sigma[n_entry]),
                 with_neighbours=bool(together[n_entry]),
+                process_spread_pct=None if spread is None else 100.0 * spread,
             )
         )
     for (key, res) in common:

@@ -88,8 +88,10 @@ REQUIRED_COLUMNS = ("key", "resolution", "op", "runs")
 #: How sure each measured row is: ``ci`` (relative half-width of the statistic's 95% confidence interval,
 #: a fraction; blank where unknown) and ``converged`` (``true`` when ``ci`` reached the precision target);
 #: ``outliers`` (``true`` when a benchmark program's mean came from a run with outliers: max above 10x min,
-#: or std above half the mean; see ``agents/bench_binary.outlier_reason``).
-MEASURE_COLUMNS = ("ci", "converged", "outliers")
+#: or std above half the mean; see ``agents/bench_binary.outlier_reason``); ``process_spread`` (how far the
+#: runner processes that measured the row disagreed: slowest / fastest - 1 over each one's reference, a
+#: fraction; blank where one process measured it, ``profiler/measure.measure_batches``).
+MEASURE_COLUMNS = ("ci", "converged", "outliers", "process_spread")
 SAMPLES_COLUMNS = ("key", "resolution", "run", "ms")
 OPS_COLUMNS = ("key", "resolution", "node", "op_type", "provider", "ms")
 #: Metadata fields (dotted paths) that must agree before ``LUTWriter(resume=True)`` appends to a file: the
@@ -144,12 +146,13 @@ def entry_row(key: str, resolution: int, *, runs: int, stats: Mapping[str, float
 
 
 def measure_cells(result: Mapping[str, Any]) -> dict[str, Any]:
-    """A measurement result's ``ci``, ``converged`` and ``outliers`` as LUT cells."""
-    ci = result.get("ci")
+    """A measurement result's ``ci``, ``converged``, ``outliers`` and ``process_spread`` as LUT cells."""
+    ci, spread = result.get("ci"), result.get("process_spread")
     return {
         "ci": None if ci is None or not math.isfinite(float(ci)) else float(ci),
         "converged": "true" if result.get("converged") else "false",
         "outliers": "true" if result.get("outliers") else "false",
+        "process_spread": None if spread is None or not math.isfinite(float(spread)) else float(spread),
     }
 
 

@@ -491,6 +491,31 @@ def test_unconverged_change_is_undecided_and_ci_gives_power(tmp_path):
     assert [(e.key, e.resolution) for e in tight.regressions] == [victim]
 
 
+def test_a_change_within_its_processes_disagreement_is_undecided(tmp_path):
+    """Two entries +12% slower. One's runner processes disagreed by 15% in the new table (a process can run one
+    model slower for its whole life, which its own runs cannot show): undecided, sent to --recheck. The
+    other's agreed within 2%: a regression. Blank spreads (one process) leave the rule out."""
+    values = _base_values()
+    victims = _pick(values, 2, 51)
+    new_values = dict(values)
+    for v in victims:
+        new_values[v] *= 1.12
+    a = _save(tmp_path / "a.csv", values, seed=1)
+    b = _save(tmp_path / "b.csv", new_values, seed=1)
+    spread_a = _with_columns(a, tmp_path / "a-s.csv", process_spread=lambda k, r: 0.01)
+    spread_b = _with_columns(b, tmp_path / "b-s.csv", process_spread=lambda k, r: 0.15 if (k, r) == victims[0] else 0.02)
+    res = diff_luts(LUT.load(spread_a), LUT.load(spread_b), samples=0)
+    by_key = {(e.key, e.resolution): e for e in res.entries}
+    assert by_key[victims[0]].verdict == "noise" and by_key[victims[0]].decided is False
+    assert by_key[victims[0]].process_spread_pct == pytest.approx(15.0)
+    assert by_key[victims[0]].detectable_pct == pytest.approx(15.0)
+    assert [(e.key, e.resolution) for e in res.regressions] == [victims[1]]
+    assert [(e["key"], e["resolution"]) for e in res.to_json()["undecided"]] == [victims[0]]
+    blank = _with_columns(b, tmp_path / "b-blank.csv", process_spread=lambda k, r: None)
+    plain = diff_luts(LUT.load(spread_a), LUT.load(blank), samples=0)
+    assert {(e.key, e.resolution) for e in plain.regressions} == set(victims)
+
+
 @pytest.fixture(scope="module")
 def local_base(tmp_path_factory):
     """Two real profiles of the local CPU back to back (compact space at 32): the base, and a second one that

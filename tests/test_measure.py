@@ -128,6 +128,8 @@ def test_the_profiles_measure_settings_reach_the_runner(tmp_path: Path) -> None:
     lut = LUT.load(out)
     assert res["measured"] == len(lut) and (lut.rows["runs"] == 80).all()
     assert (lut.rows["converged"] == "true").all() and np.isfinite(lut.rows["ci"].astype(float)).all()
+    # every row was measured in the default two runner processes: how far they disagreed is in the row
+    assert (lut.rows["process_spread"].astype(float) >= 0).all()
     meta = lut.metadata["measurement"]
     assert (meta["runs"], meta["rounds"], meta["precision"], meta["warmup"]) == (80, 1, 100.0, 1)
     assert lut.metadata["noise_floor"] is None or lut.metadata["noise_floor"] >= 0
