@@ -313,24 +313,14 @@ def _relative_spread(lut: LUT, i: int) -> tuple[float, float] | None:
     return None
 
 
-def _ci(lut: LUT, i: int) -> float | None:
-    """The row's relative 95% half-width (``ci`` column), None when absent or not a number."""
-    if "ci" not in lut.rows.columns:
+def _fraction(lut: LUT, i: int, column: str) -> float | None:
+    """The row's ``column`` as a fraction >= 0 (``ci``: the statistic's relative 95% half-width;
+    ``process_spread``: how far the runner processes that measured the row disagreed), None when the column
+    is absent or the cell blank or not a number."""
+    if column not in lut.rows.columns:
         return None
     try:
-        v = float(lut.rows["ci"].iat[i])
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) and v >= 0 else None
-
-
-def _process_spread(lut: LUT, i: int) -> float | None:
-    """How far the runner processes that measured the row disagreed (``process_spread`` column, a fraction),
-    None when absent, blank or not a number."""
-    if "process_spread" not in lut.rows.columns:
-        return None
-    try:
-        v = float(lut.rows["process_spread"].iat[i])
+        v = float(lut.rows[column].iat[i])
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) and v >= 0 else None
@@ -469,7 +459,7 @@ def diff_luts(
             hb = (bi[1] - bi[0]) / (2.0 * bv)
             hn = (ni[1] - ni[0]) / (2.0 * nv)
             unc = 100.0 * math.hypot(hb, hn) * (1.0 + corrected)
-        cb, cn = _ci(base, i), _ci(new, j)
+        cb, cn = _fraction(base, i, "ci"), _fraction(new, j, "ci")
         ci_width = math.hypot(cb, cn) if cb is not None and cn is not None else None
         if ci_width is not None and method != "threshold":
             # the statistics' own 95% intervals (adaptive sampling) apart: significant as well
@@ -477,7 +467,7 @@ def diff_luts(
             significant_down = significant_down or math.log1p(corrected) < -ci_width
         # beyond what the table's own between-run noise (entries of similar size) explains, and beyond what
         # this entry's own runner processes disagreed by in either table
-        spreads = [v for v in (_process_spread(base, i), _process_spread(new, j)) if v is not None]
+        spreads = [v for v in (_fraction(base, i, "process_spread"), _fraction(new, j, "process_spread")) if v is not None]
         spread = max(spreads) if spreads else None
         spread_log = PROCESS_SPREAD_K * math.log1p(spread) if spread is not None else 0.0
         outlier = abs(math.log1p(corrected)) > max(noise_z * sigma[n_entry], spread_log)
