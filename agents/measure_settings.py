@@ -41,9 +41,12 @@ class MeasureSettings:
     max_noise: float = 0.05  #: noise gate: wait while the noise floor is above this (a fraction)
     max_wait_s: float = 15.0  #: noise gate: wait at most this long for a quieter spell, then warn (a longer
     #: default cost a quiet-setting profile 63 s of its 11-12x over the earlier cost in BENCHMARKS.md)
-    batch_size: int = 40  #: models per runner job (the reference workload is added to each). 40, not 24: each
-    #: job samples the reference to the precision again and starts a runner, so 3 jobs instead of 5 for a
-    #: w1.0@160 profile cut its time outside the noise gate in 6 of 6 paired runs, fidelity no worse (BENCHMARKS.md)
+    batch_size: int = 60  #: models per runner job (the reference workload is added to each). Each job starts
+    #: ``processes`` runners and samples the reference to the precision in each, so fewer jobs cost less: for a
+    #: w1.0@160 profile (113 models) 24 -> 40 (5 -> 3 jobs) cut its time outside the noise gate in 6 of 6 paired
+    #: runs, and 40 -> 60 (3 -> 2 jobs) took it from 1.99x to 1.80x aadc330's on the quiet setting, fidelity
+    #: (40/40 within ±5% in all 8 rows) and lut diff's false findings (3 against 4 in 4 pairs) no different
+    #: (BENCHMARKS.md, section 000000000)
     processes: int = 2  #: runner processes each LUT entry is measured in; it keeps its fastest (by its
     #: statistic over the reference of its own process; whole subnets are measured in one). On this shared host
     #: one process in 6-12 ran one model 30-40% slower for its whole life while its other models were not. With 2,
