@@ -122,7 +122,7 @@ def _summary_lines(result: DiffResult) -> list[str]:
     return lines
 
 
-_HEAD = ("verdict", "key", "resolution", "base ms", "new ms", "change %", "+- %", "raw %", "impact %", "test")
+_HEAD = ("verdict", "key", "resolution", "base ms", "new ms", "change %", "+- %", "raw %", "processes %", "impact %", "test")
 
 
 def _row_cells(e: EntryChange) -> list[str]:
@@ -136,6 +136,7 @@ def _row_cells(e: EntryChange) -> list[str]:
         f"{e.change_pct:+.1f}",
         _fmt(e.uncertainty_pct, ".1f"),
         f"{e.raw_change_pct:+.1f}",
+        _fmt(e.process_spread_pct, ".1f"),  # how far the runner processes that measured it disagreed
         _fmt(e.impact_pct, "+.3f"),
         test,
     ]

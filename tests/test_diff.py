@@ -511,6 +511,11 @@ def test_a_change_within_its_processes_disagreement_is_undecided(tmp_path):
     assert by_key[victims[0]].detectable_pct == pytest.approx(15.0)
     assert [(e.key, e.resolution) for e in res.regressions] == [victims[1]]
     assert [(e["key"], e["resolution"]) for e in res.to_json()["undecided"]] == [victims[0]]
+    from hwnas.profiler.report import write_report
+
+    md = write_report(res, tmp_path / "diff.md")[0].read_text()  # the report says why it is undecided
+    row = next(line for line in md.splitlines() if line.startswith("| noise | `" + victims[0][0]))
+    assert "| processes % |" in md and "| 15.0 |" in row
     blank = _with_columns(b, tmp_path / "b-blank.csv", process_spread=lambda k, r: None)
     plain = diff_luts(LUT.load(spread_a), LUT.load(blank), samples=0)
     assert {(e.key, e.resolution) for e in plain.regressions} == set(victims)

@@ -305,7 +305,8 @@ def _human_diff(d: dict[str, Any]) -> None:
             f"{impact})  {e['key']} @ {e['resolution']}"
         )
     if d.get("undecided"):
-        say(f"  {len(d['undecided'])} entries undecided (beyond the threshold, not told from noise or from the entries measured beside them): rerun with --recheck DEVICE")
+        say(f"  {len(d['undecided'])} entries undecided (beyond the threshold, not told from noise, from the entries "
+            "measured beside them or from how far their runner processes disagreed): rerun with --recheck DEVICE")
     if d.get("rechecked"):
         r = d["rechecked"]
         say(f"  rechecked on {r['device']}: {r['entries']} entries, {r['confirmed']} confirmed, {r['cleared']} cleared, "
