@@ -15,6 +15,7 @@ import numpy as np
 from .errors import LUTError
 from .lut_format import (
     DEFAULT_COLUMNS,
+    MEASURE_COLUMNS,
     OPS_COLUMNS,
     REQUIRED_COLUMNS,
     RESUME_FIELDS,
@@ -103,6 +104,7 @@ class LUTWriter:
                 raise ValueError(f"LUTWriter columns must include {col!r}")
         self.done: set[tuple[str, int]] = set()
         self.resumed = 0
+        self._left_out: set[str] = set()  # measurement columns a resumed file was written without
         self._fh: IO[str] | None = None
         self._samples_fh: IO[str] | None = None
         self._ops_fh: IO[str] | None = None
@@ -170,11 +172,19 @@ class LUTWriter:
         ]
         if diffs:
             raise LUTError(f"{self.path}: cannot resume, the file measured something else: {'; '.join(diffs)}")
-        if list(existing.rows.columns) != self.columns:
-            raise LUTError(
-                f"{self.path}: cannot resume, columns differ "
-                f"(file: {','.join(existing.rows.columns)}; now: {','.join(self.columns)})"
-            )
+        have = list(existing.rows.columns)
+        if have != self.columns:
+            # a file written before a measurement column (MEASURE_COLUMNS) existed is resumed without it:
+            # what it holds stays, and the rows appended leave that column out
+            missing = [c for c in self.columns if c not in have]
+            if [c for c in self.columns if c in have] != have or any(c not in MEASURE_COLUMNS for c in missing):
+                raise LUTError(
+                    f"{self.path}: cannot resume, columns differ "
+                    f"(file: {','.join(have)}; now: {','.join(self.columns)})"
+                )
+            log.info("%s: resumed without the column(s) %s it was written without", self.path, ", ".join(missing))
+            self._left_out = set(missing)
+            self.columns = have
         self.done = set(existing.keys())
         self.resumed = len(self.done)
         for keep, side, cols in (
@@ -212,7 +222,7 @@ class LUTWriter:
         if self._fh is None:
             self.open()
         assert self._fh is not None
-        unknown = [c for c in row if c not in self.columns]
+        unknown = [c for c in row if c not in self.columns and c not in self._left_out]
         if unknown:
             raise ValueError(f"row has columns the LUT does not: {unknown}")
         ident = (str(row["key"]), int(row["resolution"]))

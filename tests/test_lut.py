@@ -17,6 +17,7 @@ from hwnas.profiler.lut import (
     DEFAULT_COLUMNS,
     FORMAT_LINE,
     LUT,
+    MEASURE_COLUMNS,
     OVERHEAD_KEY,
     LUTWriter,
     default_metadata,
@@ -208,6 +209,28 @@ def test_writer_resume_refuses_other_settings(tmp_path):
     with pytest.raises(LUTError, match="already in the file"):
         w.write(_rows()[0])
     w.close()
+
+
+def test_writer_resumes_a_file_written_before_a_measurement_column(tmp_path):
+    """A LUT begun by an earlier version (no process_spread column) is resumed: its rows stay, the rows
+    appended leave the new column out. A file that lacks a statistic column is still refused."""
+    path = tmp_path / "t.csv"
+    rows = _rows()
+    old = [*DEFAULT_COLUMNS, "ci", "converged", "outliers"]
+    with LUTWriter(path, metadata=_meta(), columns=old) as w:
+        for row in rows[:3]:
+            w.write({**row, "ci": 0.01, "converged": "true", "outliers": "false"})
+    now = [*DEFAULT_COLUMNS, *MEASURE_COLUMNS]
+    assert "process_spread" in now
+    with LUTWriter(path, metadata=_meta(), columns=now, resume=True) as w:
+        assert w.resumed == 3
+        for row in rows[3:]:
+            w.write({**row, "ci": 0.01, "converged": "true", "outliers": "false", "process_spread": 0.02})
+        w.finish()
+    lut = LUT.load(path)
+    assert list(lut.rows.columns) == old and len(lut) == len(rows)
+    with pytest.raises(LUTError, match="columns differ"):  # not a measurement column: refused
+        LUTWriter(path, metadata=_meta(), columns=[c for c in now if c != "min_ms"], resume=True).open()
 
 
 def test_writer_without_resume_starts_over(tmp_path):
