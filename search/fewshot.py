@@ -18,8 +18,9 @@ Candidates (the features are the space's :func:`~hwnas.supernet.spaces.structure
   the fixed stem and head, each stage, shrunk toward a common scale) and ``prior-ops+residual`` (the same
   with a ridge correction of the log ratio on the structure features).
 
-Intervals are split-conformal on the chosen model's out-of-fold errors: the half-width (in log space) is
-the ``ceil((n + 1) * level)``-th smallest absolute out-of-fold log error.
+Intervals are split-conformal on out-of-fold errors of the whole procedure, the model's choice included
+(:func:`selection_oof`): the half-width (in log space) is the ``ceil((n + 1) * level)``-th smallest absolute
+out-of-fold log error.
 
 :func:`suggest_archs` picks the subnets worth measuring: spread over MACs, resolution and depth (k-means
 in those coordinates over a large random pool, plus the pool's smallest and largest), not random.
@@ -45,6 +46,7 @@ __all__ = [
     "Prior",
     "choose_model",
     "conformal_halfwidth",
+    "selection_oof",
     "features",
     "fit_model",
     "load_prior",
@@ -394,6 +396,26 @@ def choose_model(fs: FeatureSet, y: np.ndarray, *, models: Sequence[str] | None 
         scores[name] = float(np.mean(np.abs(np.log(pred / y))))
     best = min(names, key=lambda m: (scores[m], names.index(m)))
     return best, scores, oof[best]
+
+
+def selection_oof(fs: FeatureSet, y: np.ndarray, *, models: Sequence[str] | None = None, seed: int = 0) -> np.ndarray:
+    """Out-of-fold predictions of the whole procedure, the model's choice included: in each fold the model is
+    chosen (:func:`choose_model`) and fitted on the other samples alone. The chosen model's own out-of-fold
+    errors (those :func:`choose_model` returns) are the smallest of several candidates' and so too small for an
+    interval: with 10-20 samples the 90% intervals from them covered 71-84% of held-out subnets
+    (BENCHMARKS.md). Folds too small to choose among (fewer samples than any model needs) fall back to the
+    chosen model's own out-of-fold predictions."""
+    folds = _folds(len(y), seed)
+    floor = float(np.min(y)) * 1e-3
+    pred = np.empty(len(y))
+    for test in folds:
+        train = np.setdiff1d(np.arange(len(y)), test)
+        sub = fs.take(train)
+        if not candidates(len(train), bool(fs.priors), models):
+            return choose_model(fs, y, models=models, seed=seed)[2]
+        name, _, _ = choose_model(sub, y[train], models=models, seed=seed)
+        pred[test] = _safe_predict(fit_model(name, sub, y[train], seed=seed), fs.take(test), floor)
+    return pred
 
 
 def conformal_halfwidth(log_errors: np.ndarray, level: float) -> float:

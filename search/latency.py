@@ -219,7 +219,7 @@ class LearnedLatency(LatencyPredictor):
         ``cv_`` ({model: mean absolute out-of-fold log error}), ``spearman_``, ``within_10pct_``, ``mape_``
         (of the chosen model's out-of-fold predictions), ``interval_`` (the log half-width at ``level``) and
         ``samples_``. Raises PredictorError for unusable data or too few samples."""
-        from .fewshot import MIN_SAMPLES, choose_model, conformal_halfwidth, fit_model
+        from .fewshot import MIN_SAMPLES, choose_model, conformal_halfwidth, fit_model, selection_oof
 
         self._validate_params()
         y = np.asarray(latency_ms, dtype=np.float64).reshape(-1)
@@ -234,7 +234,8 @@ class LearnedLatency(LatencyPredictor):
         self.model_, self.cv_, oof = choose_model(fs, y, models=self.models, seed=self.seed)
         self._fn = fit_model(self.model_, fs, y, seed=self.seed)
         self._floor = float(np.min(y)) * 1e-3
-        self.interval_ = conformal_halfwidth(np.log(oof / y), self.level)
+        self.interval_ = conformal_halfwidth(np.log(selection_oof(fs, y, models=self.models, seed=self.seed) / y),
+                                             self.level)
         self._set_metrics(oof, y)
         self.samples_ = len(y)
         self.train_ = ([a.to_dict() for a in parsed], y.tolist())
