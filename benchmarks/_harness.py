@@ -43,6 +43,13 @@ def header(title: str) -> str:
     return f"## {title}\n\nCommand: `{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load_average()})\n"
 
 
+def add_variant_argument(ap: Any, what: str) -> None:
+    """``--variant LABEL:NAME=VALUE,...`` (repeatable; :func:`parse_variants` reads it): ``what`` says what a
+    benchmark does with one."""
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=VALUE,...",
+                    help=f"also {what} with these measurement settings (repeatable; alternated with the rest)")
+
+
 def parse_variants(specs: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     """``LABEL:NAME=VALUE,NAME=VALUE`` (measurement settings, ``agents/measure_settings.py``) -> ``[(label,
     overrides)]``; an empty list when none are given. Values are validated like command-line flags (a bad

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._harness import header, load_average, parse_variants, spread, table
+from ._harness import add_variant_argument, header, load_average, parse_variants, spread, table
 from ._load import add_load_arguments, describe_settings, settings, under
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,8 +92,7 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=160)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=VALUE,...",
-                    help="also run this tree with these measurement settings (repeatable; alternated with the rest)")
+    add_variant_argument(ap, "run this tree")
     add_load_arguments(ap)
     args = ap.parse_args()
     variants = [("now", {})] + parse_variants(args.variant)

@@ -36,7 +36,7 @@ from hwnas.profiler.lut import LUT, OVERHEAD_KEY, read_samples, samples_path
 from hwnas.profiler.profile import ProfileRequest, profile_device
 from hwnas.profiler.recheck import recheck
 
-from ._harness import header, load_average, parse_variants, table
+from ._harness import add_variant_argument, header, load_average, parse_variants, table
 from ._load import add_load_arguments, describe_settings, settings, under
 from ._slow_runtime import write_slow_profile
 
@@ -76,8 +76,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=1,
                     help="edit this many random sets of entries into each pair's second table (the first one is also rechecked)")
     ap.add_argument("--no-recheck", action="store_true", help="skip --recheck (it re-measures: minutes on a large space)")
-    ap.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=VALUE,...",
-                    help="also profile each pair with these measurement settings (repeatable; alternated with the defaults)")
+    add_variant_argument(ap, "profile each pair")
     add_load_arguments(ap)
     args = ap.parse_args()
     factors = [1 + float(x) / 100 for x in args.slowdowns.split(",")]

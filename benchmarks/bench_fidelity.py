@@ -31,7 +31,7 @@ from hwnas.profiler.lut import LUT
 from hwnas.profiler.profile import ProfileRequest, profile_device
 from hwnas.profiler.validate import validate_lut
 
-from ._harness import header, load_average, parse_variants, spread, table
+from ._harness import add_variant_argument, header, load_average, parse_variants, spread, table
 from ._load import add_load_arguments, describe_settings, settings, under
 
 #: (within ±10%, within ±5%) of 40 per setting; loaded also MAPE <= max(5%, 1.5 x repeat_mape)
@@ -74,8 +74,7 @@ def main() -> None:
     ap.add_argument("--runtime", default="onnxruntime")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw results here")
-    ap.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=VALUE,...",
-                    help="also profile with these measurement settings (repeatable; alternated with the defaults in each repeat)")
+    add_variant_argument(ap, "profile each repeat")
     add_load_arguments(ap)
     args = ap.parse_args()
     variants = [("default", {})] + parse_variants(args.variant)

@@ -147,12 +147,15 @@ def entry_row(key: str, resolution: int, *, runs: int, stats: Mapping[str, float
 
 def measure_cells(result: Mapping[str, Any]) -> dict[str, Any]:
     """A measurement result's ``ci``, ``converged``, ``outliers`` and ``process_spread`` as LUT cells."""
-    ci, spread = result.get("ci"), result.get("process_spread")
+    def finite(key: str) -> float | None:
+        value = result.get(key)
+        return None if value is None or not math.isfinite(float(value)) else float(value)
+
     return {
-        "ci": None if ci is None or not math.isfinite(float(ci)) else float(ci),
+        "ci": finite("ci"),
         "converged": "true" if result.get("converged") else "false",
         "outliers": "true" if result.get("outliers") else "false",
-        "process_spread": None if spread is None or not math.isfinite(float(spread)) else float(spread),
+        "process_spread": finite("process_spread"),
     }
 
 

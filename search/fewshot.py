@@ -382,40 +382,39 @@ def choose_model(fs: FeatureSet, y: np.ndarray, *, models: Sequence[str] | None 
     if not names:
         raise PredictorError(f"no latency model can be fitted on {len(y)} samples "
                              f"(they need {min(MODEL_MIN_SAMPLES[m] for m in (models or MODELS))} or more)")
-    folds = _folds(len(y), seed)
-    floor = float(np.min(y)) * 1e-3
     scores: dict[str, float] = {}
     oof: dict[str, np.ndarray] = {}
     for name in names:
-        pred = np.empty(len(y))
-        for test in folds:
-            train = np.setdiff1d(np.arange(len(y)), test)
-            fn = fit_model(name, fs.take(train), y[train], seed=seed)
-            pred[test] = _safe_predict(fn, fs.take(test), floor)
-        oof[name] = pred
-        scores[name] = float(np.mean(np.abs(np.log(pred / y))))
+        oof[name] = _out_of_fold(fs, y, lambda sub, y_sub, name=name: name, seed=seed)
+        scores[name] = float(np.mean(np.abs(np.log(oof[name] / y))))
     best = min(names, key=lambda m: (scores[m], names.index(m)))
     return best, scores, oof[best]
 
 
-def selection_oof(fs: FeatureSet, y: np.ndarray, *, models: Sequence[str] | None = None, seed: int = 0) -> np.ndarray:
+def _out_of_fold(fs: FeatureSet, y: np.ndarray, pick: Callable[[FeatureSet, np.ndarray], str], *, seed: int
+                 ) -> np.ndarray:
+    """Out-of-fold predictions: in each fold the model ``pick(features, latencies)`` names for the other samples
+    is fitted on them and predicts the fold."""
+    floor = float(np.min(y)) * 1e-3
+    pred = np.empty(len(y))
+    for test in _folds(len(y), seed):
+        train = np.setdiff1d(np.arange(len(y)), test)
+        sub, y_sub = fs.take(train), y[train]
+        pred[test] = _safe_predict(fit_model(pick(sub, y_sub), sub, y_sub, seed=seed), fs.take(test), floor)
+    return pred
+
+
+def selection_oof(fs: FeatureSet, y: np.ndarray, *, models: Sequence[str] | None = None, seed: int = 0
+                  ) -> np.ndarray | None:
     """Out-of-fold predictions of the whole procedure, the model's choice included: in each fold the model is
     chosen (:func:`choose_model`) and fitted on the other samples alone. The chosen model's own out-of-fold
     errors (those :func:`choose_model` returns) are the smallest of several candidates' and so too small for an
     interval: with 10-20 samples the 90% intervals from them covered 71-84% of held-out subnets
-    (BENCHMARKS.md). Folds too small to choose among (fewer samples than any model needs) fall back to the
-    chosen model's own out-of-fold predictions."""
-    folds = _folds(len(y), seed)
-    floor = float(np.min(y)) * 1e-3
-    pred = np.empty(len(y))
-    for test in folds:
-        train = np.setdiff1d(np.arange(len(y)), test)
-        sub = fs.take(train)
-        if not candidates(len(train), bool(fs.priors), models):
-            return choose_model(fs, y, models=models, seed=seed)[2]
-        name, _, _ = choose_model(sub, y[train], models=models, seed=seed)
-        pred[test] = _safe_predict(fit_model(name, sub, y[train], seed=seed), fs.take(test), floor)
-    return pred
+    (BENCHMARKS.md). None where a fold leaves too few samples to choose among (fewer than any model needs)."""
+    smallest = len(y) - max(len(t) for t in _folds(len(y), seed))
+    if not candidates(smallest, bool(fs.priors), models):
+        return None
+    return _out_of_fold(fs, y, lambda sub, y_sub: choose_model(sub, y_sub, models=models, seed=seed)[0], seed=seed)
 
 
 def conformal_halfwidth(log_errors: np.ndarray, level: float) -> float:

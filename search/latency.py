@@ -234,8 +234,8 @@ class LearnedLatency(LatencyPredictor):
         self.model_, self.cv_, oof = choose_model(fs, y, models=self.models, seed=self.seed)
         self._fn = fit_model(self.model_, fs, y, seed=self.seed)
         self._floor = float(np.min(y)) * 1e-3
-        self.interval_ = conformal_halfwidth(np.log(selection_oof(fs, y, models=self.models, seed=self.seed) / y),
-                                             self.level)
+        chosen = selection_oof(fs, y, models=self.models, seed=self.seed)  # None: too few samples to choose per fold
+        self.interval_ = conformal_halfwidth(np.log((oof if chosen is None else chosen) / y), self.level)
         self._set_metrics(oof, y)
         self.samples_ = len(y)
         self.train_ = ([a.to_dict() for a in parsed], y.tolist())
