@@ -9,9 +9,9 @@
    **Drift**: rows are matched by (key, resolution); the uniform drift of the whole table is the median
    of the per-entry log ratios ``log(new / base)`` (robust to the few entries that really changed). It is
    reported, factored out of every entry, and is itself a finding beyond ``drift_threshold_pct``.
-   **Batch offsets**: entries measured in the same runner job of both tables (the same ``ref_ms`` pair)
-   share that job's speed beyond the drift; each such group's median change is factored out of its
-   entries too (``batch_offsets``, :func:`_batch_offsets`).
+   **Batch offsets**: entries measured in the same runner job (the same ``ref_ms``) share that job's speed
+   beyond the drift; a two-way fit (each table's jobs, median polish) is factored out of every entry too
+   (``batch_offsets``: per pair of jobs, :func:`_batch_offsets`).
 3. **Entries**: an entry regresses when its drift-corrected change exceeds ``threshold_pct``, stands out
    from the table's own between-run noise (more than ``noise_z`` robust standard deviations of the
    drift-corrected log ratios of entries of similar size: an empirical null), *and* its spreads say it
@@ -24,7 +24,9 @@
    interval, from adaptive sampling), a change beyond the two intervals combined also counts as
    significant. Where the rows say how far the runner processes that measured them disagreed
    (``process_spread``: a process can run one model slower for its whole life, so the runs of one process
-   cannot show it), the change must also exceed the larger of the two.
+   cannot show it), the change must also exceed the larger of the two; and where an entry's processes
+   disagreed by much more or less than its job's other entries', its job's offset may not be its own, so
+   the change must exceed the threshold by that difference too (:func:`_spread_deviation`).
    Every entry is ``decided`` unless its change is beyond the threshold but not told from noise, or
    one of its rows never converged (``converged`` false) and its change is beyond the threshold: those,
    with the regressions, are what ``lut diff --recheck DEVICE`` re-measures (:mod:`.recheck`). Each
@@ -418,6 +420,8 @@ def diff_luts(
         result.detectable_pct = 100.0 * math.expm1(max(thr_log, noise_z * overall))
     result.noise_z = float(noise_z)
 
+    spread_dev = _spread_deviation(base, new, positive)
+
     # ---- per entry
     b_samples = base.samples()
     n_samples = new.samples()
@@ -470,8 +474,11 @@ def diff_luts(
         spreads = [v for v in (_fraction(base, i, "process_spread"), _fraction(new, j, "process_spread")) if v is not None]
         spread = max(spreads) if spreads else None
         spread_log = PROCESS_SPREAD_K * math.log1p(spread) if spread is not None else 0.0
-        outlier = abs(math.log1p(corrected)) > max(noise_z * sigma[n_entry], spread_log)
-        need = max(math.log1p(thr), noise_z * float(sigma[n_entry]), ci_width or 0.0, spread_log)
+        # the job's offset may be off for this entry by how far its processes' disagreement is from its
+        # job's: the change must exceed the threshold by that much (:func:`_spread_deviation`)
+        dev = float(spread_dev[n_entry])
+        outlier = abs(math.log1p(corrected)) > max(noise_z * sigma[n_entry], spread_log, math.log1p(thr) + dev)
+        need = max(math.log1p(thr) + dev, noise_z * float(sigma[n_entry]), ci_width or 0.0, spread_log)
         converged = _converged(base, i) and _converged(new, j)
         if corrected > thr and significant_up and outlier:
             verdict = "regression"
@@ -535,41 +542,87 @@ def _batches(lut: LUT, rows: Sequence[int]) -> list[float | None]:
     return [float(refs[i]) if math.isfinite(refs[i]) else None for i in rows]
 
 
-#: A pair of runner jobs (an entry's batch in BASE and in NEW) with at least this many entries gets its own
-#: speed offset; smaller groups keep the table's drift alone.
+#: A runner job (an entry's batch in BASE or in NEW) with at least this many entries gets its own speed
+#: offset; smaller jobs keep the table's drift alone.
 BATCH_OFFSET_MIN = 8
+#: Median polish stops after this many sweeps over both tables' jobs (or once no effect moves).
+POLISH_SWEEPS = 10
 
 
 def _batch_offsets(base: LUT, new: LUT, positive: Sequence[tuple[Any, int, int]],
                    drift_corrected: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Per entry, the speed offset (log) of the pair of runner jobs that measured it in BASE and in NEW,
-    beyond the table's drift: the median drift-corrected change of the entries the two jobs share, for
-    groups of at least ``BATCH_OFFSET_MIN`` entries (0 elsewhere, and for tables without ``ref_ms``).
+    """Per entry, the speed offset (log) of the runner jobs that measured it in BASE and in NEW, beyond the
+    table's drift, and the pairs of jobs that got one: a two-way fit, ``offset = base job + new job``,
+    by median polish (each job's effect the median of its entries' changes left over by the other table's
+    jobs, a few sweeps), for jobs of at least ``BATCH_OFFSET_MIN`` entries (0 elsewhere, and for tables
+    without ``ref_ms``).
 
     Every batch of a profile measures its reference workload, and an entry's value is taken over it; but a
     machine's speed moves the reference and the small entries differently (a compute-bound subnet against
     ops that wait on memory), so whole batches still moved against each other. Between back-to-back
     profiles of the compact space here (BENCHMARKS.md) the batches' median changes were up to 17% apart, and
     taking each batch's own median out halved the entries' robust spread (4.9 -> 2.9%, 3.9 -> 1.5%,
-    5.3 -> 2.6%). A real change of a few entries barely moves a batch's median; a change of one operator
-    type everywhere moves every batch alike and stays in the entries (or the drift)."""
+    5.3 -> 2.6%). Jobs of the two tables do not line up (an entry keeps the result of one of its runner
+    processes, each with its own reference): fitting each table's jobs, rather than each pair of jobs,
+    gives an entry whose pair is small (1-3 entries) its jobs' offsets too; under the memory load such an
+    entry once moved +13.7% with the 9 and 8 other entries of its two jobs and was a false regression. A
+    real change of a few entries barely moves a job's median; a change of one operator type everywhere
+    moves every job alike and stays in the entries (or the drift)."""
+    n = len(positive)
+    resid = np.array(drift_corrected, dtype=float)
+    labels = (_batches(base, [p[1] for p in positive]), _batches(new, [p[2] for p in positive]))
+    jobs = []  # (entries of one job of one table) with enough entries for an effect of its own
+    for table in labels:
+        members: dict[float, list[int]] = {}
+        for e, label in enumerate(table):
+            if label is not None:
+                members.setdefault(label, []).append(e)
+        jobs.append([np.asarray(idx) for idx in members.values() if len(idx) >= BATCH_OFFSET_MIN])
+    if max(len(j) for j in jobs) < 2:  # one job a table at most: its offset is the drift itself
+        return np.zeros(n), []
+    for _ in range(POLISH_SWEEPS):
+        moved = 0.0
+        for table_jobs in jobs:
+            for idx in table_jobs:
+                m = float(np.median(resid[idx]))
+                resid[idx] -= m
+                moved = max(moved, abs(m))
+        if moved < 1e-6:
+            break
+    out = np.asarray(drift_corrected, dtype=float) - resid
+    cells: dict[tuple[float | None, float | None], list[int]] = {}
+    for e in np.flatnonzero(np.abs(out) > 1e-9):
+        cells.setdefault((labels[0][e], labels[1][e]), []).append(int(e))
+    groups = [{"entries": len(idx), "offset_pct": 100.0 * math.expm1(float(out[idx[0]]))} for idx in cells.values()]
+    return out, groups
+
+
+def _spread_deviation(base: LUT, new: LUT, positive: Sequence[tuple[Any, int, int]]) -> np.ndarray:
+    """Per entry, how far its runner processes' disagreement (``log1p(process_spread)``) is from the median of
+    its job's entries, the larger of the two tables (0 without the column or for jobs of fewer than 3
+    entries that carry it).
+
+    A job's offset (:func:`_batch_offsets`) is what its entries share, and they share it through the
+    processes they were taken from: when a spell of the machine slowed one process's reference and not the
+    entries measured outside the spell, those entries' processes disagree by about the spell and their
+    values moved by it, while an entry measured inside the spell in both processes did not. The job's offset
+    is then not that entry's: back-to-back profiles here had jobs whose entries' processes disagreed by
+    20-36% and moved -11 to -17% together, and three entries of the same job whose processes agreed within
+    2% were false regressions of +16-18% once the job's offset was taken out (bench_diff, BENCHMARKS.md)."""
     n = len(positive)
     out = np.zeros(n)
-    labels_b = _batches(base, [p[1] for p in positive])
-    labels_n = _batches(new, [p[2] for p in positive])
-    members: dict[tuple[float, float], list[int]] = {}
-    for e, (lb, ln) in enumerate(zip(labels_b, labels_n, strict=True)):
-        if lb is not None and ln is not None:
-            members.setdefault((lb, ln), []).append(e)
-    groups = []
-    for idx in members.values():
-        if len(idx) >= BATCH_OFFSET_MIN:
-            off = float(np.median(drift_corrected[idx]))
-            out[idx] = off
-            groups.append({"entries": len(idx), "offset_pct": 100.0 * math.expm1(off)})
-    if len(groups) < 2:  # one group: its offset is the drift itself
-        return np.zeros(n), []
-    return out, groups
+    for lut, col in ((base, 1), (new, 2)):
+        rows = [p[col] for p in positive]
+        spreads = np.array([_fraction(lut, i, "process_spread") for i in rows], dtype=float)
+        logs = np.log1p(spreads)  # None became nan
+        members: dict[float, list[int]] = {}
+        for e, label in enumerate(_batches(lut, rows)):
+            if label is not None and math.isfinite(logs[e]):
+                members.setdefault(label, []).append(e)
+        for idx in members.values():
+            if len(idx) >= 3:
+                out[idx] = np.maximum(out[idx], np.abs(logs[idx] - float(np.median(logs[idx]))))
+    return out
 
 
 def _moved_with_neighbours(base: LUT, new: LUT, positive: Sequence[tuple[Any, int, int]], corrected_logs: np.ndarray,

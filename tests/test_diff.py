@@ -133,13 +133,17 @@ def test_calibrated_statistic_is_judged_with_relative_spreads(tmp_path):
     assert {(e.key, e.resolution) for e in result.regressions} == set(victims)
 
 
-def _profiled(path: Path, values: dict, seed: int, *, a: float, overhead: float, refs: list[float]) -> LUT:
+def _profiled(path: Path, values: dict, seed: int, *, a: float, overhead: float, refs: list[float], shift: int = 0,
+              spreads: dict | None = None) -> LUT:
     """A table as the profiler writes it: raw ``p10_ms`` per row with its batch's reference (``ref_ms``, one
-    value per batch of 24 rows, in row order), the measured statistic named in the metadata, and the
-    calibrated ``lut_ms = a * (p10 - overhead)`` as the table's statistic."""
+    value per batch of 24 rows, in row order; the first batch ``24 - shift`` rows), the measured statistic
+    named in the metadata, and the calibrated ``lut_ms = a * (p10 - overhead)`` as the table's statistic.
+    ``spreads``: each row's ``process_spread`` by key (0.01 where not given)."""
     rows = _rows(values, seed)
     for n, row in enumerate(rows):
-        ref = refs[(n // 24) % len(refs)]
+        ref = refs[((n + shift) // 24) % len(refs)]
+        if spreads is not None:
+            row["process_spread"] = spreads.get((row["key"], row["resolution"]), 0.01)
         for col in ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "min_ms"):
             row[col] *= ref / 0.5  # raw: as measured on a machine whose reference ran in `ref` ms
         row["ref_ms"] = ref
@@ -519,6 +523,62 @@ def test_a_change_within_its_processes_disagreement_is_undecided(tmp_path):
     blank = _with_columns(b, tmp_path / "b-blank.csv", process_spread=lambda k, r: None)
     plain = diff_luts(LUT.load(spread_a), LUT.load(blank), samples=0)
     assert {(e.key, e.resolution) for e in plain.regressions} == set(victims)
+
+
+def test_a_job_moved_in_one_table_moves_its_entries_in_the_pairs_of_jobs_it_shares(tmp_path):
+    """NEW's runner jobs start 20 rows later than BASE's (an entry keeps the result of one of its runner
+    processes, so two profiles' jobs need not line up). One NEW job of 24 entries ran 13% slow beyond its
+    reference: 4 of its entries share their BASE job with nobody else of it, 20 another. Each table's jobs
+    get their own offset (a two-way fit), so the 4 are not findings (by pairs of jobs alone, too few for an
+    offset of their own, they moved 13% together and were undecided), and a real 25% slowdown among them is
+    found beside one elsewhere."""
+    values = _base_values()
+    keys = list(values)
+    new_values = _noisy(values, 81)
+    for k in keys[44:68]:  # NEW's job 2: rows 44-67; BASE's jobs: rows 24-47 and 48-71
+        new_values[k] *= 1.13
+    real = [keys[45], keys[120]]
+    for k in real:
+        new_values[k] *= 1.25
+    base = _profiled(tmp_path / "a.csv", values, 1, a=1.3, overhead=0.0, refs=BATCH_REFS)
+    new = _profiled(tmp_path / "b.csv", new_values, 181, a=1.3, overhead=0.0, refs=[*BATCH_REFS, 0.515], shift=4)
+    result = diff_luts(base, new, samples=0)
+    assert {(e.key, e.resolution) for e in result.regressions} == set(real)
+    assert not result.undecided and not result.improvements
+    by_key = {(e.key, e.resolution): e for e in result.entries}
+    assert all(abs(by_key[k].change_pct) < 5.0 for k in keys[44:48] if k not in real)
+    assert by_key[real[0]].change_pct == pytest.approx(25.0, abs=4.0)
+    assert max(g["offset_pct"] for g in result.batch_offsets) == pytest.approx(13.0, abs=2.5)
+
+
+def test_an_entry_measured_unlike_its_job_keeps_its_change_undecided(tmp_path):
+    """A NEW job whose entries moved -12% together while their runner processes disagreed by 28% (a spell of
+    the machine slowed one process's reference, not the entries measured outside it), and three entries of
+    that job whose processes agreed within 1% and did not move: 13.6% beyond the job's offset, but the
+    offset is not theirs. They are undecided (sent to --recheck), not regressions; a real 25% slowdown in
+    a quiet job is still found, and the same three entries are regressions when their job's entries
+    agree as well as they do."""
+    values = _base_values()
+    keys = list(values)
+    new_values = _noisy(values, 91, noise=0.005)
+    job = keys[48:72]
+    apart = [job[2], job[10], job[18]]
+    for k in job:
+        if k not in apart:
+            new_values[k] *= 0.88
+    real = keys[100]
+    new_values[real] *= 1.25
+    base = _profiled(tmp_path / "a.csv", values, 1, a=1.3, overhead=0.0, refs=BATCH_REFS, spreads={})
+    disturbed = {k: 0.28 for k in job if k not in apart}
+    new = _profiled(tmp_path / "b.csv", new_values, 191, a=1.3, overhead=0.0, refs=BATCH_REFS, spreads=disturbed)
+    result = diff_luts(base, new, samples=0)
+    assert [(e.key, e.resolution) for e in result.regressions] == [real]
+    assert {(e.key, e.resolution) for e in result.undecided} == set(apart)
+    by_key = {(e.key, e.resolution): e for e in result.entries}
+    assert all(by_key[k].change_pct == pytest.approx(13.6, abs=2.0) for k in apart)
+    assert all(by_key[k].detectable_pct > 25.0 for k in apart)  # 5% beyond the 24% the job's spreads allow
+    calm = _profiled(tmp_path / "c.csv", new_values, 191, a=1.3, overhead=0.0, refs=BATCH_REFS, spreads={})
+    assert {(e.key, e.resolution) for e in diff_luts(base, calm, samples=0).regressions} == {*apart, real}
 
 
 @pytest.fixture(scope="module")

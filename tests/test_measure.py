@@ -397,12 +397,16 @@ def test_each_model_keeps_its_fastest_process() -> None:
     ref = Workload(id="reference", path=Path("ref.onnx"), kind="reference")
     work = [Workload(id=i, path=Path(f"{i}.onnx"), kind="entry") for i in ("a", "b")]
     work.append(Workload(id="net", path=Path("net.onnx"), kind="subnet"))  # a whole subnet: measured once
-    # process 1 runs a 40% slow; process 2 runs everything 10% slow (its reference too) and b 30% more
-    dev = _ProcessesDevice([{"a": 1.4}, {"reference": 1.1, "a": 1.1, "b": 1.1 * 1.3}])
+    # process 1 runs a 40% slow, and one of its reference's three sessions 30% slow (the median ignores it);
+    # process 2 runs everything 10% slow (its reference's sessions too) and b 30% more
+    slow_ref = {"reference": 1.1, "reference#2": 1.1, "reference#3": 1.1}
+    dev = _ProcessesDevice([{"a": 1.4, "reference#2": 1.3}, {**slow_ref, "a": 1.1, "b": 1.1 * 1.3}])
     seen: dict[str, tuple[dict, float]] = {}
     refs = measure_batches(dev, work, reference=ref, plan=MeasureSettings(processes=2), runtime="onnxruntime",  # type: ignore[arg-type]
                            threads=1, on_result=lambda w, res, r: seen.__setitem__(w.id, (res, r)))
-    assert dev.orders == [["reference", "a", "b", "net"], ["reference", "b", "a"]]  # the entries again, reversed
+    # the reference's sessions spread over each job; the entries again in the second, reversed
+    assert dev.orders == [["reference", "a", "reference#2", "b", "reference#3", "net"],
+                          ["reference", "reference#2", "b", "reference#3", "a"]]
     assert refs == pytest.approx([0.9, 0.99])
     (a, ref_a), (b, ref_b) = seen["a"], seen["b"]
     assert ref_a == pytest.approx(0.99) and a["p10_ms"] / ref_a == pytest.approx(1.0)  # a from process 2
