@@ -54,6 +54,10 @@ class MeasureSettings:
     #: exactly) in 5 of 12 pairs against 1 of 12 (13 false positives against 27), for 1.83x aadc330's
     #: profiling time against 1.37x on the quiet setting; the LUT's
     #: fidelity did not change beyond the drift's noise (BENCHMARKS.md, section 00000000)
+    reference_sessions: int = 3  #: sessions of the reference workload in every runner process, spread over
+    #: its batch; the process's reference is their median. One session of a model can run slower for its whole
+    #: life: in 1 runner process of 12 here one reference session ran 26% slower than the two others beside it
+    #: (BENCHMARKS.md, section 0000000000)
     profile_ops: bool = False  #: also record per-operator timings
     statistic: str | None = None  #: the statistic sampling aims at; None: the runtime's (agents/runtimes.py)
 
@@ -107,6 +111,7 @@ _RULES: dict[str, tuple[type, float, bool]] = {
     "max_wait_s": (float, 0, True),
     "batch_size": (int, 1, True),
     "processes": (int, 1, True),
+    "reference_sessions": (int, 1, True),
 }
 
 

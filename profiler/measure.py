@@ -6,7 +6,7 @@ being measured. What makes a LUT robust to it:
 - every batch of models sent to the runner also holds the *reference* workload, and
   every result records the reference latency of its own batch (``ref_ms``), so values
   from batches measured at different machine speeds are normalised to one speed; the reference
-  is timed as :data:`REFERENCE_SESSIONS` sessions of its model spread over the batch, and the
+  is timed as ``reference_sessions`` sessions of its model spread over the batch, and the
   batch's reference is their median (one session can run slower for its whole life);
 - inside a batch, models are measured round-robin (``rounds``), so a slow spell
   affects all of them alike;
@@ -41,13 +41,6 @@ MeasurePlan = MeasureSettings
 
 #: Workload kinds measured in every one of ``MeasureSettings.processes`` runner processes (the others in the first).
 AGAIN = ("entry", "overhead")
-#: The reference workload is timed as this many sessions of its model in every runner process (the first
-#: session first, the others spread over the batch), and the process's reference is their median. One
-#: session of a model can run slower for its whole life, and every entry of the process is taken over
-#: the reference: on this project's 2-core test host 1 runner process in 12 timed one reference session
-#: 26% slower than the two others of the same process (741 against 599 and 588 us), and between
-#: back-to-back profiles whole batches moved by 13-25% for that alone (BENCHMARKS.md, issue 13).
-REFERENCE_SESSIONS = 3
 
 
 def raw_statistic(runtime: str) -> str:
@@ -195,7 +188,7 @@ def _measure_once(
     """One runner process over ``batch`` and the reference's sessions (the first before the batch, the others
     spread over it): every model's checked result by id, and the median of the reference sessions' ``stat``."""
     name = device.profile.name
-    ref_ids = reference_session_ids(reference)
+    ref_ids = reference_session_ids(reference, plan.reference_sessions)
     models = [ModelFile(w.id, w.path) for w in batch]
     for k, rid in reversed(list(enumerate(ref_ids))):  # the first session first, the others spread evenly
         models.insert(k * len(batch) // len(ref_ids), ModelFile(rid, reference.path))
@@ -230,6 +223,6 @@ def _measure_once(
     return ok, ref_ms
 
 
-def reference_session_ids(reference: Workload) -> list[str]:
-    """The ids the reference's :data:`REFERENCE_SESSIONS` sessions go by in a runner job (the first its own)."""
-    return [reference.id] + [f"{reference.id}#{k}" for k in range(2, REFERENCE_SESSIONS + 1)]
+def reference_session_ids(reference: Workload, sessions: int) -> list[str]:
+    """The ids the reference's ``sessions`` sessions go by in a runner job (the first its own)."""
+    return [reference.id] + [f"{reference.id}#{k}" for k in range(2, sessions + 1)]

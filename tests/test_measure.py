@@ -420,6 +420,13 @@ def test_each_model_keeps_its_fastest_process() -> None:
     assert len(dev.orders) == 1 and "process_spread" not in seen["a"][0]
     with pytest.raises(ProfileError, match="processes must be an integer >= 1, got 0"):
         MeasureSettings().replace(processes=0)
+    # one reference session (a profile's `measure: {reference_sessions: 1}`): that session alone is the reference
+    dev = _ProcessesDevice([{"reference": 1.2}])
+    refs = measure_batches(dev, work, reference=ref, plan=MeasureSettings(processes=1, reference_sessions=1),  # type: ignore[arg-type]
+                           runtime="onnxruntime", threads=1, on_result=lambda w, res, r: None)
+    assert dev.orders == [["reference", "a", "b", "net"]] and refs == pytest.approx([0.9 * 1.2])
+    with pytest.raises(ProfileError, match="--reference-sessions must be an integer >= 1, got 0"):
+        MeasureSettings().replace(reference_sessions=0)
 
 
 # ------------------------------------------------------------------- min_seconds: the span of a model's runs
