@@ -54,10 +54,12 @@ class MeasureSettings:
     #: exactly) in 5 of 12 pairs against 1 of 12 (13 false positives against 27), for 1.83x aadc330's
     #: profiling time against 1.37x on the quiet setting; the LUT's
     #: fidelity did not change beyond the drift's noise (BENCHMARKS.md, section 00000000)
-    reference_sessions: int = 3  #: sessions of the reference workload in every runner process, spread over
+    reference_sessions: int = 1  #: sessions of the reference workload in every runner process, spread over
     #: its batch; the process's reference is their median. One session of a model can run slower for its whole
-    #: life: in 1 runner process of 12 here one reference session ran 26% slower than the two others beside it
-    #: (BENCHMARKS.md, section 0000000000)
+    #: life (1 runner process in 12 here timed one of three reference sessions 26% slower than the two beside
+    #: it), but 3 sessions cost a w1.0@160 profile 1.8x the time on the quiet setting (each samples the
+    #: largest subnet to the precision) without a fidelity gain that 2 paired repeats could show, and
+    #: `lut diff` takes each runner job's speed out itself (BENCHMARKS.md, section 0000000000)
     profile_ops: bool = False  #: also record per-operator timings
     statistic: str | None = None  #: the statistic sampling aims at; None: the runtime's (agents/runtimes.py)
 

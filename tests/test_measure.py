@@ -402,7 +402,8 @@ def test_each_model_keeps_its_fastest_process() -> None:
     slow_ref = {"reference": 1.1, "reference#2": 1.1, "reference#3": 1.1}
     dev = _ProcessesDevice([{"a": 1.4, "reference#2": 1.3}, {**slow_ref, "a": 1.1, "b": 1.1 * 1.3}])
     seen: dict[str, tuple[dict, float]] = {}
-    refs = measure_batches(dev, work, reference=ref, plan=MeasureSettings(processes=2), runtime="onnxruntime",  # type: ignore[arg-type]
+    plan = MeasureSettings(processes=2, reference_sessions=3)
+    refs = measure_batches(dev, work, reference=ref, plan=plan, runtime="onnxruntime",  # type: ignore[arg-type]
                            threads=1, on_result=lambda w, res, r: seen.__setitem__(w.id, (res, r)))
     # the reference's sessions spread over each job; the entries again in the second, reversed
     assert dev.orders == [["reference", "a", "reference#2", "b", "reference#3", "net"],
@@ -420,7 +421,7 @@ def test_each_model_keeps_its_fastest_process() -> None:
     assert len(dev.orders) == 1 and "process_spread" not in seen["a"][0]
     with pytest.raises(ProfileError, match="processes must be an integer >= 1, got 0"):
         MeasureSettings().replace(processes=0)
-    # one reference session (a profile's `measure: {reference_sessions: 1}`): that session alone is the reference
+    # one reference session (the default): that session alone is the reference
     dev = _ProcessesDevice([{"reference": 1.2}])
     refs = measure_batches(dev, work, reference=ref, plan=MeasureSettings(processes=1, reference_sessions=1),  # type: ignore[arg-type]
                            runtime="onnxruntime", threads=1, on_result=lambda w, res, r: None)
