@@ -72,8 +72,12 @@ Z80 = 1.2815515655446004  # p90 of the standard normal: mean +- Z80 * std spans 
 MIN_SAMPLES = 5
 #: An entry's change must exceed this many times how far its own runner processes disagreed (the larger
 #: ``process_spread`` of its two rows): the runs of one process share that process's speed for the model,
-#: so their samples say nothing of the next process's (see ``profiler/measure.measure_batches``).
-PROCESS_SPREAD_K = 1.0
+#: so their samples say nothing of the next process's (see ``profiler/measure.measure_batches``). Two
+#: processes give one draw of that disagreement, often smaller than the next one: over 28 back-to-back pairs
+#: here 1x left 3 false findings (changes 1.05-1.4x their spread, two of them the stem convolution, whose
+#: processes disagreed by 15-20%), 1.5x one, 2x none, for 76%, 73% and 70% of the entries edited +25%
+#: flagged (BENCHMARKS.md, section 0000000000).
+PROCESS_SPREAD_K = 2.0
 
 
 def check_allow(names: Iterable[str]) -> list[str]:
@@ -554,8 +558,8 @@ def _batch_offsets(base: LUT, new: LUT, positive: Sequence[tuple[Any, int, int]]
     """Per entry, the speed offset (log) of the runner jobs that measured it in BASE and in NEW, beyond the
     table's drift, and the pairs of jobs that got one: a two-way fit, ``offset = base job + new job``,
     by median polish (each job's effect the median of its entries' changes left over by the other table's
-    jobs, a few sweeps), for jobs of at least ``BATCH_OFFSET_MIN`` entries (0 elsewhere, and for tables
-    without ``ref_ms``).
+    jobs, a few sweeps) over jobs of at least ``BATCH_OFFSET_MIN`` entries. An entry takes it when both of
+    its jobs are that large; else (and for tables without ``ref_ms``) 0.
 
     Every batch of a profile measures its reference workload, and an entry's value is taken over it; but a
     machine's speed moves the reference and the small entries differently (a compute-bound subnet against
@@ -590,9 +594,22 @@ def _batch_offsets(base: LUT, new: LUT, positive: Sequence[tuple[Any, int, int]]
         if moved < 1e-6:
             break
     out = np.asarray(drift_corrected, dtype=float) - resid
+    # an entry takes the fit where it is known: both of its jobs have an effect of their own (a pair of jobs
+    # of BATCH_OFFSET_MIN entries has). A job of a few entries has an unknown effect, not none: with one
+    # side of the pair unknown the entry keeps the drift alone (a lone entry of a small NEW job once took its
+    # BASE job's -30%, which that job's other entries owed to the NEW job they shared, and was a +27%
+    # regression)
+    fitted = [np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)]
+    for side, table_jobs in enumerate(jobs):
+        for idx in table_jobs:
+            fitted[side][idx] = True
     cells: dict[tuple[float | None, float | None], list[int]] = {}
-    for e in np.flatnonzero(np.abs(out) > 1e-9):
-        cells.setdefault((labels[0][e], labels[1][e]), []).append(int(e))
+    for e in range(n):
+        cells.setdefault((labels[0][e], labels[1][e]), []).append(e)
+    for (lb, ln), idx in cells.items():
+        if lb is None or ln is None or not (fitted[0][idx[0]] and fitted[1][idx[0]]):
+            out[idx] = 0.0
+    cells = {k: idx for k, idx in cells.items() if abs(out[idx[0]]) > 1e-9}
     groups = [{"entries": len(idx), "offset_pct": 100.0 * math.expm1(float(out[idx[0]]))} for idx in cells.values()]
     return out, groups
 
