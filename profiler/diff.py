@@ -527,7 +527,9 @@ def diff_luts(
 
 #: An entry that moved beyond the threshold is undecided rather than a finding when, in either table, at
 #: least ``NEIGHBOURS_MOVED`` of the ``NEIGHBOURS`` rows before and after it moved the same way, or its batch
-#: moved: at least ``BATCH_MOVED`` of its entries (and ``BATCH_MIN``) the same way. "Moved" here: beyond the
+#: moved: at least ``BATCH_MOVED`` of its entries (and ``BATCH_MIN``, or all of a job of 2 to ``BATCH_MIN``
+#: entries: a job of 3 whose entries all moved -34% beside a job of 45 that moved -29% gave a false
+#: improvement, bench_diff) the same way. "Moved" here: beyond the
 #: threshold and beyond ``MOVED_Z`` robust sd of the table's changes. Under the load of benchmarks/_load.py
 #: a disturbed batch had 6-22 of its 6-22 entries moved one way and every other batch 0-1 (quiet: 0-1 in
 #: every batch), so three real slowdowns that share a batch still stand out.
@@ -681,7 +683,7 @@ def _moved_with_neighbours(base: LUT, new: LUT, positive: Sequence[tuple[Any, in
             if labels[e] is not None:
                 batch = np.asarray(members[labels[e]])
                 same = int(np.sum(moved[batch] & (sign[batch] == sign[e])))
-                if same >= max(BATCH_MIN, BATCH_MOVED * len(batch)):
+                if same >= max(min(BATCH_MIN, len(batch)), BATCH_MOVED * len(batch), 2):  # every entry of a small one
                     out[e] = True
     return out
 
