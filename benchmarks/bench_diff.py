@@ -18,6 +18,10 @@ Per setting (quiet, then under ``--load``: benchmarks/_load.py, running through 
    third cleared, since re-measuring an edited file rightly clears it.
 
 Each ``--variant`` (``p2:processes=2``) profiles every pair once more with those measurement settings.
+
+``--judge DIR [DIR ...]`` profiles nothing: it judges again the pairs an earlier run kept (``--keep DIR``:
+one folder a pair, ``a.csv`` and ``b.csv``) with this tree's ``lut diff``, ``--draws`` random sets of
+edited entries each, so a change of the diff can be compared on the same tables.
 """
 
 from __future__ import annotations
@@ -61,6 +65,39 @@ def inject(path: Path, out: Path, picks: list[tuple[str, int]], factors: list[fl
         samples_path(out).write_text("\n".join(lines) + "\n")
 
 
+def judge_kept(folders: list[Path], factors: list[float], draws: int, seed: int) -> None:
+    """Judge every kept pair under ``folders`` again: the clean diff, then ``draws`` random sets of entries
+    edited by ``factors``; one row a pair and a total."""
+    print(header("lut diff judged again on kept back-to-back profiles"))
+    rows, total = [], np.zeros(6, dtype=int)
+    pairs = [d for f in folders for d in sorted(f.iterdir()) if (d / "a.csv").is_file() and (d / "b.csv").is_file()]
+    for d in pairs:
+        a, b = LUT.load(d / "a.csv"), LUT.load(d / "b.csv")
+        clean = diff_luts(a, b, samples=0)
+        false = len(clean.regressions) + len(clean.improvements)
+        keys = [k for k in b.keys() if k[0] != OVERHEAD_KEY]
+        rng = np.random.default_rng(seed)
+        caught = exactly = others = 0
+        with tempfile.TemporaryDirectory() as tmp:
+            c = Path(tmp) / "c.csv"
+            for _ in range(max(1, draws)):
+                picks = [keys[i] for i in rng.choice(len(keys), size=len(factors), replace=False)]
+                inject(d / "b.csv", c, picks, factors)
+                flagged = {(e.key, e.resolution) for e in diff_luts(a, LUT.load(c), samples=0).regressions}
+                caught += len(flagged & set(picks))
+                exactly += flagged == set(picks)
+                others += len(flagged - set(picks))
+        n = len(factors) * max(1, draws)
+        total += [false, false == 0, len(clean.undecided), caught, exactly, others]
+        rows.append([f"{d.parent.name}/{d.name}", false, len(clean.undecided), _pct(clean.noise_pct),
+                     f"{caught}/{n}", f"{exactly}/{max(1, draws)}", others])
+    rows.append(["**all**", int(total[0]), int(total[2]), f"{int(total[1])}/{len(pairs)} pairs without one",
+                 f"{int(total[3])}/{len(factors) * max(1, draws) * len(pairs)}", f"{int(total[4])}/{max(1, draws) * len(pairs)}",
+                 int(total[5])])
+    print(table(["pair", "false findings", "undecided", "noise", "edited entries flagged", "draws found exactly",
+                 "other entries flagged in the draws"], rows))
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}%"
 
@@ -76,9 +113,14 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=1,
                     help="edit this many random sets of entries into each pair's second table (the first one is also rechecked)")
     ap.add_argument("--no-recheck", action="store_true", help="skip --recheck (it re-measures: minutes on a large space)")
+    ap.add_argument("--judge", type=Path, nargs="+", default=None,
+                    help="judge again the pairs kept by earlier runs (--keep folders) instead of profiling")
     add_variant_argument(ap, "profile each pair")
     add_load_arguments(ap)
     args = ap.parse_args()
+    if args.judge:
+        judge_kept(args.judge, [1 + float(x) / 100 for x in args.slowdowns.split(",")], args.draws, args.seed)
+        return
     factors = [1 + float(x) / 100 for x in args.slowdowns.split(",")]
     resolutions = tuple(int(r) for r in args.resolutions.split(",")) if args.resolutions else None
     profile = load_profile("local")
