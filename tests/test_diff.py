@@ -608,13 +608,16 @@ def test_recheck_end_to_end_on_local(local_base, tmp_path):
     # The recheck cannot correct BASE's own error, so the edits go to blocks BASE measured faithfully: the larger
     # half (at 32 px the smaller ones take tens of microseconds, mostly the runtime's own per-call cost, and move
     # up to 30-40% between two quiet profiles here), and of those the ones a second profile measured within 3%
-    # (a few blocks take one of two speeds per runner job under load, 7-36% apart: BASE's draw may be either).
+    # (a few blocks take one of two speeds per runner job under load, 7-36% apart: BASE's draw may be either)
+    # and whose +30% change the diff of the two could have flagged (its runner processes agreed, and agreed as
+    # well as its job's others: the suite's other worker loads the machine while these profiles run).
     table = LUT.load(base)
     size = {(k, int(r)): float(v) for k, r, v in zip(table.rows["key"], table.rows["resolution"], table.rows["p10_ms"])}
-    same = {(e.key, e.resolution) for e in diff_luts(table, LUT.load(again), samples=0).entries if abs(e.change_pct) < 3.0}
+    same = {(e.key, e.resolution) for e in diff_luts(table, LUT.load(again), samples=0).entries
+            if abs(e.change_pct) < 3.0 and e.detectable_pct is not None and e.detectable_pct < 30.0}
     keys = sorted((k for k in table.keys() if k[0].startswith("expanded_conv")), key=lambda k: (size[k], k))
     keys = [k for k in keys[len(keys) // 2:] if k in same]
-    assert len(keys) >= 8, f"only {len(keys)} of the larger blocks measured within 3% twice"
+    assert len(keys) >= 8, f"only {len(keys)} of the larger blocks measured within 3% twice, each able to show +30%"
     # apart in the table's row order: edits within NEIGHBOURS rows of each other moved "with their neighbours"
     # and are rightly undecided (a CI run picked three neighbouring blocks)
     row = {k: i for i, k in enumerate(table.keys())}
