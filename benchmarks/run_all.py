@@ -36,6 +36,7 @@ BENCHMARKS = (
     "bench_litert",
     "bench_accuracy_eval",
     "bench_supernet",
+    "bench_demo",
 )
 NEEDS_ROOT = {"bench_remote"}
 

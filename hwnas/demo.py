@@ -56,6 +56,14 @@ MAX_ROUNDS = 3
 BUDGET_FRACTIONS = (0.1, 0.4, 0.8)
 #: Subnets evaluated (BN recalibrated, top-1 on the validation split) to fit the accuracy predictor.
 ACCURACY_SAMPLES = 100
+#: The demo's supernet schedule: ``compact``'s (:data:`hwnas.supernet.schedule.COMPACT_EPOCHS`) times this.
+#: At 0.6 the cold demo took 5:27 on a 2-core host where the whole schedule took 8:29 (training 173 s against
+#: 311 s); its three subnets scored 84.5/88.2/90.0% top-1 against 91.8/92.8/94.2%: less accuracy, a wider
+#: trade-off (BENCHMARKS.md, "the cold demo in six minutes").
+EPOCHS_SCALE = 0.6
+#: Training images each of those subnets' BN statistics are recalibrated on (the training's own per-phase
+#: figure uses as many): 500 images made BN recalibration 58% of the step's forward passes.
+ACCURACY_BN_IMAGES = 250
 Progress = Callable[[int, int, str], None]
 
 
@@ -98,7 +106,7 @@ def run_demo(
     on_progress: Progress | None = None,
     validate_samples: int = 20,
     accuracy_samples: int = ACCURACY_SAMPLES,
-    epochs_scale: float = 1.0,
+    epochs_scale: float = EPOCHS_SCALE,
     max_wait_s: float | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the demo into ``out``; returns ``{"report": folder, "summary", "budgets",
@@ -163,13 +171,14 @@ def run_demo(
 
         jobs = default_jobs()  # subnets side by side, one torch thread each
         archs, top1 = generate_accuracy_dataset(
-            ckpt, accuracy_samples, DATA, seed=0, resolutions=lut.resolutions, jobs=jobs, on_progress=on_progress
+            ckpt, accuracy_samples, DATA, seed=0, bn_images=ACCURACY_BN_IMAGES, resolutions=lut.resolutions, jobs=jobs,
+            on_progress=on_progress,
         )
         pred = AccuracyPredictor(space=SPACE, seed=0).fit(archs, top1)
         pred.save(acc_path)
         return {"samples": len(archs), **pred.metrics_, "top1_range": [min(top1), max(top1)], "jobs": jobs}
 
-    acc = pipe.step("accuracy", {"train": trained, "samples": accuracy_samples}, accuracy, files=("accuracy.pt",))
+    acc = pipe.step("accuracy", {"train": trained, "samples": accuracy_samples, "bn_images": ACCURACY_BN_IMAGES}, accuracy, files=("accuracy.pt",))
 
     # 5. search three budgets spread over the achievable range; measure the answers on the device and
     #    search again with a tighter target where one measured over its budget

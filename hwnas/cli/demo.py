@@ -16,6 +16,7 @@ from rich.progress import (
 )
 
 from hwnas.cli._app import JsonOption, WorkFailed, app, emit, stderr
+from hwnas.demo import EPOCHS_SCALE
 
 
 @app.command("demo")
@@ -24,7 +25,7 @@ def demo_cmd(
     force: bool = typer.Option(False, "--force", help="Start afresh: replace an earlier demo's output in --out (a folder holding anything else is never removed)."),
     validate_samples: int = typer.Option(20, "--validate-samples", min=1, help="Random subnets to validate the LUT with."),
     accuracy_samples: int = typer.Option(100, "--accuracy-samples", min=10, help="Subnets evaluated to fit the accuracy predictor."),
-    epochs_scale: float = typer.Option(1.0, "--epochs-scale", min=0.001, help="Scale the supernet schedule (1 = default)."),
+    epochs_scale: float = typer.Option(EPOCHS_SCALE, "--epochs-scale", min=0.001, help="Scale the compact supernet's schedule (1 = the whole schedule of `hwnas supernet train --space compact`)."),
     max_wait: float | None = typer.Option(None, "--max-wait", help="Wait up to this many seconds for a quiet spell before each measurement, then measure anyway (default: the local profile's, 15)."),
     as_json: bool = JsonOption,
 ) -> int:
