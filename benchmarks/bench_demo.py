@@ -25,11 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hwnas.demo import STEPS
+
 from ._harness import header, spread, table
 from ._load import add_load_arguments, describe_settings, settings, under
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ("profile", "validate", "train", "accuracy", "search", "export", "report")
 
 
 def run_demo(folder: Path, extra: list[str]) -> dict[str, Any]:

@@ -69,6 +69,7 @@ def judge_kept(folders: list[Path], factors: list[float], draws: int, seed: int)
     """Judge every kept pair under ``folders`` again: the clean diff, then ``draws`` random sets of entries
     edited by ``factors``; one row a pair and a total."""
     print(header("lut diff judged again on kept back-to-back profiles"))
+    draws = max(1, draws)
     rows, total = [], np.zeros(6, dtype=int)
     pairs = [d for f in folders for d in sorted(f.iterdir()) if (d / "a.csv").is_file() and (d / "b.csv").is_file()]
     for d in pairs:
@@ -80,19 +81,19 @@ def judge_kept(folders: list[Path], factors: list[float], draws: int, seed: int)
         caught = exactly = others = 0
         with tempfile.TemporaryDirectory() as tmp:
             c = Path(tmp) / "c.csv"
-            for _ in range(max(1, draws)):
+            for _ in range(draws):
                 picks = [keys[i] for i in rng.choice(len(keys), size=len(factors), replace=False)]
                 inject(d / "b.csv", c, picks, factors)
                 flagged = {(e.key, e.resolution) for e in diff_luts(a, LUT.load(c), samples=0).regressions}
                 caught += len(flagged & set(picks))
                 exactly += flagged == set(picks)
                 others += len(flagged - set(picks))
-        n = len(factors) * max(1, draws)
+        n = len(factors) * draws
         total += [false, false == 0, len(clean.undecided), caught, exactly, others]
         rows.append([f"{d.parent.name}/{d.name}", false, len(clean.undecided), _pct(clean.noise_pct),
-                     f"{caught}/{n}", f"{exactly}/{max(1, draws)}", others])
+                     f"{caught}/{n}", f"{exactly}/{draws}", others])
     rows.append(["**all**", int(total[0]), int(total[2]), f"{int(total[1])}/{len(pairs)} pairs without one",
-                 f"{int(total[3])}/{len(factors) * max(1, draws) * len(pairs)}", f"{int(total[4])}/{max(1, draws) * len(pairs)}",
+                 f"{int(total[3])}/{len(factors) * draws * len(pairs)}", f"{int(total[4])}/{draws * len(pairs)}",
                  int(total[5])])
     print(table(["pair", "false findings", "undecided", "noise", "edited entries flagged", "draws found exactly",
                  "other entries flagged in the draws"], rows))
@@ -118,10 +119,10 @@ def main() -> None:
     add_variant_argument(ap, "profile each pair")
     add_load_arguments(ap)
     args = ap.parse_args()
-    if args.judge:
-        judge_kept(args.judge, [1 + float(x) / 100 for x in args.slowdowns.split(",")], args.draws, args.seed)
-        return
     factors = [1 + float(x) / 100 for x in args.slowdowns.split(",")]
+    if args.judge:
+        judge_kept(args.judge, factors, args.draws, args.seed)
+        return
     resolutions = tuple(int(r) for r in args.resolutions.split(",")) if args.resolutions else None
     profile = load_profile("local")
     variants = [("default", {})] + parse_variants(args.variant)
