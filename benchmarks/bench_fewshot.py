@@ -13,9 +13,10 @@ measurements are cached in ``benchmark-results/fewshot-<space>-<setting>.csv`` (
 
 For each setting (the target), the other settings are the prior devices (their measurements, all of them);
 the target's ``--shots`` subnets are picked by ``suggest_archs`` from the measured pool (and, for
-``--splits`` more fits, at random), and the predictor (``LearnedLatency``: the model chosen by
-cross-validation) is judged on the rest against the geometric mean of the two passes. Reported: Spearman,
-share within ±10%, the coverage of the 90% interval, the chosen model, the same without the priors (the
+``--splits`` more fits, at random), and the predictor (``LearnedLatency``: the candidate models stacked with
+weights from cross-validation) is judged on the rest against the geometric mean of the two passes. Reported:
+Spearman, share within ±10%, the coverage of the 90% interval, the stack's heaviest models, the same without
+the priors (the
 transfer's gain: ``--prior`` against none), the per-stage-MACs linear baseline at the same samples, and the
 device's noise floor (pass 1 against pass 2, every subnet).
 
@@ -187,7 +188,14 @@ def judge(space: Any, archs: list[Any], y: np.ndarray, train: np.ndarray, priors
         out[tag + "spearman"], out[tag + "within10"] = agreement(pred, y[test])
         out[tag + "coverage"] = float(np.mean((iv[:, 0] <= y[test]) & (y[test] <= iv[:, 1])))
         out[tag + "model"] = model.model_
+        out[tag + "weights"] = model.weights_
     return out
+
+
+def _heaviest(weights: dict[str, float], k: int = 2) -> str:
+    """The ``k`` heaviest models of a stack with their weights, e.g. ``prior-ops .61, nnls .27``."""
+    top = sorted(weights.items(), key=lambda kv: -kv[1])[:k]
+    return ", ".join(f"{m} {w:.2f}" for m, w in top)
 
 
 def _pct(x: float) -> str:
@@ -229,7 +237,7 @@ def report(args: argparse.Namespace, settings: list[str], data: dict[str, tuple[
                                                                         "base_spearman", "base_within10")})
             s0 = res[0]
             rows.append([LABELS[target], cond, shots, f"{noise[0]:.3f} / {_pct(noise[1])}",
-                         s0["model"], f"{s0['spearman']:.3f}", _pct(s0["within10"]), _pct(s0["coverage"]),
+                         _heaviest(s0["weights"]), f"{s0['spearman']:.3f}", _pct(s0["within10"]), _pct(s0["coverage"]),
                          f"{mean('spearman'):.3f}", _pct(mean("within10")), _pct(mean("coverage")),
                          f"{mean('noprior_spearman'):.3f} / {_pct(mean('noprior_within10'))} / "
                          f"{_pct(mean('noprior_coverage'))}",
@@ -237,7 +245,7 @@ def report(args: argparse.Namespace, settings: list[str], data: dict[str, tuple[
             print(" | ".join(map(str, rows[-1])), flush=True)
     print()
     print(table(["target (left out)", "load", "samples", "noise floor: pass vs pass Spearman / within ±10%",
-                 "model (suggested, with priors)", "Spearman (suggested)", "within ±10%", "90% coverage",
+                 "heaviest models (suggested, with priors)", "Spearman (suggested)", "within ±10%", "90% coverage",
                  f"Spearman (with priors, random, {args.splits} splits)", "within ±10%", "90% coverage",
                  "no prior (random): Spearman / ±10% / coverage", "per-stage-MACs linear baseline (random)",
                  "held out"], rows))

@@ -3,9 +3,9 @@
 - :class:`LUTLatency`: the sum of a subnet's LUT entries (the profiler's :class:`~hwnas.profiler.predict.
   LUTPredictor`), for a device with a LUT.
 - :class:`LearnedLatency`: latency learned from a few tens of whole-model measurements of a device without
-  a LUT (or to adapt other devices' LUTs and measurements to it): the model is chosen by cross-validation
-  among those of :mod:`~hwnas.search.fewshot` on the space's structure features, each prediction comes
-  with a conformal interval, and it is saved as JSON (samples, priors, the choice), not a pickle.
+  a LUT (or to adapt other devices' LUTs and measurements to it): the models of :mod:`~hwnas.search.fewshot`
+  on the space's structure features, stacked with weights from cross-validation; each prediction comes
+  with a conformal interval, and it is saved as JSON (samples, priors, the weights), not a pickle.
 
 Every predictor answers :meth:`LatencyPredictor.predict_arrays` (the array form) and, for the search's hot
 path, :meth:`LatencyPredictor.predict_genes` (index form, no re-validation).
@@ -42,7 +42,11 @@ __all__ = [
 ]
 
 LATENCY_FORMAT = "hwnas-latency-predictor"
-LATENCY_VERSION = 2
+LATENCY_VERSION = 3
+#: Saved versions :meth:`LearnedLatency.load` reads (version 2 held one chosen model: its weight is 1).
+LATENCY_VERSIONS_READ = (2, 3)
+#: ``model_`` of a stack of more than one model.
+STACKED = "stacked"
 
 
 class LatencyPredictor(ABC):
@@ -137,11 +141,12 @@ class LUTLatency(LatencyPredictor):
 class LearnedLatency(LatencyPredictor):
     """Latency learned from a few end-to-end measurements of a device, with an interval per prediction.
 
-    :meth:`fit` tries every model of :data:`~hwnas.search.fewshot.MODELS` the samples allow (additive
-    non-negative costs, ridge and gradient boosting in log space, a MACs baseline, and with ``priors`` the
-    other devices' latencies scaled per operator group plus a residual), keeps the one with the smallest
-    cross-validated log error, and takes the interval from that model's out-of-fold errors (split
-    conformal). Saved as JSON: the samples, the priors and the choice; loading refits the chosen model.
+    :meth:`fit` cross-validates every model of :data:`~hwnas.search.fewshot.MODELS` the samples allow
+    (additive non-negative costs, ridge and gradient boosting in log space, a MACs baseline, and with
+    ``priors`` the other devices' latencies scaled per operator group plus a residual), stacks them (a
+    weighted geometric mean, weights fitted on the out-of-fold predictions: :func:`~hwnas.search.fewshot.
+    stack_models`), and takes the interval from out-of-fold errors of the whole procedure (split conformal).
+    Saved as JSON: the samples, the priors and the weights; loading refits the weighted models.
 
     Parameters
     ----------
@@ -215,11 +220,13 @@ class LearnedLatency(LatencyPredictor):
     # ---- fit / predict
 
     def fit(self, archs: Sequence[Any], latency_ms: Sequence[float]) -> LearnedLatency:
-        """Fit on measured (architecture, latency in ms) pairs. Sets ``model_`` (the chosen model),
-        ``cv_`` ({model: mean absolute out-of-fold log error}), ``spearman_``, ``within_10pct_``, ``mape_``
-        (of the chosen model's out-of-fold predictions), ``interval_`` (the log half-width at ``level``) and
-        ``samples_``. Raises PredictorError for unusable data or too few samples."""
-        from .fewshot import MIN_SAMPLES, choose_model, conformal_halfwidth, fit_model, selection_oof
+        """Fit on measured (architecture, latency in ms) pairs. Sets ``weights_`` ({model: weight} of the
+        stack), ``model_`` (the one model of weight 1, or ``"stacked"``), ``cv_`` ({model: mean absolute
+        out-of-fold log error}), ``spearman_``, ``within_10pct_``, ``mape_`` (of the whole procedure's
+        out-of-fold predictions, or the stack's own where the folds are too small to stack in),
+        ``interval_`` (the log half-width at ``level``, from the same predictions) and ``samples_``. Raises
+        PredictorError for unusable data or too few samples."""
+        from .fewshot import MIN_SAMPLES, conformal_halfwidth, fit_stack, nested_oof, stack_models
 
         self._validate_params()
         y = np.asarray(latency_ms, dtype=np.float64).reshape(-1)
@@ -231,15 +238,21 @@ class LearnedLatency(LatencyPredictor):
             raise PredictorError("latencies must be positive numbers (ms)")
         parsed = [self.space.parse(a, resolutions=self.resolutions) for a in archs]
         fs = self._feature_set(self.space.arrays_from_archs(parsed))
-        self.model_, self.cv_, oof = choose_model(fs, y, models=self.models, seed=self.seed)
-        self._fn = fit_model(self.model_, fs, y, seed=self.seed)
+        weights, self.cv_, oof = stack_models(fs, y, models=self.models, seed=self.seed)
+        self._set_weights(weights)
+        self._fn = fit_stack(weights, fs, y, seed=self.seed)
         self._floor = float(np.min(y)) * 1e-3
-        chosen = selection_oof(fs, y, models=self.models, seed=self.seed)  # None: too few samples to choose per fold
-        self.interval_ = conformal_halfwidth(np.log((oof if chosen is None else chosen) / y), self.level)
+        nested = nested_oof(fs, y, models=self.models, seed=self.seed)  # None: folds too small to stack in
+        oof = oof if nested is None else nested
+        self.interval_ = conformal_halfwidth(np.log(oof / y), self.level)
         self._set_metrics(oof, y)
         self.samples_ = len(y)
         self.train_ = ([a.to_dict() for a in parsed], y.tolist())
         return self
+
+    def _set_weights(self, weights: Mapping[str, float]) -> None:
+        self.weights_ = dict(weights)
+        self.model_ = next(iter(weights)) if len(weights) == 1 else STACKED
 
     def _set_metrics(self, pred: np.ndarray, y: np.ndarray) -> None:
         from scipy.stats import spearmanr
@@ -273,13 +286,13 @@ class LearnedLatency(LatencyPredictor):
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
-        out.update({"model": getattr(self, "model_", None), "priors": [p.source for p in self.priors]})
+        out.update({"model": getattr(self, "model_", None), "weights": getattr(self, "weights_", None), "priors": [p.source for p in self.priors]})
         return out
 
     # ---- files
 
     def to_dict(self) -> dict[str, Any]:
-        """The saved form: samples, priors, the chosen model, its interval and cross-validation."""
+        """The saved form: samples, priors, the stack's weights, its interval and cross-validation."""
         self._check_fitted()
         archs, ms = self.train_
         return {
@@ -287,6 +300,7 @@ class LearnedLatency(LatencyPredictor):
             "version": LATENCY_VERSION,
             "kind": "learned",
             "model": self.model_,
+            "weights": self.weights_,
             "space": self.space.name,
             "resolutions": list(self.resolutions),
             "seed": self.seed,
@@ -310,21 +324,30 @@ class LearnedLatency(LatencyPredictor):
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any], *, source: str = "<latency predictor>") -> LearnedLatency:
-        """A fitted predictor from its saved form (the chosen model is refitted on the saved samples).
+        """A fitted predictor from its saved form (the weighted models are refitted on the saved samples).
         Raises PredictorError for a bad object."""
-        from .fewshot import MODELS, features, fit_model, prior_from_dict
+        from .fewshot import MODELS, features, fit_stack, prior_from_dict
 
         if payload.get("format") != LATENCY_FORMAT or payload.get("kind") != "learned":
             raise PredictorError(f"{source}: not an hwnas learned latency predictor")
-        if payload.get("version") != LATENCY_VERSION:
-            raise PredictorError(f"{source}: latency predictor version {payload.get('version')!r}; expected {LATENCY_VERSION}")
+        version = payload.get("version")
+        if version not in LATENCY_VERSIONS_READ:
+            raise PredictorError(f"{source}: latency predictor version {version!r}; expected one of "
+                                 f"{list(LATENCY_VERSIONS_READ)}")
         try:
             space = get_space(payload.get("space"))
         except Exception as exc:
             raise PredictorError(f"{source}: {exc}") from None
-        model = payload.get("model")
-        if model not in MODELS:
-            raise PredictorError(f"{source}: model {model!r} is not one of {list(MODELS)}")
+        weights = payload.get("weights") if version >= 3 else {payload.get("model"): 1.0}
+        if not isinstance(weights, dict) or not weights:
+            raise PredictorError(f"{source}: 'weights' must be an object {{model: weight}}")
+        for name, w in weights.items():
+            if name not in MODELS:
+                raise PredictorError(f"{source}: model {name!r} is not one of {list(MODELS)}")
+            if not isinstance(w, (int, float)) or isinstance(w, bool) or not (0 < w <= 1):
+                raise PredictorError(f"{source}: weight of {name!r} is {w!r}, expected a number in (0, 1]")
+        if abs(sum(weights.values()) - 1) > 1e-6:
+            raise PredictorError(f"{source}: 'weights' sum to {sum(weights.values())!r}, expected 1")
         priors = [prior_from_dict(p, source=source) for p in payload.get("priors") or []]
         try:
             interval = payload["interval"]
@@ -339,8 +362,8 @@ class LearnedLatency(LatencyPredictor):
             raise PredictorError(f"{source}: 'samples' must hold positive latencies")
         pred.resolutions = tuple(int(r) for r in payload.get("resolutions") or pred.resolutions)
         fs = features(space, space.arrays_from_archs(archs), priors)
-        pred.model_ = model
-        pred._fn = fit_model(model, fs, y, seed=pred.seed)
+        pred._set_weights({str(k): float(v) for k, v in weights.items()})
+        pred._fn = fit_stack(pred.weights_, fs, y, seed=pred.seed)
         pred._floor = float(np.min(y)) * 1e-3
         pred.cv_ = dict(payload.get("cv_log_error") or {})
         metrics = payload.get("metrics") or {}

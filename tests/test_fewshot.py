@@ -1,4 +1,4 @@
-"""Few-shot latency prediction: structure features, models chosen by cross-validation, priors from other
+"""Few-shot latency prediction: structure features, models stacked by cross-validation, priors from other
 devices, conformal intervals, which subnets to measure, and the CLI's `predictor latency / measure /
 predict` with its bad-input errors.
 
@@ -20,8 +20,16 @@ from hwnas.cli._app import main
 from hwnas.profiler.ofa_interop import import_ofa, ofa_note10_dir
 from hwnas.search.encoding import ArchEncoding
 from hwnas.search.errors import PredictorError
-from hwnas.search.fewshot import MIN_SAMPLES, load_prior, lut_prior, measurements_prior, suggest_archs
-from hwnas.search.latency import LearnedLatency, LUTLatency
+from hwnas.search.fewshot import (
+    MIN_SAMPLES,
+    features,
+    load_prior,
+    lut_prior,
+    measurements_prior,
+    stack_models,
+    suggest_archs,
+)
+from hwnas.search.latency import STACKED, LearnedLatency, LUTLatency
 from hwnas.supernet import get_space
 from hwnas.supernet.spaces import ENTRY_COSTS, structure_features
 
@@ -80,18 +88,37 @@ def test_structure_features_add_up_to_the_space_costs(space: str) -> None:
 # ---- models, intervals, priors
 
 
-def test_fit_chooses_by_cross_validation_and_beats_the_macs_baseline(note10: LUTLatency) -> None:
+def test_fit_stacks_by_cross_validation_and_beats_the_macs_baseline(note10: LUTLatency) -> None:
     archs = _archs(W12, 550, 0)
     y = _device(note10, archs, [1.6, 1.3, 1.0, 0.8, 0.6], 1.4, 0.03)
     train, test = slice(0, 50), slice(50, None)
     model = LearnedLatency(space=W12).fit(archs[train], y[train])
-    assert model.model_ in model.cv_ and model.cv_[model.model_] == min(model.cv_.values())
+    assert set(model.weights_) <= set(model.cv_) and abs(sum(model.weights_.values()) - 1) < 1e-9
+    assert all(w > 0 for w in model.weights_.values())
+    assert model.model_ == (STACKED if len(model.weights_) > 1 else next(iter(model.weights_)))
     assert "prior-ops" not in model.cv_  # no prior, no prior models
     rho, w10 = _score(model.predict(archs[test]), y[test])
     base = LearnedLatency(space=W12, models=["macs-linear"]).fit(archs[train], y[train])
+    assert base.model_ == "macs-linear" and base.weights_ == {"macs-linear": 1.0}
     rho_b, w10_b = _score(base.predict(archs[test]), y[test])
     assert rho > 0.9 and w10 > 0.8
     assert rho > rho_b and w10 >= w10_b
+
+
+def test_the_stack_fits_its_out_of_fold_predictions_no_worse_than_any_one_model(note10: LUTLatency) -> None:
+    """The weights are the least-squares fit on the simplex, so each single model (a corner of it) is no
+    better on the same out-of-fold predictions; equal weights would be."""
+    archs = _archs(W12, 40, 8)
+    y = _device(note10, archs, [1.0, 1.4, 0.8, 1.2, 0.7], 0.9, 0.04, seed=8)
+    sp = get_space(W12)
+    fs = features(sp, sp.arrays_from_archs(archs))
+    weights, scores, stacked = stack_models(fs, y, seed=0)
+    sse = float(np.sum(np.log(stacked / y) ** 2))
+    singles = {m: stack_models(fs, y, models=[m], seed=0)[2] for m in scores}
+    assert len(weights) >= 2
+    assert all(sse <= float(np.sum(np.log(p / y) ** 2)) + 1e-9 for p in singles.values())
+    equal = np.exp(np.mean([np.log(p) for p in singles.values()], axis=0))
+    assert sse < float(np.sum(np.log(equal / y) ** 2))
 
 
 def test_interval_covers_about_its_level(note10: LUTLatency) -> None:
@@ -110,7 +137,7 @@ def test_a_lut_prior_transfers_with_ten_samples(note10: LUTLatency) -> None:
     alone = LearnedLatency(space=W12).fit(archs[:10], y[:10])
     prior = lut_prior(note10.lut, note10.space, source="note10")
     adapted = LearnedLatency(space=W12, priors=[prior]).fit(archs[:10], y[:10])
-    assert adapted.model_.startswith("prior")
+    assert max(adapted.weights_, key=adapted.weights_.get).startswith("prior")
     rho_a, w10_a = _score(alone.predict(archs[10:]), y[10:])
     rho_p, w10_p = _score(adapted.predict(archs[10:]), y[10:])
     assert rho_p > 0.97 and w10_p > 0.9
@@ -127,12 +154,27 @@ def test_a_measurements_prior_and_saving_round_trip(note10: LUTLatency, tmp_path
     assert _score(pred, target[20:])[1] > 0.85
     path = model.save(tmp_path / "lat.json")
     payload = json.loads(path.read_text())
-    assert payload["model"] == model.model_ and len(payload["samples"]) == 20
+    assert payload["model"] == model.model_ and payload["weights"] == model.weights_ and len(payload["samples"]) == 20
     assert payload["priors"][0]["kind"] == "measurements"
     back = LearnedLatency.load(path)
     got, got_iv = back.predict_interval(archs[220:])
     np.testing.assert_allclose(got, pred, rtol=1e-9)
     np.testing.assert_allclose(got_iv, iv, rtol=1e-9)
+    # a version-2 file held one chosen model: it loads as that model alone
+    one = LearnedLatency(space=W12, priors=[prior], models=["prior-ops"]).fit(archs[200:220], target[:20])
+    old = dict(one.to_dict(), version=2)
+    del old["weights"]
+    (tmp_path / "v2.json").write_text(json.dumps(old))
+    v2 = LearnedLatency.load(tmp_path / "v2.json")
+    assert v2.weights_ == {"prior-ops": 1.0}
+    np.testing.assert_allclose(v2.predict(archs[220:]), one.predict(archs[220:]), rtol=1e-9)
+    for weights, message in [({"tree": 1.0}, "model 'tree' is not one of"),
+                             ({"nnls": 0.5, "ridge-log": 0.4}, "'weights' sum to 0.9"),
+                             ({"nnls": "1"}, "weight of 'nnls' is '1', expected a number in \\(0, 1\\]"),
+                             ([], "'weights' must be an object")]:
+        (tmp_path / "bad.json").write_text(json.dumps(dict(payload, weights=weights)))
+        with pytest.raises(PredictorError, match=f"bad.json: {message}"):
+            LearnedLatency.load(tmp_path / "bad.json")
 
 
 def test_fit_refuses_too_few_samples_and_foreign_priors(note10: LUTLatency) -> None:
@@ -200,7 +242,8 @@ def test_cli_suggest_fit_with_prior_and_predict_intervals(note10: LUTLatency, tm
                            "--out", str(tmp_path / "board.json"), "--json"], capsys)
     assert code == 0, err
     fitted = json.loads(out)
-    assert fitted["samples"] == 12 and fitted["model"] in fitted["cv_log_error"]
+    assert fitted["samples"] == 12 and set(fitted["weights"]) <= set(fitted["cv_log_error"])
+    assert fitted["model"] in (STACKED, *fitted["weights"])
     test = _archs(W12, 5, 99)
     (tmp_path / "t.jsonl").write_text("".join(a.to_json() + "\n" for a in test))
     code, out, _ = _run(["predictor", "predict", str(tmp_path / "board.json"), "--archs", str(tmp_path / "t.jsonl"),

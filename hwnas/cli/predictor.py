@@ -109,9 +109,9 @@ def latency_cmd(
     seed: int = typer.Option(0, "--seed", min=0, help="Seeds the cross-validation folds (and --suggest's pool)."),
     as_json: bool = JsonOption,
 ) -> int:
-    """Fit a learned latency predictor on a few end-to-end measurements of a device (the model chosen by
-    cross-validation, optionally adapted from other devices with --prior), or with --suggest pick the
-    subnets worth measuring first.
+    """Fit a learned latency predictor on a few end-to-end measurements of a device (candidate models stacked
+    with weights from cross-validation, optionally adapted from other devices with --prior), or with
+    --suggest pick the subnets worth measuring first.
 
     Example: hwnas predictor latency --space ofa-mbv3-w1.0 --suggest 30 --out archs.jsonl;
     hwnas predictor measure board --archs archs.jsonl --out board.csv;
@@ -146,6 +146,7 @@ def latency_cmd(
         {
             "samples": model.samples_,
             "model": model.model_,
+            "weights": model.weights_,
             "cv_log_error": model.cv_,
             "spearman": model.spearman_,
             "within_10pct": model.within_10pct_,
