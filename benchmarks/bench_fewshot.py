@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_fewshot [--space ofa-mbv3-w1.0] [--subnets 100]
         [--settings ort1,ort2,litert-f32,litert-int8] [--shots 10,20,50] [--splits 5] [--measure-only]
-        [--load SPEC | --load none] [--loaded-settings ort1]
+        [--load SPEC | --load none] [--loaded-settings ort1] [--cost-repeats 3]
 
 Four settings of this machine stand in for four devices: ONNX Runtime with 1 thread, ONNX Runtime with 2
 threads, LiteRT float32 and LiteRT int8 (1 thread). ``--subnets`` random subnets of ``--space`` at its LUT
@@ -23,6 +23,10 @@ device's noise floor (pass 1 against pass 2, every subnet).
 The loaded row: each of ``--loaded-settings`` is measured again (both passes) while ``--load`` runs beside
 it (``benchmarks/_load.py``; default its ``DEFAULT_LOAD``), cached as ``...-<setting>-loaded.csv``, and
 judged the same way (priors: the other settings' quiet measurements).
+
+The cost: the seconds of one fit on the largest ``--shots`` of the first setting, without and with the
+priors, and of predicting 5000 random subnets with their intervals; the median of ``--cost-repeats`` runs,
+quiet and under ``--load``.
 """
 
 from __future__ import annotations
@@ -150,6 +154,7 @@ def main() -> None:
     ap.add_argument("--loaded-settings", default="ort1",
                     help="Settings also measured under --load (the loaded row); empty: none.")
     ap.add_argument("--json", type=Path, default=None, help="Also write the results here.")
+    ap.add_argument("--cost-repeats", type=int, default=3, help="Runs of the fit-cost table (0: leave it out).")
     add_load_arguments(ap)
     args = ap.parse_args()
     settings = args.settings.split(",")
@@ -190,6 +195,37 @@ def judge(space: Any, archs: list[Any], y: np.ndarray, train: np.ndarray, priors
         out[tag + "model"] = model.model_
         out[tag + "weights"] = model.weights_
     return out
+
+
+def fit_cost(args: argparse.Namespace, sp: Any, settings: list[str], data: dict[str, tuple[list[str], np.ndarray]],
+             prior_of: dict[str, Any]) -> str:
+    """The fit-cost table: seconds (median of ``--cost-repeats``) to fit the first setting's largest
+    ``--shots`` without and with the priors, and to predict 5000 subnets with intervals, quiet and loaded."""
+    from hwnas.search.latency import LearnedLatency
+
+    target = settings[0]
+    archs = [sp.parse(a) for a in data[target][0]]
+    y = np.exp(np.log(data[target][1]).mean(axis=0))
+    shots = max(int(k) for k in args.shots.split(","))
+    train = np.random.default_rng(0).permutation(len(y))[:shots]
+    fit_on = [archs[i] for i in train]
+    priors = [prior_of[o] for o in settings if o != target]
+    pool = sp.archs_from_arrays(sp.sample_arrays(np.random.default_rng(1), 5000, sp.lut_resolutions))
+    rows = []
+    for cond, load in [("quiet", None)] + ([(f"loaded ({args.load})", args.load)] if args.load is not None else []):
+        secs: dict[str, list[float]] = {"fit, no prior": [], f"fit, {len(priors)} priors": [], "predict 5000": []}
+        with under(load):
+            for _ in range(args.cost_repeats):
+                for label, pri in (("fit, no prior", []), (f"fit, {len(priors)} priors", priors)):
+                    t0 = time.perf_counter()
+                    model = LearnedLatency(space=sp, priors=pri).fit(fit_on, y[train])
+                    secs[label].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                model.predict_interval(pool)
+                secs["predict 5000"].append(time.perf_counter() - t0)
+        rows.append([cond, *(f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})" for v in secs.values())])
+    return table(["load", f"fit {shots} samples of {LABELS[target]}, no prior: s (min-max)",
+                  f"fit with {len(priors)} priors", "predict 5000 subnets with intervals"], rows)
 
 
 def _heaviest(weights: dict[str, float], k: int = 2) -> str:
@@ -262,6 +298,9 @@ def report(args: argparse.Namespace, settings: list[str], data: dict[str, tuple[
                         f"{beat} of {len(ms_)}"])
     print(table(["samples", "mean Spearman (quiet, with priors, random)", "mean within ±10%", "mean coverage",
                  "baseline mean", "settings beating the baseline (better on one, no worse on the other)"], summary))
+    if args.cost_repeats > 0:
+        print()
+        print(fit_cost(args, sp, settings, data, prior_of))
     print(f"\nLoad after: {load_average()}.")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1))

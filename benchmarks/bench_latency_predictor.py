@@ -15,10 +15,11 @@ passes.
 Reported per thread count:
 - the noise ceiling: how well one pass predicts the other (Spearman, share within ±5% and ±10%, MAPE):
   no predictor can be judged more precisely than the measurements it is checked against;
-- ``LearnedLatency`` (ridge on the structure features) fitted on ``--train`` subnets and judged on all the
-  others, for ``--splits`` random splits (mean and range), next to gradient boosting on the same features;
-- with ``--reference-lut``, the same with that LUT's prediction as one more feature (a LUT of this CPU at
-  another thread count, say: calibrating or transferring a LUT with a few whole-model measurements).
+- ``LearnedLatency`` (its candidate models on the structure features, stacked) fitted on ``--train``
+  subnets and judged on all the others, for ``--splits`` random splits (mean and range), next to plain
+  gradient boosting (scikit-learn's defaults) on the same features;
+- with ``--reference-lut``, the same with that LUT as the predictor's prior (``predictor latency --prior``;
+  a LUT of this CPU at another thread count, say: transferring a LUT with a few whole-model measurements).
 
 Every measurement is made once quiet and once under ``--load`` (benchmarks/_load.py): a row per setting.
 
@@ -87,7 +88,7 @@ def fit_and_judge(space: str, archs: list[Any], y: np.ndarray, n_train: int, spl
 
     from hwnas.search.latency import LearnedLatency
 
-    out: dict[str, list[dict[str, float]]] = {"ridge": [], "gbm": []}
+    out: dict[str, list[dict[str, float]]] = {"learned": [], "gbm": []}
     for split in range(splits):
         order = np.random.default_rng(split).permutation(len(y))
         tr, te = order[:n_train], order[n_train:]
@@ -96,7 +97,7 @@ def fit_and_judge(space: str, archs: list[Any], y: np.ndarray, n_train: int, spl
         priors = [] if reference is None else [lut_prior(reference.lut, reference.space)]
         model = LearnedLatency(space=space, priors=priors, seed=split).fit([archs[i] for i in tr], y[tr])
         x = model.features_arrays(model.space.arrays_from_archs(archs))
-        out["ridge"].append(agreement(model.predict_arrays(model.space.arrays_from_archs([archs[i] for i in te])), y[te]))
+        out["learned"].append(agreement(model.predict_arrays(model.space.arrays_from_archs([archs[i] for i in te])), y[te]))
         gbm = GradientBoostingRegressor(random_state=0).fit(x[tr], np.log(y[tr]))
         out["gbm"].append(agreement(np.exp(gbm.predict(x[te])), y[te]))
     return out
@@ -119,7 +120,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reference-lut", type=Path, default=None, help="A LUT of the space: its prediction as a feature.")
+    ap.add_argument("--reference-lut", type=Path, default=None, help="A LUT of the space: the learned predictor's prior.")
     ap.add_argument("--json", type=Path, default=None, help="Also write the measurements and results here.")
     add_load_arguments(ap)
     args = ap.parse_args()
@@ -154,7 +155,7 @@ def main() -> None:
                 results[f"+ {args.reference_lut.name}"] = fit_and_judge(args.space, archs, y, args.train, args.splits,
                                                                         reference)
             for feats, res in results.items():
-                for model, label in (("ridge", "LearnedLatency (ridge)"), ("gbm", "gradient boosting")):
+                for model, label in (("learned", "LearnedLatency (stacked)"), ("gbm", "gradient boosting")):
                     rows.append([setting, f"{threads}", reading, f"{label}, {feats}", summary(res[model], "spearman"),
                                  summary(res[model], "within10", True), summary(res[model], "within5", True),
                                  summary(res[model], "mape", True)])

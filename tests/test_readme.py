@@ -31,6 +31,7 @@ RUN = (
     ".venv/bin/hwnas lut import-ofa profiler/data/ofa-note10/*_lookup_table.yaml --space ofa-mbv3-w1.2 --out note10.csv",
     ".venv/bin/hwnas predictor accuracy --ofa-checkpoint profiler/data/ofa-note10/acc_predictor.pth --out ofa-acc.pt",
     ".venv/bin/hwnas search --space ofa-mbv3-w1.2 --lut note10.csv --accuracy ofa-acc.pt --latency-ms 15,20,25,30,40",
+    ".venv/bin/hwnas predictor latency --space ofa-mbv3-w1.2 --suggest 30 --out archs.jsonl",
 )
 #: Checked against ``--help`` only, with the reason they are not run here.
 HELP_ONLY = {
@@ -46,6 +47,10 @@ HELP_ONLY = {
     "search --space compact --device local": "needs the supernet, predictor and LUT above",
     "export supernet.pt": "needs the supernet trained above",
     "lut diff device_profiles/pixel-usb": "needs a phone's LUTs",
+    "predictor measure rpi4": "needs a Raspberry Pi (test_fewshot measures subnets on this machine)",
+    "predictor latency --space ofa-mbv3-w1.2 --data": "needs the measurements above (test_fewshot fits CSVs)",
+    "predictor predict rpi4-latency.json": "needs the predictor above",
+    "search --space ofa-mbv3-w1.2 --latency-predictor": "needs the predictor above and a Raspberry Pi",
 }
 #: Not hwnas commands: the two make targets are this suite and the demo (test_demo), pip is pip.
 OTHER = ("make demo", "make test", "pip install 'hwnas[usb]'", ".venv/bin/python -c ")
@@ -143,3 +148,5 @@ def test_readme_guide_runs_from_a_copy_of_the_repository(clone: Path) -> None:
     assert [int(b) for b, _, _ in found] == [15, 20, 25, 30, 40], outputs[RUN[4]]
     for budget, top1, ms in found:
         assert float(ms) <= int(budget) and 60 < float(top1) < 90  # OFA's predictor: ImageNet top-1
+    assert re.search(r"^30 archs to measure: archs.jsonl$", outputs[RUN[5]], flags=re.M), outputs[RUN[5]]
+    assert len((clone / "archs.jsonl").read_text().splitlines()) == 30
