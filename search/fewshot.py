@@ -14,7 +14,8 @@ Candidates (the features are the space's :func:`~hwnas.supernet.spaces.structure
 
 - ``macs-linear``: least squares on the per-stage and fixed MACs and the resolution (the plain baseline);
 - ``nnls``: latency as a non-negative combination of the additive costs (per stage and fixed: MACs,
-  depthwise MACs, parameters, activation bytes, layers), fitted on relative errors;
+  depthwise MACs, depthwise MACs at each kernel size, parameters, activation bytes, layers), fitted on
+  relative errors;
 - ``ridge-log``: ridge regression of log latency on the log costs and the stage shapes;
 - ``gbm-log``: gradient boosting on log latency (from 30 samples);
 - with priors (other devices' LUTs, measurements or saved predictors, see :func:`load_prior`):
@@ -71,6 +72,8 @@ MIN_SAMPLES = 5
 MODEL_MIN_SAMPLES = {"nnls": 5, "ridge-log": 5, "macs-linear": 10, "gbm-log": 30, "prior-total": 5,
                      "prior-ops": 5, "prior-ops+residual": 8}
 _TINY = 1e-9
+#: The cost columns of a measurements prior saved without its ``costs`` (latency predictor format 2).
+_V2_COSTS = ("mmacs", "dw_mmacs", "mparams", "act_in_mb", "act_out_mb", "act_mid_mb", "layers")
 #: Weights of the stack: the sum-to-one row's weight against the log residuals (large: a hard constraint),
 #: and the smallest weight kept (smaller ones are dropped and the rest renormalised).
 _SUM_ROW = 1e3
@@ -163,10 +166,30 @@ def prior_from_dict(payload: Mapping[str, Any], *, source: str) -> Prior:
         missing = [k for k in need if k not in data]
         if missing:
             raise KeyError(missing[0])
+        if kind == "measurements":
+            data.update(coef=_coef_by_cost(data["coef"], data.get("costs", _V2_COSTS), source).tolist(),
+                        costs=list(ENTRY_COSTS))
         return Prior(kind=kind, source=str(payload.get("source", source)), space=str(payload["space"]),
                      resolutions=payload["resolutions"], data=data)
+    except PredictorError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise PredictorError(f"{source}: bad prior ({exc!r})") from None
+
+
+def _coef_by_cost(coef: Any, costs: Sequence[str], source: str) -> np.ndarray:
+    """A measurements prior's coefficients (groups, len(costs)) in the order of :data:`ENTRY_COSTS` (a cost
+    it does not name gets 0). Raises PredictorError for an unknown cost or a shape that does not match."""
+    c = np.asarray(coef, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != len(costs):
+        raise PredictorError(f"{source}: a measurements prior's 'coef' must be (groups, {len(costs)} costs), "
+                             f"got shape {c.shape}")
+    out = np.zeros((c.shape[0], len(ENTRY_COSTS)))
+    for j, name in enumerate(costs):
+        if name not in ENTRY_COSTS:
+            raise PredictorError(f"{source}: a measurements prior's cost {name!r} is not one of {list(ENTRY_COSTS)}")
+        out[:, ENTRY_COSTS.index(name)] = c[:, j]
+    return out
 
 
 def lut_prior(lut: Any, space: Any, *, source: str | None = None) -> Prior:
@@ -217,7 +240,8 @@ def measurements_prior(archs: Sequence[Any], latency_ms: Sequence[float], space:
         raise PredictorError(f"prior {source}: {len(y)} measurements; a prior needs at least {MIN_SAMPLES}")
     coef = _nnls_additive(features(space, space.arrays_from_archs(parsed)).additive, y, lam=1e-3)
     return Prior(kind="measurements", source=source, space=space.name,
-                 resolutions=sorted({int(a.r) for a in parsed}), data={"coef": coef.tolist(), "samples": len(y)})
+                 resolutions=sorted({int(a.r) for a in parsed}),
+                 data={"coef": coef.tolist(), "costs": list(ENTRY_COSTS), "samples": len(y)})
 
 
 def read_measurements(path: str | Path, space: Any, resolutions: Sequence[int] | None = None

@@ -1073,21 +1073,29 @@ register_space(
 # Structure features: what a subnet costs the hardware, for learned latency predictors
 
 #: The costs of one entry (see :func:`entry_costs`); each is summed over a group of entries.
-ENTRY_COSTS = ("mmacs", "dw_mmacs", "mparams", "act_in_mb", "act_out_mb", "act_mid_mb", "layers")
+ENTRY_COSTS = ("mmacs", "dw_mmacs", "dw3_mmacs", "dw5_mmacs", "dw7_mmacs", "mparams", "act_in_mb", "act_out_mb",
+               "act_mid_mb", "layers")
+#: The depthwise kernel sizes whose MACs are also a cost of their own (``dw<k>_mmacs``): a runtime's depthwise
+#: convolution can cost far more per MAC at one kernel size than at another (LiteRT's XNNPACK on this
+#: project's CPU: 7x7 about 300 us per MMAC, 3x3 and 5x5 a small fraction of that; BENCHMARKS.md).
+DW_KERNELS = (3, 5, 7)
 
 
 def entry_costs(entry: Entry) -> tuple[float, ...]:
-    """The costs of one entry, in the order of :data:`ENTRY_COSTS`: MACs and their depthwise share (M),
-    parameters (M), float32 activation bytes read and written by the entry (MB), the bytes of the expanded
-    tensors inside a block (written and read again: MB), and 1 (a per-layer overhead)."""
+    """The costs of one entry, in the order of :data:`ENTRY_COSTS`: MACs and their depthwise share (M), the
+    depthwise MACs again at each kernel size of :data:`DW_KERNELS` (M; other kernel sizes count in
+    ``dw_mmacs`` only), parameters (M), float32 activation bytes read and written by the entry (MB), the bytes
+    of the expanded tensors inside a block (written and read again: MB), and 1 (a per-layer overhead)."""
     dw = mid = 0.0
     if entry.op == "expanded_conv":
         m = entry.mid_channels
         dw = float(entry.out_size**2 * m * entry.kernel**2)
         mid = 2.0 * entry.out_size**2 * m + (2.0 * entry.in_size**2 * m if entry.has_expand_conv else 0.0)
+    by_kernel = tuple(dw / 1e6 if entry.kernel == k else 0.0 for k in DW_KERNELS)
     act_in = float(np.prod(entry.input_shape))
     act_out = float(np.prod(entry.output_shape))
-    return (entry.macs / 1e6, dw / 1e6, entry.params / 1e6, act_in * 4e-6, act_out * 4e-6, mid * 4e-6, 1.0)
+    return (entry.macs / 1e6, dw / 1e6, *by_kernel, entry.params / 1e6, act_in * 4e-6, act_out * 4e-6, mid * 4e-6,
+            1.0)
 
 
 def block_costs(space: SearchSpace, arrays: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -83,6 +83,11 @@ def test_structure_features_add_up_to_the_space_costs(space: str) -> None:
     assert np.array_equal(layers, arrays["d"].sum(axis=1) + len(sp.fixed_entries(int(arrays["r"][0]))))
     assert np.array_equal(x[:, names.index("resolution")], arrays["r"])
     assert set(ENTRY_COSTS) <= {n.split(".")[-1] for n in names}
+    # every depthwise kernel of these spaces is 3, 5 or 7: the per-kernel MACs add up to the depthwise MACs
+    by_kernel = total("dw3_mmacs") + total("dw5_mmacs") + total("dw7_mmacs")
+    np.testing.assert_allclose(by_kernel, total("dw_mmacs"), rtol=1e-12)
+    sevens = (arrays["ks"] == 7) & sp.active_mask(arrays["d"]).astype(bool)  # blocks beyond a depth do not run
+    assert (total("dw7_mmacs")[sevens.any(axis=1)] > 0).all() and (total("dw7_mmacs")[~sevens.any(axis=1)] == 0).all()
 
 
 # ---- models, intervals, priors
@@ -175,6 +180,28 @@ def test_a_measurements_prior_and_saving_round_trip(note10: LUTLatency, tmp_path
         (tmp_path / "bad.json").write_text(json.dumps(dict(payload, weights=weights)))
         with pytest.raises(PredictorError, match=f"bad.json: {message}"):
             LearnedLatency.load(tmp_path / "bad.json")
+
+
+def test_a_measurements_prior_saved_without_its_costs_reads_them_by_name() -> None:
+    """Format 2 saved a measurements prior's coefficients for seven costs, unnamed; they keep their meaning
+    among today's costs (the per-kernel depthwise MACs get 0)."""
+    from hwnas.search.fewshot import _V2_COSTS, prior_from_dict
+
+    sp = get_space(W12)
+    archs = _archs(W12, 30, 4)
+    arrays = sp.arrays_from_archs(archs)
+    coef = np.random.default_rng(4).uniform(0.0, 1.0, (sp.n_stages + 1, len(_V2_COSTS)))
+    old = {"kind": "measurements", "source": "old.csv", "space": W12, "resolutions": list(sp.lut_resolutions),
+           "coef": coef.tolist(), "samples": 30}
+    prior = prior_from_dict(old, source="old.json")
+    additive = features(sp, arrays).additive
+    expected = np.einsum("ngc,gc->ng", additive[:, :, [ENTRY_COSTS.index(c) for c in _V2_COSTS]], coef)
+    np.testing.assert_allclose(prior.components(sp, arrays), expected, rtol=1e-12)
+    assert prior.to_dict()["costs"] == list(ENTRY_COSTS)
+    with pytest.raises(PredictorError, match="old.json: a measurements prior's cost 'flops' is not one of"):
+        prior_from_dict(dict(old, costs=["flops", *_V2_COSTS[1:]]), source="old.json")
+    with pytest.raises(PredictorError, match=r"old.json: a measurements prior's 'coef' must be \(groups, 7 costs\)"):
+        prior_from_dict(dict(old, coef=coef[:, :5].tolist()), source="old.json")
 
 
 def test_fit_refuses_too_few_samples_and_foreign_priors(note10: LUTLatency) -> None:
