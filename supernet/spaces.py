@@ -1076,8 +1076,8 @@ register_space(
 ENTRY_COSTS = ("mmacs", "dw_mmacs", "dw3_mmacs", "dw5_mmacs", "dw7_mmacs", "mparams", "act_in_mb", "act_out_mb",
                "act_mid_mb", "layers")
 #: The depthwise kernel sizes whose MACs are also a cost of their own (``dw<k>_mmacs``): a runtime's depthwise
-#: convolution can cost far more per MAC at one kernel size than at another (LiteRT's XNNPACK on this
-#: project's CPU: 7x7 about 300 us per MMAC, 3x3 and 5x5 a small fraction of that; BENCHMARKS.md).
+#: convolution can cost far more per MAC at one kernel size than at another (LiteRT, one thread, on this
+#: project's development CPU: 461 us per MMAC at 7x7 against 65 at 5x5 and 93 at 3x3; BENCHMARKS.md).
 DW_KERNELS = (3, 5, 7)
 
 
