@@ -197,34 +197,32 @@ def judge(space: Any, archs: list[Any], y: np.ndarray, train: np.ndarray, priors
     return out
 
 
-def fit_cost(args: argparse.Namespace, sp: Any, settings: list[str], data: dict[str, tuple[list[str], np.ndarray]],
-             prior_of: dict[str, Any]) -> str:
-    """The fit-cost table: seconds (median of ``--cost-repeats``) to fit the first setting's largest
-    ``--shots`` without and with the priors, and to predict 5000 subnets with intervals, quiet and loaded."""
+def fit_cost(args: argparse.Namespace, sp: Any, label: str, archs: list[Any], y: np.ndarray, priors: list[Any]
+             ) -> str:
+    """The fit-cost table: seconds (median of ``--cost-repeats``) to fit ``label``'s largest ``--shots`` of
+    ``archs`` (latencies ``y``) without and with ``priors``, and to predict 5000 subnets with intervals,
+    quiet and loaded."""
     from hwnas.search.latency import LearnedLatency
 
-    target = settings[0]
-    archs = [sp.parse(a) for a in data[target][0]]
-    y = np.exp(np.log(data[target][1]).mean(axis=0))
     shots = max(int(k) for k in args.shots.split(","))
     train = np.random.default_rng(0).permutation(len(y))[:shots]
     fit_on = [archs[i] for i in train]
-    priors = [prior_of[o] for o in settings if o != target]
+    fits = (("fit, no prior", []), (f"fit, {len(priors)} priors", priors))
     pool = sp.archs_from_arrays(sp.sample_arrays(np.random.default_rng(1), 5000, sp.lut_resolutions))
     rows = []
     for cond, load in [("quiet", None)] + ([(f"loaded ({args.load})", args.load)] if args.load is not None else []):
-        secs: dict[str, list[float]] = {"fit, no prior": [], f"fit, {len(priors)} priors": [], "predict 5000": []}
+        secs: dict[str, list[float]] = {name: [] for name, _ in fits} | {"predict 5000": []}
         with under(load):
             for _ in range(args.cost_repeats):
-                for label, pri in (("fit, no prior", []), (f"fit, {len(priors)} priors", priors)):
+                for name, pri in fits:
                     t0 = time.perf_counter()
                     model = LearnedLatency(space=sp, priors=pri).fit(fit_on, y[train])
-                    secs[label].append(time.perf_counter() - t0)
+                    secs[name].append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 model.predict_interval(pool)
                 secs["predict 5000"].append(time.perf_counter() - t0)
         rows.append([cond, *(f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})" for v in secs.values())])
-    return table(["load", f"fit {shots} samples of {LABELS[target]}, no prior: s (min-max)",
+    return table(["load", f"fit {shots} samples of {label}, no prior: s (min-max)",
                   f"fit with {len(priors)} priors", "predict 5000 subnets with intervals"], rows)
 
 
@@ -300,7 +298,9 @@ def report(args: argparse.Namespace, settings: list[str], data: dict[str, tuple[
                  "baseline mean", "settings beating the baseline (better on one, no worse on the other)"], summary))
     if args.cost_repeats > 0:
         print()
-        print(fit_cost(args, sp, settings, data, prior_of))
+        first = settings[0]
+        print(fit_cost(args, sp, LABELS[first], [sp.parse(a) for a in data[first][0]], quiet_y[first],
+                       [prior_of[o] for o in settings if o != first]))
     print(f"\nLoad after: {load_average()}.")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1))

@@ -427,14 +427,17 @@ def stack_weights(oof: Mapping[str, np.ndarray], y: np.ndarray) -> dict[str, flo
 def fit_stack(weights: Mapping[str, float], fs: FeatureSet, y: np.ndarray, *, seed: int = 0
               ) -> Callable[[FeatureSet], np.ndarray]:
     """Fit each model of ``weights`` on ``fs`` and ``y``; returns the function predicting their weighted
-    geometric mean (ms)."""
+    geometric mean (ms), each model's prediction floored at a thousandth of the fastest sample (so the
+    result is finite and positive)."""
     floor = float(np.min(y)) * 1e-3
     fns = {m: fit_model(m, fs, y, seed=seed) for m in weights}
+    return lambda f: _geomean(weights, {m: _safe_predict(fn, f, floor) for m, fn in fns.items()})
 
-    def predict(f: FeatureSet) -> np.ndarray:
-        return np.exp(sum(w * np.log(_safe_predict(fns[m], f, floor)) for m, w in weights.items()))
 
-    return predict
+def _geomean(weights: Mapping[str, float], preds: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The stack's prediction: the geometric mean of the models' positive predictions ``preds`` with
+    ``weights``."""
+    return np.exp(sum(w * np.log(preds[m]) for m, w in weights.items()))
 
 
 def stack_models(fs: FeatureSet, y: np.ndarray, *, models: Sequence[str] | None = None, seed: int = 0
@@ -448,20 +451,18 @@ def stack_models(fs: FeatureSet, y: np.ndarray, *, models: Sequence[str] | None 
     oof = {name: _out_of_fold(fs, y, lambda sub, y_sub, name=name: {name: 1.0}, seed=seed) for name in names}
     scores = {name: float(np.mean(np.abs(np.log(oof[name] / y)))) for name in names}
     weights = stack_weights(oof, y)
-    stacked = np.exp(sum(w * np.log(oof[m]) for m, w in weights.items()))
-    return weights, scores, stacked
+    return weights, scores, _geomean(weights, oof)
 
 
 def _out_of_fold(fs: FeatureSet, y: np.ndarray, pick: Callable[[FeatureSet, np.ndarray], Mapping[str, float]], *,
                  seed: int) -> np.ndarray:
     """Out-of-fold predictions: in each fold the stack ``pick(features, latencies)`` weighs for the other
-    samples is fitted on them and predicts the fold."""
-    floor = float(np.min(y)) * 1e-3
+    samples is fitted on them and predicts the fold (finite and positive: :func:`fit_stack` floors)."""
     pred = np.empty(len(y))
     for test in _folds(len(y), seed):
         train = np.setdiff1d(np.arange(len(y)), test)
         sub, y_sub = fs.take(train), y[train]
-        pred[test] = _safe_predict(fit_stack(pick(sub, y_sub), sub, y_sub, seed=seed), fs.take(test), floor)
+        pred[test] = fit_stack(pick(sub, y_sub), sub, y_sub, seed=seed)(fs.take(test))
     return pred
 
 

@@ -241,7 +241,6 @@ class LearnedLatency(LatencyPredictor):
         weights, self.cv_, oof = stack_models(fs, y, models=self.models, seed=self.seed)
         self._set_weights(weights)
         self._fn = fit_stack(weights, fs, y, seed=self.seed)
-        self._floor = float(np.min(y)) * 1e-3
         nested = nested_oof(fs, y, models=self.models, seed=self.seed)  # None: folds too small to stack in
         oof = oof if nested is None else nested
         self.interval_ = conformal_halfwidth(np.log(oof / y), self.level)
@@ -269,8 +268,7 @@ class LearnedLatency(LatencyPredictor):
 
     def predict_arrays(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
         self._check_fitted()
-        p = np.asarray(self._fn(self._feature_set(arrays)), dtype=np.float64)
-        return np.where(np.isfinite(p), np.maximum(p, self._floor), self._floor)
+        return np.asarray(self._fn(self._feature_set(arrays)), dtype=np.float64)  # fit_stack floors
 
     def interval_arrays(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
         """(n, 2) lower and upper ends (ms) of the ``level`` interval of each prediction."""
@@ -286,7 +284,8 @@ class LearnedLatency(LatencyPredictor):
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
-        out.update({"model": getattr(self, "model_", None), "weights": getattr(self, "weights_", None), "priors": [p.source for p in self.priors]})
+        out.update({"model": getattr(self, "model_", None), "weights": getattr(self, "weights_", None),
+                    "priors": [p.source for p in self.priors]})
         return out
 
     # ---- files
@@ -364,7 +363,6 @@ class LearnedLatency(LatencyPredictor):
         fs = features(space, space.arrays_from_archs(archs), priors)
         pred._set_weights({str(k): float(v) for k, v in weights.items()})
         pred._fn = fit_stack(pred.weights_, fs, y, seed=pred.seed)
-        pred._floor = float(np.min(y)) * 1e-3
         pred.cv_ = dict(payload.get("cv_log_error") or {})
         metrics = payload.get("metrics") or {}
         pred.samples_ = metrics.get("samples", len(y))
