@@ -20,6 +20,7 @@ from pathlib import Path
 # cheap and quick first; the supernet training (~20 min on one thread) last
 BENCHMARKS = (
     "bench_noise",
+    "bench_depthwise",
     "bench_cost",
     "bench_fidelity",
     "bench_validation",

@@ -1077,7 +1077,8 @@ ENTRY_COSTS = ("mmacs", "dw_mmacs", "dw3_mmacs", "dw5_mmacs", "dw7_mmacs", "mpar
                "act_mid_mb", "layers")
 #: The depthwise kernel sizes whose MACs are also a cost of their own (``dw<k>_mmacs``): a runtime's depthwise
 #: convolution can cost far more per MAC at one kernel size than at another (LiteRT, one thread, on this
-#: project's development CPU: 461 us per MMAC at 7x7 against 65 at 5x5 and 93 at 3x3; BENCHMARKS.md).
+#: project's development CPU: 447 us per MMAC at 7x7 against 48 at 5x5 and 44 at 3x3, where ONNX Runtime
+#: takes 29-66 at every size; ``benchmarks/bench_depthwise.py``, BENCHMARKS.md).
 DW_KERNELS = (3, 5, 7)
 
 
